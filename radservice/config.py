@@ -1,0 +1,206 @@
+"""One Settings object: a TOML file, overridden key by key by RADSERVICE_<SECTION>__<KEY>."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+#: The documented default file, relative to the working directory.
+DEFAULT_CONFIG_PATH = Path("config/radservice.toml")
+CONFIG_ENV_VAR = "RADSERVICE_CONFIG"
+
+
+class _Section(BaseModel):
+    # An unknown key is a typo an admin must hear about, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    environment: Literal["local", "production"] = "local"
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/radservice.db"
+    echo: bool = False
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Path("var")
+    audio_retention_days: int = Field(365, ge=1)
+    max_audio_mb: int = Field(50, ge=1)
+    max_audio_seconds: int = Field(900, ge=1)
+
+
+class Hl7Settings(_Section):
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(2575, ge=0, le=65535)
+    sending_application: str = "RADSERVICE"
+    sending_facility: str = "RADIOLOGY"
+    allowed_hosts: list[str] = Field(default_factory=list)
+    accession_field: str = "OBR-18"
+    max_message_bytes: int = Field(1_048_576, ge=1024)
+
+
+class RisSettings(_Section):
+    host: str = ""
+    port: int = Field(2576, ge=0, le=65535)
+    receiving_application: str = "RIS"
+    receiving_facility: str = "HOSPITAL"
+    ack_timeout_s: float = Field(30.0, gt=0)
+
+
+class DicomSettings(_Section):
+    ae_title: str = Field("RADSERVICE", min_length=1, max_length=16)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(11112, ge=0, le=65535)
+
+
+class PacsSettings(_Section):
+    host: str = ""
+    port: int = Field(4242, ge=0, le=65535)
+    ae_title: str = Field("ORTHANC", min_length=1, max_length=16)
+    find_on_intake: bool = False
+
+
+class WhisperSettings(_Section):
+    model: str = "tiny.en"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    beam_size: int = Field(5, ge=1)
+    hotwords: str = ""
+
+
+class LlmSettings(_Section):
+    enabled: bool = True
+    api: Literal["ollama", "openai"] = "ollama"
+    url: str = "http://127.0.0.1:11434"
+    model: str = "llama3.2:3b"
+    timeout_s: float = Field(30.0, gt=0)
+    api_key: SecretStr = SecretStr("")
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(1, ge=1)
+    poll_interval_s: float = Field(1.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+
+
+class AuthSettings(_Section):
+    token_ttl_hours: int = Field(720, ge=0)
+
+
+class Settings(BaseSettings):
+    """Every setting of radservice, grouped by the sections of ``config/radservice.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RADSERVICE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    hl7: Hl7Settings = Field(default_factory=Hl7Settings)
+    ris: RisSettings = Field(default_factory=RisSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    #: The file these settings were read from (None: built-in defaults only).
+    _source_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> Path | None:
+        """The file these settings were read from, or None for built-in defaults."""
+        return self._source_file
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then the file's values (passed as init kwargs): env wins.
+        return (env_settings, init_settings)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked, for the start-up log."""
+        return self.model_dump(mode="json")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+def resolve_config_path(explicit: str | Path | None) -> tuple[Path | None, bool]:
+    """Which file to read: ``--config``, else ``RADSERVICE_CONFIG``, else the default.
+
+    Returns
+    -------
+    (path, required)
+        ``required`` is False only for the default path, which may be absent.
+    """
+    if explicit:
+        return Path(explicit), True
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    if from_env:
+        return Path(from_env), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        env = "RADSERVICE_" + "__".join(loc).upper()
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        else:
+            lines.append(f"{source}: key '{key}' (or {env}): {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Build the Settings once, at start.
+
+    Raises
+    ------
+    ConfigError
+        The file is unreadable or not TOML, a key is unknown, or a value has the wrong type.
+    """
+    path, required = resolve_config_path(config_file)
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None and (required or path.exists()):
+        source = str(path)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    else:
+        path = None
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
+    settings._source_file = path
+    return settings

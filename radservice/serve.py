@@ -1,0 +1,78 @@
+"""`radservice serve`: the API and (in later issues) the listeners, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from radservice.api.app import create_app
+from radservice.config import Settings
+
+log = logging.getLogger("radservice.serve")
+
+
+class ListenError(Exception):
+    """A listener could not bind its address (port in use, address not local, ...)."""
+
+
+def bind_tcp(host: str, port: int, *, what: str) -> socket.socket:
+    """Bind a listening TCP socket, or raise ListenError with a message an admin can act on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ListenError(f"{what}: cannot listen on {host}:{port}: {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve` owns SIGTERM/SIGINT for every listener."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT; return the process exit code."""
+    api_sock = bind_tcp(settings.server.host, settings.server.port, what="HTTP API")
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    api = _ApiServer(config)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    api_task = asyncio.create_task(api.serve(sockets=[api_sock]), name="api")
+    while not api.started and not api_task.done():
+        await asyncio.sleep(0.02)
+    if api_task.done():
+        api_task.result()
+        log.error("HTTP API stopped during start-up")
+        return 1
+    host, port = api_sock.getsockname()[:2]
+    log.info("HTTP API listening on http://%s:%d", host, port)
+
+    stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    api.should_exit = True
+    await api_task
+    stop_task.cancel()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,84 @@
+"""Helpers shared by the tests: free ports and a `radservice serve` subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def radservice(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the radservice CLI in a child process and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "radservice.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
+    )
+
+
+class ServeProcess:
+    """A running `radservice serve` and where it listens."""
+
+    def __init__(self, proc: subprocess.Popen[str], base_url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+@contextmanager
+def serve(config_path: Path, workdir: Path, *, env: dict[str, str] | None = None,
+          wait_s: float = 60) -> Iterator[ServeProcess]:
+    """Start `radservice serve --config FILE`, wait for /healthz, stop it with SIGTERM after."""
+    import tomllib
+
+    port = tomllib.loads(config_path.read_text())["server"]["port"]
+    log_path = workdir / "serve.log"
+    log_fh = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radservice.cli", "serve", "--config", str(config_path)],
+        stdout=log_fh, stderr=subprocess.STDOUT, text=True, cwd=workdir,
+        env={**os.environ, **(env or {})},
+    )
+    running = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited with {proc.returncode}:\n{running.log()}")
+            try:
+                if httpx.get(running.base_url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"serve not healthy after {wait_s}s:\n{running.log()}")
+            time.sleep(0.1)
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log_fh.close()

@@ -1,0 +1,92 @@
+"""Settings: file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from radservice.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "radservice.toml"
+    path.write_text(text)
+    return path
+
+
+def test_documented_default_file_loads_and_matches_builtin_defaults() -> None:
+    settings = load_settings(REPO / "config" / "radservice.toml")
+    assert settings.server.port == 8000
+    assert settings.hl7.listen_port == 2575
+    assert settings.dicom.listen_port == 11112
+    assert settings.database.url == "sqlite:///var/radservice.db"
+    assert settings.hl7.accession_field == "OBR-18"
+
+
+def test_values_come_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nport = 9123\nenvironment = "production"\n[hl7]\nallowed_hosts = ["10.0.0.5"]\n')
+    settings = load_settings(path)
+    assert settings.server.port == 9123
+    assert settings.server.environment == "production"
+    assert settings.hl7.allowed_hosts == ["10.0.0.5"]
+    assert settings.source_file == path
+    # keys the file leaves out keep their defaults
+    assert settings.pacs.ae_title == "ORTHANC"
+
+
+def test_environment_overrides_a_file_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[database]\nurl = "sqlite:///from-file.db"\n[server]\nport = 9000\n')
+    monkeypatch.setenv("RADSERVICE_DATABASE__URL", "postgresql+psycopg://u@h/db")
+    settings = load_settings(path)
+    assert settings.database.url == "postgresql+psycopg://u@h/db"
+    assert settings.server.port == 9000  # untouched keys still come from the file
+
+
+def test_radservice_config_env_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[worker]\nconcurrency = 4\n")
+    monkeypatch.setenv("RADSERVICE_CONFIG", str(path))
+    assert load_settings().worker.concurrency == 4
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[database]\nurll = 'x'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "database.urll" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'databse'"):
+        load_settings(write(tmp_path, "[databse]\nurl = 'x'\n"))
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[server]\nport = 'eighty'\n"))
+    assert "server.port" in str(info.value)
+
+
+def test_wrong_type_from_environment_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADSERVICE_WORKER__CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match="worker.concurrency"):
+        load_settings(write(tmp_path, ""))
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_invalid_toml_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[server\nport = 1\n"))
+
+
+def test_secrets_are_masked_in_the_logged_config(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, '[llm]\napi_key = "s3cret-key"\n'))
+    assert settings.llm.api_key.get_secret_value() == "s3cret-key"
+    assert "s3cret-key" not in repr(settings.redacted())
