@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from radservice.config import ConfigError, Settings, load_settings
 from radservice.logs import configure_logging
 
 log = logging.getLogger("radservice")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="radservice: radiology dictation and reporting.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="radservice: radiology dictation and reporting.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+user_app = typer.Typer(no_args_is_help=True, help="API users and their tokens.")
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
 
 ConfigOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", help="TOML config file (default: $RADSERVICE_CONFIG, then config/radservice.toml)."),
 ]
+CLI_ACTOR = "cli"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -36,26 +44,170 @@ def _settings(config: Path | None) -> Settings:
         _fail(f"configuration error\n{exc}", 2)
 
 
+def _safe_url(settings: Settings) -> str:
+    return make_url(settings.database.url).render_as_string(hide_password=True)
+
+
+def _migrated_engine(settings: Settings) -> Engine:
+    """An engine on a database brought to the newest schema, or exit 1 saying why."""
+    from radservice.db import migrate
+    from radservice.db.session import make_engine
+
+    engine = make_engine(settings.database.url, echo=settings.database.echo)
+    try:
+        migrate.upgrade(engine)
+    except SQLAlchemyError as exc:
+        _fail(f"database {_safe_url(settings)}: {type(exc).__name__}: {exc.orig if hasattr(exc, 'orig') else exc}", 1)
+    return engine
+
+
 @app.command()
 def serve(config: ConfigOption = None) -> None:
-    """Run the API and listeners in one process until SIGTERM."""
+    """Run the API and listeners in one process until SIGTERM (migrates the database first)."""
     settings = _settings(config)
     configure_logging()
     log.info("configuration from %s", settings.source_file or "built-in defaults and environment")
+    log.info("database %s", _safe_url(settings))
     from radservice import serve as serve_mod
 
+    engine = _migrated_engine(settings)
     try:
-        code = asyncio.run(serve_mod.run(settings))
+        code = asyncio.run(serve_mod.run(settings, engine))
     except serve_mod.ListenError as exc:
         _fail(str(exc), 1)
+    finally:
+        engine.dispose()
     raise typer.Exit(code)
 
 
 @app.command()
 def check(config: ConfigOption = None) -> None:
     """Validate the configuration and reach every configured peer; exit 1 on any failure."""
+    from radservice.db import migrate
+    from radservice.db.session import make_engine, ping
+
     settings = _settings(config)
     typer.echo(f"config: ok ({settings.source_file or 'built-in defaults and environment'})")
+    failures = 0
+    engine = make_engine(settings.database.url)
+    try:
+        ping(engine)
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+        state = (
+            "up to date" if current == head
+            else f"at {current or 'empty'}, {head} pending (serve or `db upgrade` applies it)"
+        )
+        typer.echo(f"database: ok ({_safe_url(settings)}, schema {state})")
+    except SQLAlchemyError as exc:
+        failures += 1
+        typer.echo(f"database: FAILED ({_safe_url(settings)}: {type(exc).__name__})")
+    finally:
+        engine.dispose()
+    if failures:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply pending Alembic migrations."""
+    from radservice.db import migrate
+
+    settings = _settings(config)
+    configure_logging()
+    engine = _migrated_engine(settings)
+    typer.echo(f"database {_safe_url(settings)} at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: Annotated[str, typer.Option("--role", help="radiologist (= attending), resident, editor or admin")],
+    display_name: Annotated[str, typer.Option("--display-name", help="Name shown in the UI and on reports.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create a user; prints its API token as the last line."""
+    from radservice.audit import service as audit
+    from radservice.db.session import make_sessionmaker, session_scope
+    from radservice.users import service as users
+
+    settings = _settings(config)
+    try:
+        parsed_role = users.parse_role(role)
+    except users.UserError as exc:
+        _fail(str(exc), 2)
+    engine = _migrated_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name)
+            token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
+            audit.record(session=session, actor=CLI_ACTOR, action="user.add", entity_type="user",
+                         entity_id=user.username, detail={"role": user.role})
+    except users.UserError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(f"created {parsed_role.value} '{name}'; API token:")
+    typer.echo(token)
+
+
+@user_app.command("token")
+def user_token(name: str, config: ConfigOption = None) -> None:
+    """Issue another API token for an active user; prints it as the last line."""
+    from radservice.audit import service as audit
+    from radservice.db.session import make_sessionmaker, session_scope
+    from radservice.users import service as users
+
+    settings = _settings(config)
+    engine = _migrated_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            user = users.get_user(session=session, username=name)
+            if user is None or not user.active:
+                raise users.UserError(f"no active user '{name}'")
+            token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
+            audit.record(session=session, actor=CLI_ACTOR, action="user.token", entity_type="user", entity_id=name)
+    except users.UserError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(token)
+
+
+@user_app.command("list")
+def user_list(config: ConfigOption = None) -> None:
+    """List users: name, role, active, display name."""
+    from radservice.db.session import make_sessionmaker, session_scope
+    from radservice.users import service as users
+
+    settings = _settings(config)
+    engine = _migrated_engine(settings)
+    with session_scope(make_sessionmaker(engine)) as session:
+        rows = users.list_users(session=session)
+        for u in rows:
+            typer.echo(f"{u.username}\t{u.role}\t{'active' if u.active else 'revoked'}\t{u.display_name}")
+    engine.dispose()
+
+
+@user_app.command("revoke")
+def user_revoke(name: str, config: ConfigOption = None) -> None:
+    """Deactivate a user and revoke all of its tokens."""
+    from radservice.audit import service as audit
+    from radservice.db.session import make_sessionmaker, session_scope
+    from radservice.users import service as users
+
+    settings = _settings(config)
+    engine = _migrated_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            count = users.revoke_user(session=session, username=name)
+            audit.record(session=session, actor=CLI_ACTOR, action="user.revoke", entity_type="user",
+                         entity_id=name, detail={"tokens_revoked": count})
+    except users.UserError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked '{name}' ({count} token(s))")
 
 
 def main() -> None:
@@ -64,4 +216,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -17,6 +17,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     handler.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic announces each plugin at INFO on every start; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from sqlalchemy import Engine
 
 from radservice.api.app import create_app
 from radservice.config import Settings
@@ -46,10 +47,10 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-async def run(settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT; return the process exit code."""
+async def run(settings: Settings, engine: Engine) -> int:
+    """Serve until SIGTERM or SIGINT on a migrated database; return the process exit code."""
     api_sock = bind_tcp(settings.server.host, settings.server.port, what="HTTP API")
-    app = create_app(settings)
+    app = create_app(settings, engine)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     api = _ApiServer(config)
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
 
 def free_port() -> int:
@@ -82,3 +83,25 @@ def serve(config_path: Path, workdir: Path, *, env: dict[str, str] | None = None
             proc.kill()
             proc.wait(timeout=10)
         log_fh.close()
+
+
+def make_user(factory: sessionmaker[Session], username: str, role: str, *, ttl_hours: int = 24) -> str:
+    """Create a user with a token through the domain service; return the token."""
+    from radservice.db.session import session_scope
+    from radservice.users import service as users
+
+    with session_scope(factory) as session:
+        user = users.create_user(session=session, username=username, role=users.parse_role(role))
+        return users.issue_token(session=session, user=user, ttl_hours=ttl_hours)
+
+
+def write_config(tmp_path: Path, *, port: int, db_url: str | None = None, extra: str = "") -> Path:
+    """A config file for a test instance: loopback, a free port, its own database and data dir."""
+    url = db_url or f"sqlite:///{tmp_path}/rs.db"
+    path = tmp_path / "radservice.toml"
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[database]\nurl = "{url}"\n'
+        f'[storage]\ndata_dir = "{tmp_path}/data"\n{extra}'
+    )
+    return path

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from radservice import __version__
-from radservice.api.routes import health
+from radservice.api import metrics
+from radservice.api.routes import admin, health, me
 from radservice.config import Settings
+from radservice.db.session import make_sessionmaker
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the HTTP API for these settings.
+def create_app(settings: Settings, engine: Engine) -> FastAPI:
+    """Build the HTTP API for these settings on this (migrated) database.
 
     Production mode turns the interactive documentation (``/docs``, ``/redoc``,
     ``/openapi.json``) off.
@@ -24,5 +29,13 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None if production else "/openapi.json",
     )
     app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    # name -> "is it up?"; listeners started beside the API register here for /readyz.
+    listeners: dict[str, Callable[[], bool]] = {}
+    app.state.listeners = listeners
+    app.state.metrics = metrics.install(app)
     app.include_router(health.router)
+    app.include_router(me.router)
+    app.include_router(admin.router)
     return app

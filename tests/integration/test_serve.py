@@ -8,19 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, radservice, serve
+from tests.support import free_port, radservice, serve, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def write_config(tmp_path: Path, *, port: int, extra: str = "") -> Path:
-    path = tmp_path / "radservice.toml"
-    path.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
-        f'[database]\nurl = "sqlite:///{tmp_path}/rs.db"\n'
-        f'[storage]\ndata_dir = "{tmp_path}/data"\n{extra}'
-    )
-    return path
 
 
 def test_serve_answers_healthz_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -54,3 +44,39 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_user_add_token_works_against_a_running_server(tmp_path: Path, db_url: str) -> None:
+    """The admin's path: `user add` prints a token; `serve` (which migrates) accepts it."""
+    config = write_config(tmp_path, port=free_port(), db_url=db_url)
+    added = radservice("user", "add", "dr.grey", "--role", "radiologist", "--display-name", "Dr Grey",
+                       "--config", str(config), cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    assert token.startswith("rs_")
+    admin = radservice("user", "add", "ops", "--role", "admin", "--config", str(config), cwd=tmp_path)
+    admin_token = admin.stdout.strip().splitlines()[-1]
+
+    with serve(config, tmp_path) as proc:
+        me = httpx.get(proc.base_url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert me.status_code == 200
+        assert me.json() == {"username": "dr.grey", "display_name": "Dr Grey", "role": "radiologist"}
+        bad = httpx.get(proc.base_url + "/api/v1/me", headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert bad.status_code == 401
+        forbidden = httpx.get(proc.base_url + "/api/v1/admin/users",
+                              headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert forbidden.status_code == 403
+        listed = httpx.get(proc.base_url + "/api/v1/admin/users",
+                           headers={"Authorization": f"Bearer {admin_token}"}, timeout=5)
+        assert [u["username"] for u in listed.json()] == ["dr.grey", "ops"]
+        ready = httpx.get(proc.base_url + "/readyz", timeout=5)
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["database"] == "ok"
+        metrics = httpx.get(proc.base_url + "/metrics", timeout=5)
+        assert "radservice_http_requests_total" in metrics.text
+
+        revoked = radservice("user", "revoke", "dr.grey", "--config", str(config), cwd=tmp_path)
+        assert revoked.returncode == 0, revoked.stderr
+        after = httpx.get(proc.base_url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert after.status_code == 401
+        assert proc.stop() == 0

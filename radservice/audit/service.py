@@ -1,0 +1,36 @@
+"""Writing the audit trail: the one function every feature calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from radservice.audit.models import AuditEvent
+
+
+def record(
+    *,
+    session: Session,
+    actor: str,
+    action: str,
+    user_id: int | None = None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add one audit event to the session's transaction (committed with the work it records).
+
+    ``detail`` holds identifiers (accession numbers, message control IDs), never patient
+    names or report text.
+    """
+    event = AuditEvent(
+        actor=actor,
+        action=action,
+        user_id=user_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        detail=detail,
+    )
+    session.add(event)
+    return event

@@ -1,0 +1,8 @@
+"""Every table, imported in one place so metadata (and Alembic) sees them all."""
+
+from radservice.audit.models import AuditEvent
+from radservice.db.base import Base
+from radservice.users.models import ApiToken, User
+from radservice.worklist.models import Patient, Study
+
+__all__ = ["ApiToken", "AuditEvent", "Base", "Patient", "Study", "User"]

@@ -1,0 +1,50 @@
+"""Users of the API and their bearer tokens (stored only as hashes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from radservice.db.base import Base, UtcDateTime, utcnow
+
+
+class Role(StrEnum):
+    """What a user may do. `attending` is accepted as a name for `radiologist`."""
+
+    RADIOLOGIST = "radiologist"
+    RESIDENT = "resident"
+    EDITOR = "editor"
+    ADMIN = "admin"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('radiologist', 'resident', 'editor', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the token: a token has 256 bits of entropy, so a plain hash suffices (no salt).
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters, so an admin can tell tokens apart without seeing them.
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    user: Mapped[User] = relationship(back_populates="tokens")

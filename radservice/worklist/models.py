@@ -1,0 +1,74 @@
+"""Patients and studies: what the RIS ordered and where each study stands."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from radservice.db.base import Base, UtcDateTime, utcnow
+
+
+class StudyStatus(StrEnum):
+    """Where a study stands on the way from order to final report."""
+
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    DICTATED = "dictated"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CANCELLED = "cancelled"
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    # Assigning authority of the patient ID ('' when the sender gives none).
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    family_name: Mapped[str] = mapped_column(String(200), default="")
+    given_name: Mapped[str] = mapped_column(String(200), default="")
+    birth_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    sex: Mapped[str] = mapped_column(String(1), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    # An accession number is unique only together with its issuer ('' when none is given).
+    __table_args__ = (
+        UniqueConstraint("accession_number", "accession_issuer"),
+        CheckConstraint(
+            "status IN ('scheduled', 'in_progress', 'dictated', 'preliminary', 'final', 'cancelled')",
+            name="status",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accession_number: Mapped[str] = mapped_column(String(64), index=True)
+    accession_issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=StudyStatus.SCHEDULED.value, index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    procedure_code: Mapped[str] = mapped_column(String(64), default="")
+    procedure_text: Mapped[str] = mapped_column(String(200), default="")
+    priority: Mapped[str] = mapped_column(String(8), default="R")
+    placer_order_number: Mapped[str] = mapped_column(String(64), default="")
+    filler_order_number: Mapped[str] = mapped_column(String(64), default="")
+    requested_procedure_id: Mapped[str] = mapped_column(String(64), default="")
+    scheduled_step_id: Mapped[str] = mapped_column(String(64), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    ordering_physician: Mapped[str] = mapped_column(String(200), default="")
+    ordered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")

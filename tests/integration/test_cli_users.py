@@ -1,0 +1,67 @@
+"""`radservice user ...` and `radservice check` as an admin types them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, radservice, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_user_add_list_revoke(tmp_path: Path, db_url: str) -> None:
+    config = str(write_config(tmp_path, port=free_port(), db_url=db_url))
+    added = radservice("user", "add", "dr.hale", "--role", "attending", "--config", config, cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.splitlines()[-1]
+    assert token.startswith("rs_") and len(token) > 40
+
+    listed = radservice("user", "list", "--config", config, cwd=tmp_path)
+    assert listed.stdout.splitlines() == ["dr.hale\tradiologist\tactive\tdr.hale"]
+    assert token not in listed.stdout
+
+    second = radservice("user", "token", "dr.hale", "--config", config, cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout.strip() != token
+
+    revoked = radservice("user", "revoke", "dr.hale", "--config", config, cwd=tmp_path)
+    assert revoked.returncode == 0
+    assert "2 token(s)" in revoked.stdout
+    listed = radservice("user", "list", "--config", config, cwd=tmp_path)
+    assert listed.stdout.splitlines() == ["dr.hale\tradiologist\trevoked\tdr.hale"]
+
+
+def test_user_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, port=free_port()))
+    bad_role = radservice("user", "add", "x", "--role", "janitor", "--config", config, cwd=tmp_path)
+    assert bad_role.returncode == 2
+    assert "unknown role 'janitor'" in bad_role.stderr
+    assert radservice("user", "add", "x", "--role", "editor", "--config", config, cwd=tmp_path).returncode == 0
+    again = radservice("user", "add", "x", "--role", "editor", "--config", config, cwd=tmp_path)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    missing = radservice("user", "revoke", "nobody", "--config", config, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "no user 'nobody'" in missing.stderr
+    for result in (bad_role, again, missing):
+        assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_and_check(tmp_path: Path, db_url: str) -> None:
+    config = str(write_config(tmp_path, port=free_port(), db_url=db_url))
+    before = radservice("check", "--config", config, cwd=tmp_path)
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert "pending" in before.stdout
+    upgraded = radservice("db", "upgrade", "--config", config, cwd=tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    after = radservice("check", "--config", config, cwd=tmp_path)
+    assert "schema up to date" in after.stdout
+
+
+def test_check_fails_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = write_config(tmp_path, port=free_port(), db_url=f"postgresql+psycopg://nobody@127.0.0.1:{port}/none")
+    result = radservice("check", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "database: FAILED" in result.stdout
