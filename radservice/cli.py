@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -67,7 +68,9 @@ def serve(config: ConfigOption = None) -> None:
     settings = _settings(config)
     configure_logging()
     log.info("configuration from %s", settings.source_file or "built-in defaults and environment")
-    log.info("database %s", _safe_url(settings))
+    effective = settings.redacted()
+    effective["database"]["url"] = _safe_url(settings)
+    log.info("effective configuration: %s", json.dumps(effective, sort_keys=True))
     from radservice import serve as serve_mod
 
     engine = _migrated_engine(settings)

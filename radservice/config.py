@@ -140,7 +140,8 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration with secrets masked, for the start-up log."""
-        return self.model_dump(mode="json")
+        dumped: dict[str, Any] = self.model_dump(mode="json")
+        return dumped
 
 
 class ConfigError(Exception):
