@@ -44,8 +44,9 @@ class Hl7Settings(_Section):
     sending_application: str = "RADSERVICE"
     sending_facility: str = "RADIOLOGY"
     allowed_hosts: list[str] = Field(default_factory=list)
-    accession_field: str = "OBR-18"
+    accession_field: str = Field("OBR-18", pattern=r"^[A-Z][A-Z0-9]{2}-[0-9]+$")
     max_message_bytes: int = Field(1_048_576, ge=1024)
+    idle_timeout_s: float = Field(900.0, gt=0)
 
 
 class RisSettings(_Section):

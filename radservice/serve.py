@@ -1,4 +1,4 @@
-"""`radservice serve`: the API and (in later issues) the listeners, in one process."""
+"""`radservice serve`: the HTTP API and the HL7 MLLP listener in one process (composition root)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from collections.abc import Iterator
 import uvicorn
 from sqlalchemy import Engine
 
+from integrations.hl7.listener import MllpListener
+from integrations.hl7.routing import Hl7Router
 from radservice.api.app import create_app
 from radservice.config import Settings
+from radservice.db.session import make_sessionmaker
 
 log = logging.getLogger("radservice.serve")
 
@@ -50,6 +53,11 @@ class _ApiServer(uvicorn.Server):
 async def run(settings: Settings, engine: Engine) -> int:
     """Serve until SIGTERM or SIGINT on a migrated database; return the process exit code."""
     api_sock = bind_tcp(settings.server.host, settings.server.port, what="HTTP API")
+    try:
+        mllp_sock = bind_tcp(settings.hl7.listen_host, settings.hl7.listen_port, what="HL7 MLLP listener")
+    except ListenError:
+        api_sock.close()
+        raise
     app = create_app(settings, engine)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     api = _ApiServer(config)
@@ -59,12 +67,27 @@ async def run(settings: Settings, engine: Engine) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    router = Hl7Router(
+        sessions=make_sessionmaker(engine),
+        sending_application=settings.hl7.sending_application,
+        sending_facility=settings.hl7.sending_facility,
+        accession_field=settings.hl7.accession_field,
+        observers=[lambda kind, code: app.state.metrics.hl7_messages.labels(kind, code).inc()],
+    )
+    mllp = MllpListener(router=router, max_message_bytes=settings.hl7.max_message_bytes,
+                        allowed_hosts=settings.hl7.allowed_hosts, idle_timeout_s=settings.hl7.idle_timeout_s)
+    await mllp.start(mllp_sock)
+    app.state.listeners["hl7"] = mllp.is_up
+    host, port = mllp_sock.getsockname()[:2]
+    log.info("HL7 MLLP listening on %s:%d", host, port)
+
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]), name="api")
     while not api.started and not api_task.done():
         await asyncio.sleep(0.02)
     if api_task.done():
         api_task.result()
         log.error("HTTP API stopped during start-up")
+        await mllp.close()
         return 1
     host, port = api_sock.getsockname()[:2]
     log.info("HTTP API listening on http://%s:%d", host, port)
@@ -72,6 +95,7 @@ async def run(settings: Settings, engine: Engine) -> int:
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
     await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
+    await mllp.close()
     api.should_exit = True
     await api_task
     stop_task.cancel()

@@ -95,13 +95,16 @@ def make_user(factory: sessionmaker[Session], username: str, role: str, *, ttl_h
         return users.issue_token(session=session, user=user, ttl_hours=ttl_hours)
 
 
-def write_config(tmp_path: Path, *, port: int, db_url: str | None = None, extra: str = "") -> Path:
-    """A config file for a test instance: loopback, a free port, its own database and data dir."""
+def write_config(tmp_path: Path, *, port: int, db_url: str | None = None, hl7_port: int | None = None,
+                 hl7_extra: str = "", extra: str = "") -> Path:
+    """A config file for a test instance: loopback, free ports, its own database and data dir."""
     url = db_url or f"sqlite:///{tmp_path}/rs.db"
     path = tmp_path / "radservice.toml"
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
         f'[database]\nurl = "{url}"\n'
-        f'[storage]\ndata_dir = "{tmp_path}/data"\n{extra}'
+        f'[storage]\ndata_dir = "{tmp_path}/data"\n'
+        f'[hl7]\nlisten_host = "127.0.0.1"\nlisten_port = {hl7_port or free_port()}\n{hl7_extra}\n'
+        f"{extra}"
     )
     return path

@@ -25,6 +25,10 @@ class ApiMetrics:
             "radservice_http_request_duration_seconds", "Time to answer an HTTP request.",
             ["method", "route"], registry=self.registry,
         )
+        self.hl7_messages = Counter(
+            "radservice_hl7_messages_total", "Inbound HL7 messages by type and ACK code.",
+            ["message_type", "ack_code"], registry=self.registry,
+        )
         Info("radservice_build", "radservice version.", registry=self.registry).info({"version": __version__})
 
     def render(self) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from radservice.db.base import Base, UtcDateTime, utcnow
@@ -34,6 +34,8 @@ class Patient(Base):
     given_name: Mapped[str] = mapped_column(String(200), default="")
     birth_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     sex: Mapped[str] = mapped_column(String(1), default="")
+    # Set when an ADT^A40 merged this record into another; its studies moved there.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -49,6 +51,7 @@ class Study(Base):
             "status IN ('scheduled', 'in_progress', 'dictated', 'preliminary', 'final', 'cancelled')",
             name="status",
         ),
+        Index("ix_studies_worklist_order", "priority_rank", "ordered_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -61,6 +64,9 @@ class Study(Base):
     procedure_code: Mapped[str] = mapped_column(String(64), default="")
     procedure_text: Mapped[str] = mapped_column(String(200), default="")
     priority: Mapped[str] = mapped_column(String(8), default="R")
+    # 0 STAT, 1 ASAP, 2 routine: the worklist's first sort key, kept as a column for its index.
+    priority_rank: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    order_status: Mapped[str] = mapped_column(String(8), default="", server_default="")
     placer_order_number: Mapped[str] = mapped_column(String(64), default="")
     filler_order_number: Mapped[str] = mapped_column(String(64), default="")
     requested_procedure_id: Mapped[str] = mapped_column(String(64), default="")
@@ -72,3 +78,33 @@ class Study(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
+
+
+class InboundMessage(Base):
+    """Every inbound message understood well enough to have a control ID, with the ACK it got.
+
+    Stored in the same transaction as its effect, so a resend with the same control ID is
+    acknowledged again without being applied twice.
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("sending_application", "sending_facility", "control_id",
+                         name="uq_inbound_messages_sender_control_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    peer: Mapped[str] = mapped_column(String(64), default="")
+    sending_application: Mapped[str] = mapped_column(String(64), default="")
+    sending_facility: Mapped[str] = mapped_column(String(64), default="")
+    control_id: Mapped[str] = mapped_column(String(64))
+    message_type: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str] = mapped_column(String(8), default="")
+    ack_code: Mapped[str] = mapped_column(String(2))
+    error_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_text: Mapped[str] = mapped_column(String(200), default="")
+    error_segment: Mapped[str] = mapped_column(String(3), default="")
+    error_field: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,139 @@
+"""The MLLP listener: many connections, many messages each, one misbehaving peer costs only itself.
+
+Each connection reads with an idle timeout, deframes (mllp.FrameReader), hands each frame to
+the router in a worker thread (the database is synchronous) and writes the ACK back before
+reading the next frame, so a connection's messages apply in the order sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+
+from integrations.hl7.mllp import FrameReader, FrameTooLarge, wrap
+from integrations.hl7.routing import Hl7Router
+
+log = logging.getLogger("radservice.hl7")
+
+READ_CHUNK = 65536
+
+
+def _allowed(peer_host: str, allowed: list[str]) -> bool:
+    """Is the peer in ``hl7.allowed_hosts`` (addresses or networks; empty allows all)?"""
+    if not allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(peer_host)
+    except ValueError:
+        return False
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            if entry == peer_host:
+                return True
+    return False
+
+
+class MllpListener:
+    """An asyncio MLLP server bound to a socket the caller opened.
+
+    Parameters
+    ----------
+    router
+        Turns each message into its ACK.
+    max_message_bytes
+        Larger frames close the connection.
+    allowed_hosts
+        Peer addresses or networks allowed to connect; empty allows any.
+    idle_timeout_s
+        A connection silent this long (or half-open) is closed.
+    """
+
+    def __init__(self, *, router: Hl7Router, max_message_bytes: int, allowed_hosts: list[str],
+                 idle_timeout_s: float, write_timeout_s: float = 30.0) -> None:
+        self.router = router
+        self.max_message_bytes = max_message_bytes
+        self.allowed_hosts = allowed_hosts
+        self.idle_timeout_s = idle_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_server(self._connection, sock=sock, limit=READ_CHUNK)
+
+    def is_up(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def close(self) -> None:
+        """Stop accepting, let messages in flight finish their ACK, then close connections."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=10)
+        await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        peer_text = f"{peer[0]}:{peer[1]}"
+        sock = writer.get_extra_info("socket")
+        try:
+            if not _allowed(str(peer[0]), self.allowed_hosts):
+                log.warning("hl7: refused connection from %s (not in hl7.allowed_hosts)", peer_text)
+                return
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            log.info("hl7: connection from %s", peer_text)
+            await self._serve(reader, writer, peer_text)
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, OSError) as exc:
+            log.info("hl7: connection from %s ended: %s", peer_text, type(exc).__name__)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), timeout=5)
+            except (TimeoutError, OSError, asyncio.CancelledError):
+                pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        frames = FrameReader(self.max_message_bytes)
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=self.idle_timeout_s)
+            except TimeoutError:
+                log.info("hl7: closing idle connection from %s", peer)
+                return
+            if not data:
+                if frames.in_frame:
+                    log.warning("hl7: %s closed the connection inside a frame (%d bytes dropped)",
+                                peer, frames.pending)
+                return
+            try:
+                payloads = frames.feed(data)
+                if frames.discarded > self.max_message_bytes:
+                    log.warning("hl7: closing connection from %s: %d bytes outside MLLP frames",
+                                peer, frames.discarded)
+                    return
+            except FrameTooLarge:
+                log.warning("hl7: closing connection from %s: message over %d bytes", peer, self.max_message_bytes)
+                return
+            for payload in payloads:
+                ack = await asyncio.to_thread(self.router.handle, payload, peer)
+                if ack is None:
+                    log.warning("hl7: closing connection from %s without ACK (not stored; sender will resend)", peer)
+                    return
+                writer.write(wrap(ack))
+                await asyncio.wait_for(writer.drain(), timeout=self.write_timeout_s)

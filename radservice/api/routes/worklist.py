@@ -1,0 +1,79 @@
+"""The radiologists' worklist and study view; every read of patient data is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from radservice.api.deps import CurrentUser, SessionDep
+from radservice.audit import service as audit
+from radservice.worklist import service as worklist
+from radservice.worklist.intake import Priority
+from radservice.worklist.models import StudyStatus
+from radservice.worklist.schemas import StudyDetail, WorklistPage, WorklistRow
+
+router = APIRouter(prefix="/api/v1", tags=["worklist"])
+
+_STATUSES = {s.value for s in StudyStatus}
+_PRIORITIES = {p.value for p in Priority}
+
+
+def _values(raw: list[str] | None) -> list[str]:
+    """Repeated parameters and comma-separated lists both work: ?status=a&status=b or ?status=a,b."""
+    return [part.strip() for item in raw or [] for part in item.split(",") if part.strip()]
+
+
+def _check(name: str, values: list[str], allowed: set[str]) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            detail=f"unknown {name} {bad[0]!r}; one of: {', '.join(sorted(allowed))}")
+
+
+@router.get("/worklist", response_model=WorklistPage)
+def get_worklist(
+    user: CurrentUser,
+    session: SessionDep,
+    status_: Annotated[list[str] | None, Query(alias="status", description="default: all awaiting a report")] = None,
+    modality: Annotated[list[str] | None, Query()] = None,
+    priority: Annotated[list[str] | None, Query(description="S (STAT), A (ASAP), R (routine)")] = None,
+    q: Annotated[str, Query(max_length=100, description="free text over patient and procedure")] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> WorklistPage:
+    """Studies awaiting a report: STAT first, then the oldest order first."""
+    statuses = [s.lower() for s in _values(status_)]
+    priorities = [p.upper() for p in _values(priority)]
+    _check("status", statuses, _STATUSES)
+    _check("priority", priorities, _PRIORITIES)
+    flt = worklist.WorklistFilter(status=statuses, modality=_values(modality), priority=priorities, q=q.strip())
+    rows, total = worklist.list_worklist(session=session, flt=flt, limit=limit, offset=offset)
+    audit.record(session=session, actor=user.username, user_id=user.id, action="worklist.read",
+                 entity_type="worklist", detail={"returned": len(rows), "offset": offset,
+                                                 "accessions": [s.accession_number for s in rows]})
+    session.commit()
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return WorklistPage(items=[WorklistRow.of(s) for s in rows], total=total, limit=limit, offset=offset,
+                        next_offset=next_offset)
+
+
+@router.get("/studies/{accession}", response_model=StudyDetail)
+def get_study(
+    accession: str,
+    user: CurrentUser,
+    session: SessionDep,
+    issuer: Annotated[str | None, Query(description="accession issuer, when the number is not unique")] = None,
+) -> StudyDetail:
+    """One study with its order and patient; 404 for an unknown accession."""
+    try:
+        study = worklist.find_study(session=session, accession_number=accession, accession_issuer=issuer)
+    except worklist.AmbiguousAccession as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if study is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study with accession {accession!r}")
+    audit.record(session=session, actor=user.username, user_id=user.id, action="study.read",
+                 entity_type="study", entity_id=study.accession_number,
+                 detail={"issuer": study.accession_issuer})
+    session.commit()
+    return StudyDetail.of(study)
