@@ -93,8 +93,8 @@ class Hl7Router:
             # Two connections delivered the same control ID at once; the other one stored it.
             result = self._apply(msg, payload, peer)
         except OperationalError as exc:
-            log.error("hl7: database unavailable, control_id=%s not acknowledged: %s",
-                      msg.control_id, type(exc).__name__)
+            log.error("hl7: database unavailable, control_id=%s not acknowledged: %s: %s",
+                      msg.control_id, type(exc).__name__, str(exc.orig)[:200])
             return None
         except SQLAlchemyError:
             log.exception("hl7: database error, control_id=%s not acknowledged", msg.control_id)

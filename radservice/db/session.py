@@ -32,7 +32,10 @@ def _unicode_lower(value: Any) -> Any:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
+    # transaction that reads and then writes fails at once with "database is locked" when
+    # another connection wrote in between. Nearly every transaction here writes (audit).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:

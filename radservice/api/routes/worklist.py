@@ -27,7 +27,7 @@ def _values(raw: list[str] | None) -> list[str]:
 def _check(name: str, values: list[str], allowed: set[str]) -> None:
     bad = [v for v in values if v not in allowed]
     if bad:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail=f"unknown {name} {bad[0]!r}; one of: {', '.join(sorted(allowed))}")
 
 

@@ -1,0 +1,134 @@
+"""GET /api/v1/worklist and /api/v1/studies/{accession} on a real database: filters, order, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.api.app import create_app
+from radservice.audit.models import AuditEvent
+from radservice.config import Settings
+from radservice.db import migrate
+from radservice.db.session import make_engine, make_sessionmaker, session_scope
+from radservice.worklist import service as worklist
+from radservice.worklist.intake import OrderControl, OrderData, PatientData, Priority
+from tests.support import make_user
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def client(factory: sessionmaker[Session]) -> Iterator[TestClient]:
+    engine = factory.kw["bind"]
+    with TestClient(create_app(Settings(), engine)) as test_client:
+        yield test_client
+
+
+def add(factory: sessionmaker[Session], accession: str, *, minutes: int, priority: Priority = Priority.ROUTINE,
+        modality: str = "CT", family: str = "SYNTH", procedure: str = "CT CHEST",
+        control: OrderControl = OrderControl.NEW, patient_id: str | None = None) -> None:
+    patient = PatientData(patient_id=patient_id or f"MRN-{accession}", issuer="H", family_name=family,
+                          given_name="TEST")
+    data = OrderData(control=control, patient=patient, accession_number=accession, priority=priority,
+                     modality=modality, procedure_text=procedure, ordered_at=T0 + timedelta(minutes=minutes))
+    with session_scope(factory) as session:
+        worklist.apply_order(session=session, order=data)
+
+
+@pytest.fixture
+def token(factory: sessionmaker[Session]) -> str:
+    add(factory, "R-OLD", minutes=0)
+    add(factory, "R-NEW", minutes=30, modality="MR", procedure="MRI KNEE")
+    add(factory, "S-LATE", minutes=50, priority=Priority.STAT, family="MÜLLER")
+    add(factory, "S-EARLY", minutes=10, priority=Priority.STAT, modality="US", procedure="US ABDOMEN")
+    add(factory, "A-ONE", minutes=5, priority=Priority.ASAP, family="O'NEIL")
+    add(factory, "GONE", minutes=1)
+    add(factory, "GONE", minutes=1, control=OrderControl.CANCEL)
+    return make_user(factory, "dr.list", "resident")
+
+
+def get(client: TestClient, token: str, path: str, **params: object) -> dict[str, object]:
+    response = client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def accessions(body: dict[str, object]) -> list[str]:
+    return [row["accession_number"] for row in body["items"]]  # type: ignore[index, union-attr]
+
+
+def test_stat_first_then_oldest_order_and_cancelled_left_out(client: TestClient, token: str) -> None:
+    body = get(client, token, "/api/v1/worklist")
+    assert accessions(body) == ["S-EARLY", "S-LATE", "A-ONE", "R-OLD", "R-NEW"]
+    assert body["total"] == 5
+
+
+def test_filters(client: TestClient, token: str) -> None:
+    assert accessions(get(client, token, "/api/v1/worklist", modality="MR")) == ["R-NEW"]
+    assert accessions(get(client, token, "/api/v1/worklist", modality="ct,us")) == ["S-EARLY", "S-LATE", "A-ONE", "R-OLD"]
+    assert accessions(get(client, token, "/api/v1/worklist", priority="S")) == ["S-EARLY", "S-LATE"]
+    assert accessions(get(client, token, "/api/v1/worklist", status="cancelled")) == ["GONE"]
+    assert accessions(get(client, token, "/api/v1/worklist", q="müller")) == ["S-LATE"]  # case-folded, non-ASCII
+    assert accessions(get(client, token, "/api/v1/worklist", q="knee")) == ["R-NEW"]
+    assert accessions(get(client, token, "/api/v1/worklist", q="o'neil")) == ["A-ONE"]
+    assert accessions(get(client, token, "/api/v1/worklist", q="%")) == []  # a wildcard is just a character
+
+
+def test_pagination(client: TestClient, token: str) -> None:
+    page1 = get(client, token, "/api/v1/worklist", limit=2)
+    page2 = get(client, token, "/api/v1/worklist", limit=2, offset=page1["next_offset"])
+    page3 = get(client, token, "/api/v1/worklist", limit=2, offset=page2["next_offset"])
+    assert accessions(page1) + accessions(page2) + accessions(page3) == [
+        "S-EARLY", "S-LATE", "A-ONE", "R-OLD", "R-NEW"]
+    assert page3["next_offset"] is None
+
+
+@pytest.mark.parametrize("params", [{"status": "bogus"}, {"priority": "X"}, {"limit": 0}, {"limit": 10_000}])
+def test_bad_filters_are_422_with_a_message(client: TestClient, token: str, params: dict[str, object]) -> None:
+    response = client.get("/api/v1/worklist", params=params,  # type: ignore[arg-type]
+                          headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_study_view_and_404(client: TestClient, token: str) -> None:
+    body = get(client, token, "/api/v1/studies/S-LATE")
+    assert body["patient"]["family_name"] == "MÜLLER"  # type: ignore[index]
+    assert body["status"] == "scheduled"
+    missing = client.get("/api/v1/studies/NOPE", headers={"Authorization": f"Bearer {token}"})
+    assert missing.status_code == 404
+    assert "NOPE" in missing.json()["detail"]
+
+
+def test_worklist_needs_a_token(client: TestClient) -> None:
+    assert client.get("/api/v1/worklist").status_code == 401
+    assert client.get("/api/v1/studies/R-OLD").status_code == 401
+
+
+def test_every_read_of_patient_data_is_audited(client: TestClient, token: str,
+                                               factory: sessionmaker[Session]) -> None:
+    get(client, token, "/api/v1/worklist", limit=2)
+    get(client, token, "/api/v1/studies/A-ONE")
+    with session_scope(factory) as session:
+        events = session.scalars(select(AuditEvent).where(AuditEvent.actor == "dr.list").order_by(AuditEvent.id)).all()
+        rows = [(e.action, e.entity_id, e.detail) for e in events]
+    assert rows[0][0] == "worklist.read"
+    assert rows[0][2]["accessions"] == ["S-EARLY", "S-LATE"]  # type: ignore[index]
+    assert rows[1][:2] == ("study.read", "A-ONE")
+    assert all(e.at is not None for e in events)
