@@ -88,10 +88,7 @@ class Hl7Router:
             header = peek_header(payload)
             return self._encode(self._ack("AR", header, err), header.charset if header else "utf-8")
         try:
-            result = self._apply(msg, payload, peer)
-        except IntegrityError:
-            # Two connections delivered the same control ID at once; the other one stored it.
-            result = self._apply(msg, payload, peer)
+            result = self._apply_with_retry(msg, payload, peer)
         except OperationalError as exc:
             log.error("hl7: database unavailable, control_id=%s not acknowledged: %s: %s",
                       msg.control_id, type(exc).__name__, str(exc.orig)[:200])
@@ -123,6 +120,17 @@ class Hl7Router:
             except Exception:  # an observer never breaks intake; its failure is logged
                 log.exception("hl7: observer failed")
 
+    def _apply_with_retry(self, msg: Message, payload: bytes, peer: str) -> RoutingResult:
+        try:
+            return self._apply(msg, payload, peer)
+        except IntegrityError:
+            # Two connections delivered the same control ID at once; the other one stored it.
+            return self._apply(msg, payload, peer)
+        except OperationalError:
+            # A pooled connection the server dropped (restart, failover): the pool is now
+            # invalidated, so one more try runs on a fresh connection.
+            return self._apply(msg, payload, peer)
+
     def _apply(self, msg: Message, payload: bytes, peer: str) -> RoutingResult:
         sender_app, sender_fac = msg.msh.get(3)[:64], msg.msh.get(4)[:64]
         control_id = msg.control_id
@@ -152,16 +160,17 @@ class Hl7Router:
     def _dispatch(self, session: Session, msg: Message) -> RoutingResult:
         try:
             code, trigger = inbound.check_header(msg)
-            with session.begin_nested():
-                if code in ("ORM", "OMI"):
-                    accession = self._orders(session, msg)
-                elif trigger == "A08":
-                    accession = self._demographics(session, msg)
-                else:
-                    accession = self._merge(session, msg)
+            if code in ("ORM", "OMI"):
+                accession = self._orders(session, msg)
+            elif trigger == "A08":
+                accession = self._demographics(session, msg)
+            else:
+                accession = self._merge(session, msg)
         except MessageError as err:
+            session.rollback()  # nothing of a refused message stays, only its record
             return RoutingResult(err.ack_code, err)
         except IntakeError as exc:
+            session.rollback()
             code_0357 = INTAKE_ERROR_CODES.get(exc.kind, 102)
             location = (self.accession_field.segment, self.accession_field.field)
             return RoutingResult("AE", MessageError("AE", code_0357, str(exc)[:200], location))
@@ -172,18 +181,18 @@ class Hl7Router:
         for order in orders:
             outcome = worklist.apply_order(session=session, order=order)
             audit.record(session=session, actor=AUDIT_ACTOR, action=f"order.{outcome.action}",
-                         entity_type="study", entity_id=outcome.study.accession_number,
+                         entity_type="study", entity_id=outcome.accession_number,
                          detail={"control_id": msg.control_id, "order_control": order.control.value})
         return orders[0].accession_number
 
     def _demographics(self, session: Session, msg: Message) -> str:
-        patient = worklist.update_demographics(session=session, data=inbound.patient_from(msg.first("PID")))
+        patient_id = worklist.update_demographics(session=session, data=inbound.patient_from(msg.first("PID")))
         audit.record(session=session, actor=AUDIT_ACTOR, action="patient.updated", entity_type="patient",
-                     entity_id=str(patient.id), detail={"control_id": msg.control_id})
+                     entity_id=str(patient_id), detail={"control_id": msg.control_id})
         return ""
 
     def _merge(self, session: Session, msg: Message) -> str:
         survivor = worklist.merge_patients(session=session, merge=inbound.merge_from(msg))
         audit.record(session=session, actor=AUDIT_ACTOR, action="patient.merged", entity_type="patient",
-                     entity_id=str(survivor.id), detail={"control_id": msg.control_id})
+                     entity_id=str(survivor), detail={"control_id": msg.control_id})
         return ""

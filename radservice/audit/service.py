@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from radservice.audit.models import AuditEvent
+from radservice.db.base import Base, utcnow
+
+_INSERT = insert(Base.metadata.tables[AuditEvent.__tablename__])
 
 
 def record(
@@ -18,19 +22,15 @@ def record(
     entity_type: str | None = None,
     entity_id: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> None:
     """Add one audit event to the session's transaction (committed with the work it records).
 
     ``detail`` holds identifiers (accession numbers, message control IDs), never patient
     names or report text.
     """
-    event = AuditEvent(
-        actor=actor,
-        action=action,
-        user_id=user_id,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        detail=detail,
-    )
-    session.add(event)
-    return event
+    # A plain INSERT: audit rows are written on hot paths (every order, every read) and never
+    # read back in the same unit of work.
+    session.connection().execute(_INSERT, {
+        "at": utcnow(), "actor": actor, "action": action, "user_id": user_id, "entity_type": entity_type,
+        "entity_id": entity_id, "detail": detail,
+    })

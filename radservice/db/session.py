@@ -49,7 +49,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10,
+    # No pre-ping: it costs a round trip per transaction on the intake path. A connection
+    # dropped by a server restart fails once, SQLAlchemy then invalidates the pool, and the
+    # callers retry (HL7 intake) or answer 503 (API readiness).
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800,
                          connect_args={"connect_timeout": 5})
 
 

@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Select, String, func, or_, select, update
+from sqlalchemy import Select, String, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload
 
+from radservice.db.base import Base, utcnow
 from radservice.worklist.intake import (
     PRIORITY_RANK,
     IntakeError,
@@ -44,30 +47,53 @@ def _check_identifier(name: str, value: str, limit: int = 64) -> None:
         raise IntakeError(f"{name} longer than {limit} characters")
 
 
-def upsert_patient(*, session: Session, data: PatientData) -> Patient:
-    """Find the patient by ID and issuer, following merges, and refresh its demographics."""
+# Intake runs for every message a RIS sends: its statements are built once, with bind
+# parameters, and run on the session's connection (no ORM unit of work, no per-call compiling).
+_patients = Base.metadata.tables["patients"]
+_studies = Base.metadata.tables["studies"]
+_INSERT_STUDY = insert(_studies)
+_SELECT_STUDY_BY_ACCESSION = select(_studies.c.id, _studies.c.accession_number, _studies.c.status).where(
+    _studies.c.accession_number == bindparam("accession_number"),
+    _studies.c.accession_issuer == bindparam("accession_issuer"),
+)
+_SELECT_MERGED = select(_patients.c.id, _patients.c.merged_into_id).where(_patients.c.id == bindparam("id"))
+_UPSERT_PATIENT: dict[str, Any] = {}
+
+
+def _patient_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (patient_id, issuer) DO UPDATE ... RETURNING, for this dialect."""
+    if dialect not in _UPSERT_PATIENT:
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_patients)
+        new = stmt.excluded
+        keep_if_empty = {key: case((new[key] == "", _patients.c[key]), else_=new[key])
+                         for key in ("family_name", "given_name", "sex")}
+        _UPSERT_PATIENT[dialect] = stmt.on_conflict_do_update(
+            index_elements=["patient_id", "issuer"],
+            set_={**keep_if_empty, "birth_date": func.coalesce(new.birth_date, _patients.c.birth_date),
+                  "updated_at": new.updated_at},
+        ).returning(_patients.c.id, _patients.c.merged_into_id)
+    return _UPSERT_PATIENT[dialect]
+
+
+def upsert_patient(*, session: Session, data: PatientData) -> int:
+    """Insert or refresh the patient (ID + issuer) in one statement; return the id to file studies under.
+
+    Demographics sent empty keep what is stored. A record merged away (ADT^A40) answers with
+    the record it was merged into.
+    """
     _check_identifier("patient ID", data.patient_id)
     _check_identifier("patient ID issuer", data.issuer)
-    patient = session.scalar(
-        select(Patient).where(Patient.patient_id == data.patient_id, Patient.issuer == data.issuer)
-    )
-    values = _fit(Patient, {
-        "family_name": data.family_name, "given_name": data.given_name,
-        "birth_date": data.birth_date, "sex": data.sex,
+    now = utcnow()
+    conn = session.connection()
+    params = _fit(Patient, {
+        "patient_id": data.patient_id, "issuer": data.issuer, "family_name": data.family_name,
+        "given_name": data.given_name, "birth_date": data.birth_date, "sex": data.sex,
+        "created_at": now, "updated_at": now, "merged_into_id": None,
     })
-    if patient is None:
-        patient = Patient(patient_id=data.patient_id, issuer=data.issuer, **values)
-        session.add(patient)
-        session.flush()
-        return patient
-    while patient.merged_into_id is not None:
-        merged = session.get(Patient, patient.merged_into_id)
-        assert merged is not None
-        patient = merged
-    for key, value in values.items():
-        if value not in ("", None):
-            setattr(patient, key, value)
-    return patient
+    patient_id, merged_into = conn.execute(_patient_upsert(conn.dialect.name), params).one()
+    while merged_into is not None:
+        patient_id, merged_into = conn.execute(_SELECT_MERGED, {"id": merged_into}).one()
+    return int(patient_id)
 
 
 class AmbiguousAccession(IntakeError):
@@ -79,7 +105,7 @@ def find_study(*, session: Session, accession_number: str, accession_issuer: str
 
     Raises
     ------
-    IntakeError
+    AmbiguousAccession
         Without an issuer, the accession number belongs to studies of several issuers.
     """
     query = select(Study).where(Study.accession_number == accession_number)
@@ -91,18 +117,27 @@ def find_study(*, session: Session, accession_number: str, accession_issuer: str
     return rows[0] if rows else None
 
 
-def _find_for_order(session: Session, order: OrderData) -> Study | None:
-    study = find_study(session=session, accession_number=order.accession_number,
-                       accession_issuer=order.accession_issuer)
-    if study is not None:
-        return study
-    # A cancel may carry only the order numbers; match them, as the RIS knows the order by them.
+@dataclass(frozen=True)
+class _StudyKey:
+    id: int
+    accession_number: str
+    status: str
+
+
+def _find_for_order(session: Session, order: OrderData) -> _StudyKey | None:
+    columns = (Study.id, Study.accession_number, Study.status)
+    row = session.connection().execute(_SELECT_STUDY_BY_ACCESSION, {
+        "accession_number": order.accession_number, "accession_issuer": order.accession_issuer,
+    }).first()
+    if row is not None or order.control is OrderControl.NEW:
+        return _StudyKey(*row) if row is not None else None
+    # A cancel or change may carry only the order numbers the RIS knows the order by.
     for column, number in ((Study.filler_order_number, order.filler_order_number),
                            (Study.placer_order_number, order.placer_order_number)):
         if number:
-            found = session.scalars(select(Study).where(column == number).limit(2)).all()
+            found = session.execute(select(*columns).where(column == number).limit(2)).all()
             if len(found) == 1:
-                return found[0]
+                return _StudyKey(*found[0])
     return None
 
 
@@ -127,14 +162,18 @@ def _order_values(order: OrderData) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class OrderOutcome:
-    """What an order did: the study it touched and the action (created, updated, cancelled)."""
+    """What an order did to which study: created, updated or cancelled."""
 
-    study: Study
+    study_id: int | None
+    accession_number: str
     action: str
 
 
 def apply_order(*, session: Session, order: OrderData) -> OrderOutcome:
     """Create, change or cancel the study an order names. All checks come before any write.
+
+    Intake runs for every message a RIS sends, so this is a handful of Core statements
+    (find, upsert patient, insert or update study) rather than ORM unit-of-work round trips.
 
     Raises
     ------
@@ -148,39 +187,40 @@ def apply_order(*, session: Session, order: OrderData) -> OrderOutcome:
     _check_identifier("accession number", order.accession_number)
     _check_identifier("accession issuer", order.accession_issuer)
     study = _find_for_order(session, order)
+    now = utcnow()
     if order.control is OrderControl.CANCEL or (order.control is OrderControl.CHANGE and order.order_status == "CA"):
         if study is None:
             raise UnknownOrder(f"cancel for unknown order {order.accession_number}")
         if study.status in REPORTED:
             raise StudyAlreadyReported(f"study {study.accession_number} is already reported ({study.status})")
-        study.status = StudyStatus.CANCELLED.value
-        return OrderOutcome(study, "cancelled")
+        session.execute(update(Study).where(Study.id == study.id)
+                        .values(status=StudyStatus.CANCELLED.value, updated_at=now))
+        return OrderOutcome(study.id, study.accession_number, "cancelled")
     if order.control is OrderControl.CHANGE and study is None:
         raise UnknownOrder(f"change for unknown order {order.accession_number}")
 
-    patient = upsert_patient(session=session, data=order.patient)
+    patient_id = upsert_patient(session=session, data=order.patient)
     values = _order_values(order)
     if study is None:
-        study = Study(accession_number=order.accession_number, accession_issuer=order.accession_issuer,
-                      patient_id=patient.id, status=StudyStatus.SCHEDULED.value, **values)
-        session.add(study)
-        session.flush()
-        return OrderOutcome(study, "created")
-    for key, value in values.items():
-        if value not in ("", None):
-            setattr(study, key, value)
-    study.patient_id = patient.id
+        session.connection().execute(_INSERT_STUDY, {
+            "accession_number": order.accession_number, "accession_issuer": order.accession_issuer,
+            "patient_id": patient_id, "status": StudyStatus.SCHEDULED.value, "created_at": now,
+            "updated_at": now, **values})
+        return OrderOutcome(None, order.accession_number, "created")
+    changes = {key: value for key, value in values.items() if value not in ("", None)}
+    changes.update(patient_id=patient_id, updated_at=now)
     if study.status == StudyStatus.CANCELLED.value and order.control is OrderControl.NEW:
-        study.status = StudyStatus.SCHEDULED.value
-    return OrderOutcome(study, "updated")
+        changes["status"] = StudyStatus.SCHEDULED.value
+    session.execute(update(Study).where(Study.id == study.id).values(**changes))
+    return OrderOutcome(study.id, study.accession_number, "updated")
 
 
-def update_demographics(*, session: Session, data: PatientData) -> Patient:
+def update_demographics(*, session: Session, data: PatientData) -> int:
     """ADT^A08: refresh a patient's demographics (creating the record if it is new to us)."""
     return upsert_patient(session=session, data=data)
 
 
-def merge_patients(*, session: Session, merge: PatientMerge) -> Patient:
+def merge_patients(*, session: Session, merge: PatientMerge) -> int:
     """ADT^A40: move the prior record's studies to the survivor and mark the prior merged.
 
     Raises
@@ -188,40 +228,61 @@ def merge_patients(*, session: Session, merge: PatientMerge) -> Patient:
     UnknownPatient
         The prior identifier is not known.
     """
-    prior = session.scalar(select(Patient).where(Patient.patient_id == merge.prior_patient_id,
-                                                 Patient.issuer == merge.prior_issuer))
+    prior = session.scalar(select(Patient.id).where(Patient.patient_id == merge.prior_patient_id,
+                                                    Patient.issuer == merge.prior_issuer))
     if prior is None:
         raise UnknownPatient(f"merge of unknown patient record {merge.prior_patient_id}")
     survivor = upsert_patient(session=session, data=merge.survivor)
-    if survivor.id == prior.id:
-        return survivor
-    session.execute(update(Study).where(Study.patient_id == prior.id).values(patient_id=survivor.id))
-    prior.merged_into_id = survivor.id
+    if survivor != prior:
+        session.execute(update(Study).where(Study.patient_id == prior).values(patient_id=survivor))
+        session.execute(update(Patient).where(Patient.id == prior).values(merged_into_id=survivor))
     return survivor
 
 
 # --- inbound message log -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class InboundAck:
+    """What a message already received was answered."""
+
+    ack_code: str
+    error_code: int | None
+    error_text: str
+    error_segment: str
+    error_field: int | None
+    accession_number: str
+
+
+_inbound = Base.metadata.tables["inbound_messages"]
+_SELECT_INBOUND = select(
+    _inbound.c.ack_code, _inbound.c.error_code, _inbound.c.error_text, _inbound.c.error_segment,
+    _inbound.c.error_field, _inbound.c.accession_number,
+).where(
+    _inbound.c.sending_application == bindparam("sending_application"),
+    _inbound.c.sending_facility == bindparam("sending_facility"),
+    _inbound.c.control_id == bindparam("control_id"),
+)
+_INSERT_INBOUND = insert(_inbound)
+
+
 def find_inbound(*, session: Session, sending_application: str, sending_facility: str,
-                 control_id: str) -> InboundMessage | None:
-    """A message already received from this sender with this control ID."""
-    return session.scalar(select(InboundMessage).where(
-        InboundMessage.sending_application == sending_application,
-        InboundMessage.sending_facility == sending_facility,
-        InboundMessage.control_id == control_id,
-    ))
+                 control_id: str) -> InboundAck | None:
+    """The answer given to a message already received from this sender with this control ID."""
+    row = session.connection().execute(_SELECT_INBOUND, {
+        "sending_application": sending_application, "sending_facility": sending_facility,
+        "control_id": control_id,
+    }).first()
+    return InboundAck(*row) if row is not None else None
 
 
-def record_inbound(*, session: Session, **values: Any) -> InboundMessage:
+def record_inbound(*, session: Session, **values: Any) -> None:
     """Store an inbound message and the ACK it gets, in the caller's transaction."""
     known = {f.name for f in InboundMessage.__table__.columns}
     unknown = set(values) - known
     if unknown:
         raise TypeError(f"unknown inbound message fields: {sorted(unknown)}")
-    row = InboundMessage(**_fit(InboundMessage, values))
-    session.add(row)
-    return row
+    session.connection().execute(_INSERT_INBOUND, {"received_at": utcnow(), **_fit(InboundMessage, values)})
 
 
 # --- queries -------------------------------------------------------------------------
