@@ -76,6 +76,9 @@ class Study(Base):
     ordered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    # Lower-cased patient names and ID, accession and procedure: what worklist search matches
+    # (on PostgreSQL through a trigram index, see migration 0003).
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
 

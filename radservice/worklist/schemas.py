@@ -49,7 +49,9 @@ class WorklistRow(BaseModel):
 
 class WorklistPage(BaseModel):
     items: list[WorklistRow]
+    #: Matching studies, counted up to ``total_cap``; ``total_is_exact`` false means "at least".
     total: int
+    total_is_exact: bool
     limit: int
     offset: int
     next_offset: int | None

@@ -98,6 +98,9 @@ def test_every_fixture_gets_its_ack_and_the_worklist_shows_the_orders(service: S
     assert escaped["reason"] == "Fall from ladder.\nPain left knee \\ swelling"
 
     assert rows[("ACC1009", "")]["patient"]["patient_id"] == "MRN400004"  # moved by ADT^A40
+    # search follows demographics updates and merges
+    assert list(studies_by_key(service, q="quinn")) == [("ACC1003", "")]
+    assert set(studies_by_key(service, q="müller-prüfung")) == {("ACC1004", ""), ("ACC1009", "")}
     assert rows[("FL-2001", "SMALLRIS")]["modality"] == "DX"
     assert (rows[("ACC1008", "")]["priority"], rows[("ACC1008", "")]["modality"]) == ("A", "MG")
     assert ("ACC1001", "SITEB") in rows

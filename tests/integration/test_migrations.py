@@ -28,6 +28,10 @@ def test_upgrade_from_empty_creates_every_table(db_url: str) -> None:
         engine.dispose()
 
 
+def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    return not (type_ == "index" and name == "ix_studies_search_text_trgm")
+
+
 def test_migrations_match_the_models(db_url: str) -> None:
     """Autogenerate finds nothing to do: the migrations describe exactly the models."""
     from alembic.autogenerate import compare_metadata
@@ -37,7 +41,8 @@ def test_migrations_match_the_models(db_url: str) -> None:
     try:
         migrate.upgrade(engine)
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": False})
+            ctx = MigrationContext.configure(conn, opts={"compare_type": False,
+                                                         "include_object": _include_object})
             diff = compare_metadata(ctx, Base.metadata)
         assert diff == []
     finally:
@@ -62,5 +67,18 @@ def test_sqlite_runs_with_wal_and_foreign_keys(tmp_path: Path) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_gets_a_trigram_index_for_search(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("studies")}
+        if engine.dialect.name == "postgresql":
+            assert "ix_studies_search_text_trgm" in indexes
+        else:
+            assert "ix_studies_search_text_trgm" not in indexes
     finally:
         engine.dispose()

@@ -133,3 +133,14 @@ def test_every_read_of_patient_data_is_audited(client: TestClient, token: str,
     assert rows[0][2]["accessions"] == ["S-EARLY", "S-LATE"]  # type: ignore[index]
     assert rows[1][:2] == ("study.read", "A-ONE")
     assert all(e.at is not None for e in events)
+
+
+def test_count_is_capped_and_says_so(client: TestClient, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worklist, "COUNT_CAP", 3)
+    page = get(client, token, "/api/v1/worklist", limit=2)
+    assert (page["total"], page["total_is_exact"], page["next_offset"]) == (3, False, 2)
+    last = get(client, token, "/api/v1/worklist", limit=2, offset=4)
+    assert accessions(last) == ["R-NEW"]
+    assert last["next_offset"] is None
+    exact = get(client, token, "/api/v1/worklist", priority="S")
+    assert (exact["total"], exact["total_is_exact"]) == (2, True)

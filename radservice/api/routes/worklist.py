@@ -53,9 +53,10 @@ def get_worklist(
                  entity_type="worklist", detail={"returned": len(rows), "offset": offset,
                                                  "accessions": [s.accession_number for s in rows]})
     session.commit()
-    next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return WorklistPage(items=[WorklistRow.of(s) for s in rows], total=total, limit=limit, offset=offset,
-                        next_offset=next_offset)
+    exact = total < worklist.COUNT_CAP
+    more = offset + len(rows) < total or (not exact and len(rows) == limit)
+    return WorklistPage(items=[WorklistRow.of(s) for s in rows], total=total, total_is_exact=exact, limit=limit,
+                        offset=offset, next_offset=offset + len(rows) if more else None)
 
 
 @router.get("/studies/{accession}", response_model=StudyDetail)
