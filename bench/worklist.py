@@ -146,11 +146,11 @@ def run(backend: str, url: str, studies: int, repeat: int) -> None:
         )
         offset = int(params.get("offset", 0))  # type: ignore[call-overload]
 
-        def domain() -> object:
+        def domain(flt: worklist.WorklistFilter = flt, offset: int = offset) -> object:
             with session_scope(factory) as session:
                 return worklist.list_worklist(session=session, flt=flt, limit=50, offset=offset)
 
-        def http() -> object:
+        def http(params: dict[str, object] = params) -> object:
             response = client.get("/api/v1/worklist", params=params, headers=headers)  # type: ignore[arg-type]
             assert response.status_code == 200, response.text
             return response
