@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,6 +52,28 @@ def _echo_server(port: int) -> None:
         server = await hl7.mllp.start_hl7_server(client, "127.0.0.1", port, encoding="utf-8")
         async with server:
             await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _listener_only(port: int) -> None:
+    """radservice's listener and codec with no database: what the framing, threads and ACKs cost."""
+    from integrations.hl7.ack import build_ack
+    from integrations.hl7.listener import MllpListener
+    from integrations.hl7.message import decode, parse
+    from radservice.serve import bind_tcp
+
+    class NoDatabase:
+        def handle(self, payload: bytes, peer: str = "") -> bytes:
+            text, codec = decode(payload)
+            msg = parse(text, codec)
+            return build_ack(code="AA", original=msg, sending_application="RS", sending_facility="R").encode(codec)
+
+    async def main() -> None:
+        listener = MllpListener(router=NoDatabase(), max_message_bytes=1 << 20, allowed_hosts=[],  # type: ignore[arg-type]
+                                idle_timeout_s=600)
+        await listener.start(bind_tcp("127.0.0.1", port, what="bench"))
+        await asyncio.Event().wait()
 
     asyncio.run(main())
 
@@ -94,9 +116,9 @@ def run_load(port: int, connections: int, per_connection: int, label: str) -> fl
 
 
 @contextmanager
-def echo_server() -> Iterator[int]:
+def in_process_server(target: Callable[[int], None]) -> Iterator[int]:
     port = free_port()
-    proc = mp.get_context("spawn").Process(target=_echo_server, args=(port,), daemon=True)
+    proc = mp.get_context("spawn").Process(target=target, args=(port,), daemon=True)
     proc.start()
     try:
         _wait_port(port)
@@ -164,9 +186,11 @@ def main() -> None:
     rows: list[tuple[str, int, float]] = []
     for connections in (1, 4):
         per = args.messages // connections
-        with echo_server() as port:
+        with in_process_server(_echo_server) as port:
             ceiling = run_load(port, connections, per, "echo")
         rows.append(("python-hl7 echo ACK (ceiling)", connections, ceiling))
+        with in_process_server(_listener_only) as port:
+            rows.append(("radservice listener, no database", connections, run_load(port, connections, per, "nodb")))
         with tempfile.TemporaryDirectory() as tmp, radservice(f"sqlite:///{tmp}/bench.db") as port:
             rows.append(("radservice, SQLite", connections, run_load(port, connections, per, "sqlite")))
         with fresh_pg_database(args.pg_url) as url, radservice(url) as port:

@@ -8,7 +8,9 @@ A resend with the same control ID gets the stored answer again and changes nothi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -72,6 +74,11 @@ class Hl7Router:
         self.sending_facility = sending_facility
         self.accession_field = inbound.FieldRef.parse(accession_field)
         self.observers = list(observers)
+        # SQLite has one writer at a time and makes waiting writers sleep and poll; taking
+        # turns on a lock in this process instead keeps several RIS connections fast.
+        bind = sessions.kw.get("bind")
+        single_writer = bind is not None and bind.dialect.name == "sqlite"
+        self._write_turn: AbstractContextManager[object] = threading.Lock() if single_writer else nullcontext()
 
     def handle(self, payload: bytes, peer: str = "") -> bytes | None:
         """The ACK for one message, or None when the database is unavailable.
@@ -121,6 +128,10 @@ class Hl7Router:
                 log.exception("hl7: observer failed")
 
     def _apply_with_retry(self, msg: Message, payload: bytes, peer: str) -> RoutingResult:
+        with self._write_turn:
+            return self._apply_retrying(msg, payload, peer)
+
+    def _apply_retrying(self, msg: Message, payload: bytes, peer: str) -> RoutingResult:
         try:
             return self._apply(msg, payload, peer)
         except IntegrityError:
