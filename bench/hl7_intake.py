@@ -35,7 +35,7 @@ import hl7.mllp  # noqa: E402
 import httpx  # noqa: E402
 
 from tests.hl7_peer import RisClient, order, read_ack  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from tests.support import free_port, fresh_pg_database  # noqa: E402
 
 
 def _echo_server(port: int) -> None:
@@ -159,23 +159,6 @@ def radservice(db_url: str) -> Iterator[int]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@contextmanager
-def fresh_pg_database(base_url: str) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"rs_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1000, help="messages per run (split over connections)")
@@ -193,7 +176,7 @@ def main() -> None:
             rows.append(("radservice listener, no database", connections, run_load(port, connections, per, "nodb")))
         with tempfile.TemporaryDirectory() as tmp, radservice(f"sqlite:///{tmp}/bench.db") as port:
             rows.append(("radservice, SQLite", connections, run_load(port, connections, per, "sqlite")))
-        with fresh_pg_database(args.pg_url) as url, radservice(url) as port:
+        with fresh_pg_database(args.pg_url, prefix="rs_bench") as url, radservice(url) as port:
             rows.append(("radservice, PostgreSQL", connections, run_load(port, connections, per, "pg")))
     print(f"{'server':34} {'conns':>5} {'msg/s':>8} {'of ceiling':>10}")
     for name, connections, rate in rows:

@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, insert, text  # noqa: E402
 
-from bench.hl7_intake import fresh_pg_database  # noqa: E402
 from radservice.api.app import create_app  # noqa: E402
 from radservice.config import Settings  # noqa: E402
 from radservice.db import migrate  # noqa: E402
@@ -38,7 +37,7 @@ from radservice.db.base import Base  # noqa: E402
 from radservice.db.session import make_engine, make_sessionmaker, session_scope  # noqa: E402
 from radservice.worklist import service as worklist  # noqa: E402
 from radservice.worklist.service import search_text  # noqa: E402
-from tests.support import make_user  # noqa: E402
+from tests.support import fresh_pg_database, make_user  # noqa: E402
 
 MODALITIES = ["CT"] * 30 + ["MR"] * 20 + ["CR"] * 25 + ["US"] * 15 + ["MG"] * 5 + ["NM"] * 5
 STATUS = ["final"] * 80 + ["cancelled"] * 5 + ["scheduled"] * 10 + ["in_progress"] * 2 + ["dictated"] * 2 + [
@@ -119,7 +118,7 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 @contextmanager
 def database(backend: str, pg_url: str) -> Iterator[str]:
     if backend == "postgresql":
-        with fresh_pg_database(pg_url) as url:
+        with fresh_pg_database(pg_url, prefix="rs_bench") as url:
             yield url
     else:
         with tempfile.TemporaryDirectory() as tmp:

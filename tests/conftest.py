@@ -8,13 +8,20 @@ with CI=true a missing PostgreSQL stops the run.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.api.app import create_app
+from radservice.config import Settings
+from radservice.db import migrate
+from radservice.db.session import make_engine, make_sessionmaker
+from tests.support import fresh_pg_database
 
 PG_URL = os.environ.get("RADSERVICE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -55,13 +62,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/radservice.db"
         return
-    name = f"rs_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database(PG_URL) as url:
+        yield url
+
+
+@pytest.fixture
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a migrated database of each backend."""
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def client(factory: sessionmaker[Session]) -> Iterator[TestClient]:
+    """The HTTP API in-process on that database."""
+    engine = factory.kw["bind"]
+    settings = Settings(database={"url": engine.url.render_as_string(hide_password=False)})
+    with TestClient(create_app(settings, engine)) as test_client:
+        yield test_client

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,9 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from radservice.api.app import create_app
 from radservice.audit.models import AuditEvent
 from radservice.config import Settings
-from radservice.db import migrate
 from radservice.db.base import utcnow
-from radservice.db.session import make_engine, make_sessionmaker, session_scope
+from radservice.db.session import make_engine, session_scope
 from radservice.users import service as users
 from radservice.users.models import ApiToken
 from tests.support import make_user
@@ -24,20 +22,6 @@ from tests.support import make_user
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    migrate.upgrade(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def client(factory: sessionmaker[Session]) -> Iterator[TestClient]:
-    engine = factory.kw["bind"]
-    settings = Settings(database={"url": engine.url.render_as_string(hide_password=False)})
-    with TestClient(create_app(settings, engine)) as test_client:
-        yield test_client
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,11 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radservice.api.app import create_app
 from radservice.audit.models import AuditEvent
-from radservice.config import Settings
-from radservice.db import migrate
-from radservice.db.session import make_engine, make_sessionmaker, session_scope
+from radservice.db.session import session_scope
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import OrderControl, OrderData, PatientData, Priority
 from tests.support import make_user
@@ -24,19 +20,6 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    migrate.upgrade(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def client(factory: sessionmaker[Session]) -> Iterator[TestClient]:
-    engine = factory.kw["bind"]
-    with TestClient(create_app(Settings(), engine)) as test_client:
-        yield test_client
 
 
 def add(factory: sessionmaker[Session], accession: str, *, minutes: int, priority: Priority = Priority.ROUTINE,
