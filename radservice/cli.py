@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -12,9 +14,13 @@ import typer
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from radservice.audit import service as audit
 from radservice.config import ConfigError, Settings, load_settings
+from radservice.db.session import make_sessionmaker, session_scope
 from radservice.logs import configure_logging
+from radservice.users import service as users
 
 log = logging.getLogger("radservice")
 
@@ -122,6 +128,19 @@ def db_upgrade(config: ConfigOption = None) -> None:
     engine.dispose()
 
 
+@contextmanager
+def _admin_session(settings: Settings) -> Iterator[Session]:
+    """One committed unit of work on the migrated database; a UserError exits 1 with its message."""
+    engine = _migrated_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    except users.UserError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+
+
 @user_app.command("add")
 def user_add(
     name: str,
@@ -130,26 +149,16 @@ def user_add(
     config: ConfigOption = None,
 ) -> None:
     """Create a user; prints its API token as the last line."""
-    from radservice.audit import service as audit
-    from radservice.db.session import make_sessionmaker, session_scope
-    from radservice.users import service as users
-
     settings = _settings(config)
     try:
         parsed_role = users.parse_role(role)
     except users.UserError as exc:
         _fail(str(exc), 2)
-    engine = _migrated_engine(settings)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name)
-            token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
-            audit.record(session=session, actor=CLI_ACTOR, action="user.add", entity_type="user",
-                         entity_id=user.username, detail={"role": user.role})
-    except users.UserError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _admin_session(settings) as session:
+        user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name)
+        token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
+        audit.record(session=session, actor=CLI_ACTOR, action="user.add", entity_type="user",
+                     entity_id=user.username, detail={"role": user.role})
     typer.echo(f"created {parsed_role.value} '{name}'; API token:")
     typer.echo(token)
 
@@ -157,59 +166,31 @@ def user_add(
 @user_app.command("token")
 def user_token(name: str, config: ConfigOption = None) -> None:
     """Issue another API token for an active user; prints it as the last line."""
-    from radservice.audit import service as audit
-    from radservice.db.session import make_sessionmaker, session_scope
-    from radservice.users import service as users
-
     settings = _settings(config)
-    engine = _migrated_engine(settings)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            user = users.get_user(session=session, username=name)
-            if user is None or not user.active:
-                raise users.UserError(f"no active user '{name}'")
-            token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
-            audit.record(session=session, actor=CLI_ACTOR, action="user.token", entity_type="user", entity_id=name)
-    except users.UserError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _admin_session(settings) as session:
+        user = users.get_user(session=session, username=name)
+        if user is None or not user.active:
+            raise users.UserError(f"no active user '{name}'")
+        token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
+        audit.record(session=session, actor=CLI_ACTOR, action="user.token", entity_type="user", entity_id=name)
     typer.echo(token)
 
 
 @user_app.command("list")
 def user_list(config: ConfigOption = None) -> None:
     """List users: name, role, active, display name."""
-    from radservice.db.session import make_sessionmaker, session_scope
-    from radservice.users import service as users
-
-    settings = _settings(config)
-    engine = _migrated_engine(settings)
-    with session_scope(make_sessionmaker(engine)) as session:
-        rows = users.list_users(session=session)
-        for u in rows:
+    with _admin_session(_settings(config)) as session:
+        for u in users.list_users(session=session):
             typer.echo(f"{u.username}\t{u.role}\t{'active' if u.active else 'revoked'}\t{u.display_name}")
-    engine.dispose()
 
 
 @user_app.command("revoke")
 def user_revoke(name: str, config: ConfigOption = None) -> None:
     """Deactivate a user and revoke all of its tokens."""
-    from radservice.audit import service as audit
-    from radservice.db.session import make_sessionmaker, session_scope
-    from radservice.users import service as users
-
-    settings = _settings(config)
-    engine = _migrated_engine(settings)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            count = users.revoke_user(session=session, username=name)
-            audit.record(session=session, actor=CLI_ACTOR, action="user.revoke", entity_type="user",
-                         entity_id=name, detail={"tokens_revoked": count})
-    except users.UserError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _admin_session(_settings(config)) as session:
+        count = users.revoke_user(session=session, username=name)
+        audit.record(session=session, actor=CLI_ACTOR, action="user.revoke", entity_type="user",
+                     entity_id=name, detail={"tokens_revoked": count})
     typer.echo(f"revoked '{name}' ({count} token(s))")
 
 
