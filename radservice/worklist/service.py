@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, bindparam, case, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, String, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session, joinedload
 
 from radservice.db.base import Base, utcnow
@@ -30,16 +29,17 @@ AWAITING_REPORT = (StudyStatus.SCHEDULED, StudyStatus.IN_PROGRESS, StudyStatus.D
 REPORTED = (StudyStatus.PRELIMINARY, StudyStatus.FINAL)
 
 
+@cache
+def _lengths(table: Table) -> dict[str, int]:
+    return {column.key: column.type.length for column in table.columns
+            if isinstance(column.type, String) and column.type.length}
+
+
 def _fit(model: type[Any], values: dict[str, Any]) -> dict[str, Any]:
     """Clip free-text values to their column's length (identifiers are checked, not clipped)."""
-    table = model.__table__
-    out = {}
-    for key, value in values.items():
-        column = table.columns[key]
-        if isinstance(value, str) and isinstance(column.type, String) and column.type.length:
-            value = value[: column.type.length]
-        out[key] = value
-    return out
+    lengths = _lengths(model.__table__)
+    return {key: value[: lengths[key]] if key in lengths and isinstance(value, str) else value
+            for key, value in values.items()}
 
 
 def _check_identifier(name: str, value: str, limit: int = 64) -> None:
@@ -61,22 +61,26 @@ _SELECT_STUDY_BY_ACCESSION = select(
 _PATIENT_COLUMNS = (_patients.c.id, _patients.c.merged_into_id, _patients.c.patient_id, _patients.c.family_name,
                     _patients.c.given_name)
 _SELECT_MERGED = select(*_PATIENT_COLUMNS).where(_patients.c.id == bindparam("id"))
-_UPSERT_PATIENT: dict[str, Any] = {}
-
-
-def _patient_upsert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (patient_id, issuer) DO UPDATE ... RETURNING, for this dialect."""
-    if dialect not in _UPSERT_PATIENT:
-        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_patients)
-        new = stmt.excluded
-        keep_if_empty = {key: case((new[key] == "", _patients.c[key]), else_=new[key])
-                         for key in ("family_name", "given_name", "sex")}
-        _UPSERT_PATIENT[dialect] = stmt.on_conflict_do_update(
-            index_elements=["patient_id", "issuer"],
-            set_={**keep_if_empty, "birth_date": func.coalesce(new.birth_date, _patients.c.birth_date),
-                  "updated_at": new.updated_at},
-        ).returning(*_PATIENT_COLUMNS)
-    return _UPSERT_PATIENT[dialect]
+# One statement for both dialects (SQLite >= 3.35 and PostgreSQL share this syntax). Written as
+# text because SQLAlchemy cannot cache a compiled ON CONFLICT DO UPDATE with CASE expressions and
+# would compile it again for every order.
+_UPSERT_PATIENT = text("""
+    INSERT INTO patients (patient_id, issuer, family_name, given_name, birth_date, sex,
+                          created_at, updated_at, merged_into_id)
+    VALUES (:patient_id, :issuer, :family_name, :given_name, :birth_date, :sex,
+            :created_at, :updated_at, NULL)
+    ON CONFLICT (patient_id, issuer) DO UPDATE SET
+        family_name = CASE WHEN excluded.family_name = '' THEN patients.family_name ELSE excluded.family_name END,
+        given_name = CASE WHEN excluded.given_name = '' THEN patients.given_name ELSE excluded.given_name END,
+        sex = CASE WHEN excluded.sex = '' THEN patients.sex ELSE excluded.sex END,
+        birth_date = COALESCE(excluded.birth_date, patients.birth_date),
+        updated_at = excluded.updated_at
+    RETURNING id, merged_into_id, patient_id, family_name, given_name
+""").bindparams(
+    bindparam("birth_date", type_=_patients.c.birth_date.type),
+    bindparam("created_at", type_=_patients.c.created_at.type),
+    bindparam("updated_at", type_=_patients.c.updated_at.type),
+)
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,9 @@ def upsert_patient(*, session: Session, data: PatientData) -> PatientKey:
     params = _fit(Patient, {
         "patient_id": data.patient_id, "issuer": data.issuer, "family_name": data.family_name,
         "given_name": data.given_name, "birth_date": data.birth_date, "sex": data.sex,
-        "created_at": now, "updated_at": now, "merged_into_id": None,
+        "created_at": now, "updated_at": now,
     })
-    row = conn.execute(_patient_upsert(conn.dialect.name), params).one()
+    row = conn.execute(_UPSERT_PATIENT, params).one()
     while row.merged_into_id is not None:
         row = conn.execute(_SELECT_MERGED, {"id": row.merged_into_id}).one()
     return PatientKey(int(row.id), row.patient_id, row.family_name, row.given_name)
