@@ -28,8 +28,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="radservice: radiology dictation and reporting.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 user_app = typer.Typer(no_args_is_help=True, help="API users and their tokens.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Periodic duties and the job queue.")
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
+app.add_typer(jobs_app, name="jobs")
 
 ConfigOption = Annotated[
     Path | None,
@@ -87,6 +89,69 @@ def serve(config: ConfigOption = None) -> None:
     finally:
         engine.dispose()
     raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1,
+                                                    help="worker processes (default: worker.concurrency)")] = None,
+    handlers: Annotated[str, typer.Option("--handlers", help="job handlers as module:function(settings)",
+                                          hidden=True)] = "",
+) -> None:
+    """Run worker processes that take jobs from the database until SIGTERM."""
+    from radservice.jobs import processes
+
+    settings = _settings(config)
+    configure_logging()
+    engine = _migrated_engine(settings)
+    engine.dispose()
+    try:
+        code = processes.run_pool(settings, concurrency or settings.worker.concurrency,
+                                  handlers or processes.DEFAULT_HANDLERS)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    raise typer.Exit(code)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    config: ConfigOption = None,
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """The periodic duties, then the newest jobs in the queue."""
+    from radservice.jobs import scheduled
+    from radservice.jobs import service as jobs
+
+    settings = _settings(config)
+    engine = _migrated_engine(settings)
+    sessions = make_sessionmaker(engine)
+    typer.echo("duties:")
+    for duty in scheduled.duties(settings, sessions).values():
+        typer.echo(f"  {duty.name:16} every {duty.every}  {duty.description}")
+    typer.echo("jobs:")
+    with sessions() as session:
+        for job in jobs.list_jobs(session=session, status=status, limit=limit):
+            typer.echo(f"  {job.id:6d} {job.kind:12} {job.status:8} attempts {job.attempts}/{job.max_attempts}"
+                       f"  {job.created_at:%Y-%m-%d %H:%M:%S}  {job.error[:80]}")
+    engine.dispose()
+
+
+@jobs_app.command("run")
+def jobs_run(name: str, config: ConfigOption = None) -> None:
+    """Run one periodic duty now and print what it did."""
+    from radservice.jobs import scheduled
+
+    settings = _settings(config)
+    engine = _migrated_engine(settings)
+    try:
+        known = scheduled.duties(settings, make_sessionmaker(engine))
+        if name not in known:
+            _fail(f"no duty named {name!r}; one of: {', '.join(sorted(known))}", 2)
+        typer.echo(f"{name}: {known[name].run()}")
+    finally:
+        engine.dispose()
 
 
 @app.command()

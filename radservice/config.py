@@ -76,6 +76,8 @@ class WhisperSettings(_Section):
     compute_type: str = "int8"
     beam_size: int = Field(5, ge=1)
     hotwords: str = ""
+    vocabulary_dir: Path = Path("config/vocabulary")
+    cpu_threads: int = Field(0, ge=0)
 
 
 class LlmSettings(_Section):
@@ -91,6 +93,8 @@ class WorkerSettings(_Section):
     concurrency: int = Field(1, ge=1)
     poll_interval_s: float = Field(1.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    lease_s: float = Field(120.0, ge=1)
+    serve_workers: int = Field(1, ge=0)
 
 
 class AuthSettings(_Section):

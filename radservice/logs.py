@@ -19,6 +19,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     # Alembic announces each plugin at INFO on every start; only its warnings matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler logs every run of every duty at INFO; our duties log their own one-line outcome.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -18,6 +18,8 @@ from integrations.hl7.routing import Hl7Router
 from radservice.api.app import create_app
 from radservice.config import Settings
 from radservice.db.session import make_sessionmaker
+from radservice.jobs.processes import WorkerPool
+from radservice.jobs.scheduled import start_scheduler
 
 log = logging.getLogger("radservice.serve")
 
@@ -81,6 +83,13 @@ async def run(settings: Settings, engine: Engine) -> int:
     host, port = mllp_sock.getsockname()[:2]
     log.info("HL7 MLLP listening on %s:%d", host, port)
 
+    # Workers are child processes (models never live in the API process); duties run on a scheduler.
+    pool = WorkerPool(settings, settings.worker.serve_workers)
+    pool.start()
+    if settings.worker.serve_workers:
+        app.state.listeners["worker"] = lambda: pool.alive() > 0
+    scheduler = start_scheduler(settings, make_sessionmaker(engine))
+
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]), name="api")
     while not api.started and not api_task.done():
         await asyncio.sleep(0.02)
@@ -88,14 +97,20 @@ async def run(settings: Settings, engine: Engine) -> int:
         api_task.result()
         log.error("HTTP API stopped during start-up")
         await mllp.close()
+        scheduler.shutdown(wait=False)
+        pool.stop(timeout=10)
         return 1
     host, port = api_sock.getsockname()[:2]
     log.info("HTTP API listening on http://%s:%d", host, port)
 
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
-    await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    while not (api_task.done() or stop_task.done()):
+        await asyncio.wait({api_task, stop_task}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        pool.check()
     log.info("shutting down")
     await mllp.close()
+    scheduler.shutdown(wait=False)
+    await asyncio.to_thread(pool.stop, 15)
     api.should_exit = True
     await api_task
     stop_task.cancel()

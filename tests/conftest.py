@@ -76,9 +76,10 @@ def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def client(factory: sessionmaker[Session]) -> Iterator[TestClient]:
-    """The HTTP API in-process on that database."""
+def client(factory: sessionmaker[Session], tmp_path: Path) -> Iterator[TestClient]:
+    """The HTTP API in-process on that database, its data under the test's folder."""
     engine = factory.kw["bind"]
-    settings = Settings(database={"url": engine.url.render_as_string(hide_password=False)})
+    settings = Settings(database={"url": engine.url.render_as_string(hide_password=False)},
+                        storage={"data_dir": tmp_path / "data"})
     with TestClient(create_app(settings, engine)) as test_client:
         yield test_client

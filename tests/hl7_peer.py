@@ -67,14 +67,15 @@ def segment(name: str, fields: dict[int, str]) -> str:
 
 
 def order(control_id: str, accession: str, *, control: str = "NW", priority: str = "R",
-          modality: str = "CT", patient_id: str = "MRN-T-1", family: str = "SYNTH") -> bytes:
+          modality: str = "CT", patient_id: str = "MRN-T-1", family: str = "SYNTH",
+          procedure: str = "TEST PROCEDURE") -> bytes:
     """A small valid ORM^O01 v2.3.1 built for a test."""
     segments = [
         f"MSH|^~\\&|TESTRIS|TESTHOSP|RADSERVICE|RAD|20261124140000||ORM^O01|{control_id}|P|2.3.1",
         f"PID|1||{patient_id}^^^TESTHOSP^MR||{family}^TEST||19700101|F",
         segment("ORC", {1: control, 2: f"P-{accession}", 3: f"F-{accession}", 5: "SC", 7: f"^^^^^{priority}",
                         9: "20261124135900"}),
-        segment("OBR", {1: "1", 2: f"P-{accession}", 3: f"F-{accession}", 4: "PROC^TEST PROCEDURE",
+        segment("OBR", {1: "1", 2: f"P-{accession}", 3: f"F-{accession}", 4: f"PROC^{procedure}",
                         7: "20261124135900", 18: accession, 19: f"RP-{accession}", 20: f"SPS-{accession}",
                         24: modality}),
     ]

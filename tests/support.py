@@ -11,12 +11,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.worklist.intake import OrderControl, OrderData, PatientData, Priority
 
 
 def free_port() -> int:
@@ -99,8 +102,11 @@ def make_user(factory: sessionmaker[Session], username: str, role: str, *, ttl_h
 
 
 def write_config(tmp_path: Path, *, port: int, db_url: str | None = None, hl7_port: int | None = None,
-                 hl7_extra: str = "", extra: str = "") -> Path:
-    """A config file for a test instance: loopback, free ports, its own database and data dir."""
+                 hl7_extra: str = "", extra: str = "", workers: int = 0, worker_extra: str = "") -> Path:
+    """A config file for a test instance: loopback, free ports, its own database and data dir.
+
+    ``serve`` starts no worker process unless ``workers`` says so (most tests need none).
+    """
     url = db_url or f"sqlite:///{tmp_path}/rs.db"
     path = tmp_path / "radservice.toml"
     path.write_text(
@@ -108,6 +114,7 @@ def write_config(tmp_path: Path, *, port: int, db_url: str | None = None, hl7_po
         f'[database]\nurl = "{url}"\n'
         f'[storage]\ndata_dir = "{tmp_path}/data"\n'
         f'[hl7]\nlisten_host = "127.0.0.1"\nlisten_port = {hl7_port or free_port()}\n{hl7_extra}\n'
+        f"[worker]\nserve_workers = {workers}\n{worker_extra}\n"
         f"{extra}"
     )
     return path
@@ -126,3 +133,22 @@ def fresh_pg_database(base_url: str, prefix: str = "rs_test") -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+def add_study(factory: sessionmaker[Session], accession: str, *, minutes: int = 0,
+              priority: Priority = Priority.ROUTINE, modality: str = "CT", family: str = "SYNTH",
+              procedure: str = "CT CHEST", control: OrderControl = OrderControl.NEW,
+              patient_id: str | None = None) -> None:
+    """File an order through the domain service (what HL7 intake does), for API tests."""
+    from radservice.db.session import session_scope
+    from radservice.worklist import service as worklist
+
+    patient = PatientData(patient_id=patient_id or f"MRN-{accession}", issuer="H", family_name=family,
+                          given_name="TEST")
+    data = OrderData(control=control, patient=patient, accession_number=accession, priority=priority,
+                     modality=modality, procedure_text=procedure, ordered_at=T0 + timedelta(minutes=minutes))
+    with session_scope(factory) as session:
+        worklist.apply_order(session=session, order=data)

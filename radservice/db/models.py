@@ -2,7 +2,9 @@
 
 from radservice.audit.models import AuditEvent
 from radservice.db.base import Base
+from radservice.dictation.models import Dictation
+from radservice.jobs.models import Job
 from radservice.users.models import ApiToken, User
 from radservice.worklist.models import Patient, Study
 
-__all__ = ["ApiToken", "AuditEvent", "Base", "Patient", "Study", "User"]
+__all__ = ["ApiToken", "AuditEvent", "Base", "Dictation", "Job", "Patient", "Study", "User"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from pydantic import BaseModel
 
+from radservice.dictation.models import Dictation
+from radservice.dictation.schemas import DictationPublic
 from radservice.worklist.models import Patient, Study
 
 
@@ -79,14 +82,14 @@ class StudyDetail(BaseModel):
     study_instance_uid: str | None
     patient: PatientPublic
     order: OrderPublic
-    dictations: list[dict[str, object]]
+    dictations: list[DictationPublic]
     reports: list[dict[str, object]]
     report_id: int | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, study: Study) -> StudyDetail:
+    def of(cls, study: Study, dictations: Sequence[Dictation] = ()) -> StudyDetail:
         order = OrderPublic(
             placer_order_number=study.placer_order_number, filler_order_number=study.filler_order_number,
             requested_procedure_id=study.requested_procedure_id, scheduled_step_id=study.scheduled_step_id,
@@ -94,8 +97,9 @@ class StudyDetail(BaseModel):
             priority=study.priority, reason=study.reason, ordering_physician=study.ordering_physician,
             ordered_at=study.ordered_at, order_status=study.order_status,
         )
-        # Dictations and report versions arrive with the dictation and reporting issues.
+        # Report versions arrive with the reporting issues.
         return cls(accession_number=study.accession_number, accession_issuer=study.accession_issuer,
                    status=study.status, study_instance_uid=study.study_instance_uid,
-                   patient=PatientPublic.of(study.patient), order=order, dictations=[], reports=[],
+                   patient=PatientPublic.of(study.patient), order=order,
+                   dictations=[DictationPublic.of(d) for d in dictations], reports=[],
                    report_id=None, created_at=study.created_at, updated_at=study.updated_at)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -12,25 +10,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from radservice.audit.models import AuditEvent
 from radservice.db.session import session_scope
 from radservice.worklist import service as worklist
-from radservice.worklist.intake import OrderControl, OrderData, PatientData, Priority
+from radservice.worklist.intake import OrderControl, Priority
+from tests.support import add_study as add
 from tests.support import make_user
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
-
-
-def add(factory: sessionmaker[Session], accession: str, *, minutes: int, priority: Priority = Priority.ROUTINE,
-        modality: str = "CT", family: str = "SYNTH", procedure: str = "CT CHEST",
-        control: OrderControl = OrderControl.NEW, patient_id: str | None = None) -> None:
-    patient = PatientData(patient_id=patient_id or f"MRN-{accession}", issuer="H", family_name=family,
-                          given_name="TEST")
-    data = OrderData(control=control, patient=patient, accession_number=accession, priority=priority,
-                     modality=modality, procedure_text=procedure, ordered_at=T0 + timedelta(minutes=minutes))
-    with session_scope(factory) as session:
-        worklist.apply_order(session=session, order=data)
 
 
 @pytest.fixture

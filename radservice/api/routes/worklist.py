@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from radservice.api.deps import CurrentUser, SessionDep
 from radservice.audit import service as audit
+from radservice.dictation import service as dictations
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import Priority
 from radservice.worklist.models import StudyStatus
@@ -77,4 +78,4 @@ def get_study(
                  entity_type="study", entity_id=study.accession_number,
                  detail={"issuer": study.accession_issuer})
     session.commit()
-    return StudyDetail.of(study)
+    return StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id))

@@ -1,0 +1,121 @@
+"""Dictation upload, transcription again on demand, and job status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
+
+from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role
+from radservice.audit import service as audit
+from radservice.dictation import service as dictations
+from radservice.dictation.audio import AudioRejected, store_upload
+from radservice.dictation.schemas import DictationAccepted, DictationPublic, JobPublic, JobQueued
+from radservice.jobs import service as jobs
+from radservice.users.models import Role, User
+from radservice.worklist import service as worklist
+from radservice.worklist.models import Study
+
+router = APIRouter(prefix="/api/v1", tags=["dictation"])
+
+Dictator = Annotated[User, Depends(require_role(Role.RADIOLOGIST, Role.RESIDENT))]
+
+
+def _study(session: SessionDep, accession: str, issuer: str | None) -> Study:
+    try:
+        study = worklist.find_study(session=session, accession_number=accession, accession_issuer=issuer)
+    except worklist.AmbiguousAccession as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if study is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study with accession {accession!r}")
+    return study
+
+
+def _refuse(exc: dictations.DictationError) -> HTTPException:
+    code = status.HTTP_409_CONFLICT if exc.kind == "cancelled" else status.HTTP_422_UNPROCESSABLE_CONTENT
+    return HTTPException(code, detail=str(exc))
+
+
+@router.post("/studies/{accession}/dictations", status_code=status.HTTP_202_ACCEPTED,
+             response_model=DictationAccepted)
+def upload_dictation(
+    accession: str,
+    request: Request,
+    user: Dictator,
+    session: SessionDep,
+    settings: SettingsDep,
+    audio: Annotated[UploadFile, File(description="WAV, WebM/Opus, OGG/Opus, MP3 or M4A")],
+    section: Annotated[str, Form(description="findings or impression")] = "findings",
+    issuer: Annotated[str | None, Query()] = None,
+) -> DictationAccepted:
+    """Store the recording and queue its transcription; 202 once both are committed."""
+    limit = settings.storage.max_audio_mb << 20
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + (1 << 16):
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            detail=f"audio larger than the limit of {settings.storage.max_audio_mb} MiB")
+    try:
+        parsed = dictations.parse_section(section)
+        study = _study(session, accession, issuer)
+        dictations.check_dictatable(study)
+    except dictations.DictationError as exc:
+        raise _refuse(exc) from None
+    try:
+        stored = store_upload(audio.file, data_dir=settings.storage.data_dir, max_bytes=limit,
+                              max_seconds=settings.storage.max_audio_seconds)
+    except AudioRejected as exc:
+        raise HTTPException(exc.status, detail=str(exc)) from None
+    try:
+        dictation, job = dictations.add_dictation(session=session, study=study, section=parsed, audio=stored,
+                                                  user_id=user.id, max_attempts=settings.worker.max_attempts)
+        audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.created",
+                     entity_type="study", entity_id=study.accession_number,
+                     detail={"dictation_id": dictation.id, "section": parsed.value, "seconds": stored.duration_s})
+        session.commit()
+    except BaseException:
+        # Nothing committed: the stored file would belong to no dictation.
+        (settings.storage.data_dir / stored.relative_path).unlink(missing_ok=True)
+        raise
+    return DictationAccepted(dictation_id=dictation.id, job_id=job.id)
+
+
+@router.get("/dictations/{dictation_id}", response_model=DictationPublic)
+def get_dictation(dictation_id: str, user: CurrentUser, session: SessionDep) -> DictationPublic:
+    """One dictation with its latest transcript."""
+    dictation = dictations.get(session=session, dictation_id=dictation_id)
+    if dictation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
+    audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.read",
+                 entity_type="dictation", entity_id=dictation.id)
+    session.commit()
+    return DictationPublic.of(dictation)
+
+
+@router.post("/dictations/{dictation_id}/transcribe", status_code=status.HTTP_202_ACCEPTED,
+             response_model=JobQueued)
+def transcribe_again(dictation_id: str, user: Dictator, session: SessionDep, settings: SettingsDep) -> JobQueued:
+    """Queue the dictation's transcription again (after an interruption or a failure)."""
+    dictation = dictations.get(session=session, dictation_id=dictation_id)
+    if dictation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
+    if dictation.audio_path is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the dictation's audio is no longer stored")
+    job = dictations.queue_transcription(session=session, dictation=dictation,
+                                         max_attempts=settings.worker.max_attempts)
+    audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.transcribe",
+                 entity_type="dictation", entity_id=dictation.id, detail={"job_id": job.id})
+    session.commit()
+    return JobQueued(job_id=job.id)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def get_job(job_id: int, user: CurrentUser, session: SessionDep) -> JobPublic:
+    """A job's status, progress, error and result."""
+    job = jobs.get(session=session, job_id=job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
+    if job.result and "text" in job.result:
+        audit.record(session=session, actor=user.username, user_id=user.id, action="job.read",
+                     entity_type="job", entity_id=str(job.id))
+        session.commit()
+    return JobPublic.of(job)

@@ -1,0 +1,56 @@
+"""Dictations: one recording against one study section, its stored audio and its transcript."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from radservice.db.base import Base, UtcDateTime, utcnow
+from radservice.worklist.models import Study
+
+
+class Section(StrEnum):
+    FINDINGS = "findings"
+    IMPRESSION = "impression"
+
+
+class DictationStatus(StrEnum):
+    RECEIVED = "received"
+    TRANSCRIBING = "transcribing"
+    TRANSCRIBED = "transcribed"
+    FAILED = "failed"
+
+
+class Dictation(Base):
+    __tablename__ = "dictations"
+    __table_args__ = (
+        CheckConstraint("section IN ('findings', 'impression')", name="section"),
+        CheckConstraint("status IN ('received', 'transcribing', 'transcribed', 'failed')", name="status"),
+    )
+
+    # A server-made UUID; the audio file is named after it, never after anything a client sent.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    section: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=DictationStatus.RECEIVED.value)
+    # Relative to storage.data_dir; NULL once the retention purge removed the audio.
+    audio_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    audio_format: Mapped[str] = mapped_column(String(32))
+    audio_bytes: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The latest transcription; a retried job replaces it.
+    transcript: Mapped[str] = mapped_column(Text, default="")
+    # [{"word", "start", "end", "probability"}, ...] for flagging low-confidence words later.
+    words: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    transcript_model: Mapped[str] = mapped_column(String(128), default="")
+    transcribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    study: Mapped[Study] = relationship()

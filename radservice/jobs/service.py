@@ -1,0 +1,139 @@
+"""The job queue's operations: enqueue, claim under a lease, finish, fail or retry, reap lost leases.
+
+Claims take the oldest due job in one short write transaction. On PostgreSQL the row is
+locked with ``FOR UPDATE SKIP LOCKED`` so many workers on many machines never take the same
+job; on SQLite the transaction itself holds the database's single write lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from radservice.db.base import utcnow
+from radservice.jobs.models import Job, JobStatus
+
+#: Longest error text kept on a job (the end of a traceback is never stored, only a reason).
+MAX_ERROR = 2000
+LEASE_LOST = "worker lost: lease expired before the job finished"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker now holds until ``lease_expires_at``."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_expires_at: datetime
+
+
+def enqueue(*, session: Session, kind: str, payload: dict[str, Any], max_attempts: int = 3,
+            run_after: datetime | None = None) -> Job:
+    """Add a job to the caller's transaction (it is queued when that commits)."""
+    now = utcnow()
+    job = Job(kind=kind, payload=payload, status=JobStatus.QUEUED.value, attempts=0, max_attempts=max_attempts,
+              run_after=run_after or now, progress=0.0, error="", created_at=now, updated_at=now)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim(*, session: Session, owner: str, lease: timedelta, kinds: list[str] | None = None) -> ClaimedJob | None:
+    """Take the oldest due queued job for ``owner`` and commit the claim; None when there is none."""
+    now = utcnow()
+    query = (select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.run_after <= now)
+             .order_by(Job.run_after, Job.id).limit(1).with_for_update(skip_locked=True))
+    if kinds is not None:
+        query = query.where(Job.kind.in_(kinds))
+    job_id = session.scalar(query)
+    if job_id is None:
+        session.commit()
+        return None
+    expires = now + lease
+    row = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+        .values(status=JobStatus.RUNNING.value, lease_owner=owner, lease_expires_at=expires,
+                attempts=Job.attempts + 1, updated_at=now)
+        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+    ).first()
+    session.commit()
+    if row is None:
+        return None
+    return ClaimedJob(row.id, row.kind, dict(row.payload or {}), row.attempts, row.max_attempts, expires)
+
+
+def _held(job_id: int, owner: str) -> Any:
+    # Every write of a running job checks it still holds the lease: a worker that stalled past
+    # its lease and lost the job to another must not overwrite the other's outcome.
+    return (Job.id == job_id) & (Job.status == JobStatus.RUNNING.value) & (Job.lease_owner == owner)
+
+
+def heartbeat(*, session: Session, job_id: int, owner: str, lease: timedelta,
+              progress: float | None = None) -> bool:
+    """Extend the lease (and record progress); False when the job is no longer ours."""
+    now = utcnow()
+    values: dict[str, Any] = {"lease_expires_at": now + lease, "updated_at": now}
+    if progress is not None:
+        values["progress"] = max(0.0, min(1.0, progress))
+    held: int = session.execute(update(Job).where(_held(job_id, owner)).values(**values)).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return held == 1
+
+
+def complete(*, session: Session, job_id: int, owner: str, result: dict[str, Any]) -> bool:
+    """Mark the job done with its result, in the caller's transaction; False when it is no longer ours."""
+    now = utcnow()
+    done: int = session.execute(update(Job).where(_held(job_id, owner)).values(
+        status=JobStatus.DONE.value, result=result, progress=1.0, error="", lease_owner=None,
+        lease_expires_at=None, finished_at=now, updated_at=now)).rowcount  # type: ignore[attr-defined]
+    return done == 1
+
+
+def fail(*, session: Session, job_id: int, owner: str, error: str, retry: bool,
+         backoff: timedelta = timedelta(seconds=5)) -> str | None:
+    """Record a failed attempt: queued again after ``backoff`` while attempts remain and ``retry``
+    holds, else failed for good. Returns the new status, or None when the job is no longer ours."""
+    now = utcnow()
+    row = session.execute(select(Job.attempts, Job.max_attempts).where(_held(job_id, owner))).first()
+    if row is None:
+        return None
+    again = retry and row.attempts < row.max_attempts
+    status = JobStatus.QUEUED if again else JobStatus.FAILED
+    session.execute(update(Job).where(_held(job_id, owner)).values(
+        status=status.value, error=error[:MAX_ERROR], lease_owner=None, lease_expires_at=None,
+        run_after=now + backoff * row.attempts if again else Job.run_after,
+        finished_at=None if again else now, updated_at=now))
+    return status.value
+
+
+def reap_expired(*, session: Session, now: datetime | None = None) -> int:
+    """Put jobs whose worker died (lease expired) back in the queue, or fail them when their
+    attempts are used up. Returns how many jobs were reaped."""
+    now = now or utcnow()
+    exhausted = Job.attempts >= Job.max_attempts
+    count = session.execute(
+        update(Job).where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now).values(
+            status=case((exhausted, JobStatus.FAILED.value), else_=JobStatus.QUEUED.value),
+            error=LEASE_LOST, lease_owner=None, lease_expires_at=None, run_after=now,
+            finished_at=case((exhausted, now), else_=None), updated_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return int(count)
+
+
+def get(*, session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(*, session: Session, status: str | None = None, limit: int = 50) -> list[Job]:
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query).all())

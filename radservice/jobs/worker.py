@@ -1,0 +1,161 @@
+"""The worker loop: claim a job, run its handler while a heartbeat keeps the lease, record the outcome.
+
+A handler takes the claimed job's ids, opens its own sessions and must be idempotent: a job
+runs again when its worker died, and a retry replaces what the first attempt wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.db.session import session_scope
+from radservice.jobs import service as jobs
+from radservice.jobs.service import ClaimedJob
+
+log = logging.getLogger("radservice.worker")
+
+
+class PermanentJobError(Exception):
+    """The job cannot succeed by running again (bad input); it fails at once with this reason."""
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the job, the database, and a way to report progress."""
+
+    job: ClaimedJob
+    sessions: sessionmaker[Session]
+    report_progress: Callable[[float], None] = field(default=lambda fraction: None)
+
+
+Handler = Callable[[JobContext], dict[str, Any]]
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the lease every third of it while the handler runs; carries the latest progress."""
+
+    def __init__(self, worker: Worker, job: ClaimedJob) -> None:
+        super().__init__(name=f"heartbeat-{job.id}", daemon=True)
+        self.worker, self.job = worker, job
+        self.progress: float | None = None
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        interval = max(0.2, self.worker.lease.total_seconds() / 3)
+        while not self.stopped.wait(interval):
+            try:
+                with self.worker.sessions() as session:
+                    held = jobs.heartbeat(session=session, job_id=self.job.id, owner=self.worker.owner,
+                                          lease=self.worker.lease, progress=self.progress)
+            except SQLAlchemyError as exc:
+                log.warning("worker: heartbeat of job %d failed: %s", self.job.id, type(exc).__name__)
+                continue
+            if not held:
+                self.lost = True
+                log.warning("worker: job %d is no longer ours (lease lost)", self.job.id)
+                return
+
+
+class Worker:
+    """Runs jobs of the kinds in ``handlers`` until ``stop`` is set.
+
+    Parameters
+    ----------
+    sessions
+        Session factory of the radservice database.
+    handlers
+        Job kind -> handler.
+    owner
+        This worker's name in lease records (host:pid is unique across machines).
+    lease
+        How long a claim holds without a heartbeat; a dead worker's job is taken again after it.
+    poll_interval
+        Seconds to wait when the queue is empty.
+    """
+
+    def __init__(self, *, sessions: sessionmaker[Session], handlers: Mapping[str, Handler], owner: str,
+                 lease: timedelta, poll_interval: float, stop: threading.Event | None = None) -> None:
+        self.sessions = sessions
+        self.handlers = dict(handlers)
+        self.owner = owner
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.stop = stop or threading.Event()
+        self._last_reap = 0.0
+
+    def run(self) -> None:
+        log.info("worker %s: running job kinds %s", self.owner, ", ".join(sorted(self.handlers)))
+        while not self.stop.is_set():
+            try:
+                ran = self.run_once()
+            except SQLAlchemyError as exc:
+                log.error("worker %s: database unavailable: %s", self.owner, type(exc).__name__)
+                ran = False
+            if not ran:
+                self.stop.wait(self.poll_interval)
+        log.info("worker %s: stopped", self.owner)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when none was due."""
+        self._maybe_reap()
+        with self.sessions() as session:
+            job = jobs.claim(session=session, owner=self.owner, lease=self.lease, kinds=list(self.handlers))
+        if job is None:
+            return False
+        self._run(job)
+        return True
+
+    def _maybe_reap(self) -> None:
+        # Every worker puts lost jobs back now and then, so recovery needs no other process.
+        now = time.monotonic()
+        if now - self._last_reap >= self.lease.total_seconds() / 2:
+            self._last_reap = now
+            with self.sessions() as session:
+                reaped = jobs.reap_expired(session=session)
+            if reaped:
+                log.warning("worker %s: %d job(s) of lost workers queued again or failed", self.owner, reaped)
+
+    def _run(self, job: ClaimedJob) -> None:
+        log.info("worker %s: job %d (%s) attempt %d/%d", self.owner, job.id, job.kind, job.attempts,
+                 job.max_attempts)
+        beat = _Heartbeat(self, job)
+        ctx = JobContext(job=job, sessions=self.sessions,
+                         report_progress=lambda fraction: setattr(beat, "progress", fraction))
+        beat.start()
+        started = time.perf_counter()
+        error: str | None = None
+        retry = True
+        result: dict[str, Any] = {}
+        try:
+            result = self.handlers[job.kind](ctx)
+        except PermanentJobError as exc:
+            error, retry = str(exc), False
+        except Exception as exc:  # a handler's failure becomes the job's error, never a dead worker
+            log.exception("worker %s: job %d (%s) raised", self.owner, job.id, job.kind)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            beat.stopped.set()
+            beat.join()
+        elapsed = time.perf_counter() - started
+        with session_scope(self.sessions) as session:
+            if error is None:
+                kept = jobs.complete(session=session, job_id=job.id, owner=self.owner, result=result)
+                outcome = "done" if kept else None
+            else:
+                outcome = jobs.fail(session=session, job_id=job.id, owner=self.owner, error=error, retry=retry)
+        if outcome is None:
+            log.warning("worker %s: job %d finished after its lease was lost; outcome not recorded", self.owner,
+                        job.id)
+        else:
+            log.info("worker %s: job %d (%s) %s in %.2fs%s", self.owner, job.id, job.kind, outcome, elapsed,
+                     f": {error}" if error else "")

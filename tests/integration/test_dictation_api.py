@@ -1,0 +1,116 @@
+"""POST /api/v1/studies/{accession}/dictations and GET /api/v1/jobs/{id}: what is accepted, what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.api.app import create_app
+from radservice.audit.models import AuditEvent
+from radservice.config import Settings
+from radservice.dictation.models import Dictation
+from radservice.jobs.models import Job
+from radservice.worklist.intake import OrderControl
+from radservice.worklist.models import Study
+from tests import audio_samples
+from tests.support import add_study, make_user
+
+pytestmark = pytest.mark.integration
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
+
+
+@pytest.fixture
+def token(factory: sessionmaker[Session]) -> str:
+    add_study(factory, "ACC-1", procedure="CT CHEST WITH CONTRAST")
+    add_study(factory, "GONE")
+    add_study(factory, "GONE", control=OrderControl.CANCEL)
+    return make_user(factory, "dr.dictate", "radiologist")
+
+
+def upload(client: TestClient, token: str, accession: str, data: bytes, *, name: str = "a.wav",
+           section: str = "findings") -> tuple[int, dict[str, object]]:
+    response = client.post(f"/api/v1/studies/{accession}/dictations", files={"audio": (name, data)},
+                           data={"section": section}, headers={"Authorization": f"Bearer {token}"})
+    return response.status_code, response.json()
+
+
+def audio_files(client: TestClient) -> list[Path]:
+    folder = Path(client.app.state.settings.storage.data_dir) / "audio"  # type: ignore[attr-defined]
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("name", ["ct_chest_pe.webm", "xr_chest_pneumonia.webm", "ct_chest_nodule.ogg",
+                                  "mr_knee_meniscus.mp3", "xr_wrist_fracture.m4a", "ct_head_noncontrast.wav"])
+def test_upload_is_stored_and_queued_before_202(client: TestClient, token: str, factory: sessionmaker[Session],
+                                                name: str) -> None:
+    code, body = upload(client, token, "ACC-1", (FIXTURES / name).read_bytes(), name=f"../../etc/{name}",
+                        section="Impression")
+    assert code == 202, body
+    dictation_id, job_id = body["dictation_id"], body["job_id"]
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        job = session.get_one(Job, job_id)
+        assert (dictation.section, dictation.status, dictation.job_id) == ("impression", "received", job_id)
+        assert dictation.audio_path == f"audio/{dictation_id}.{name.rsplit('.', 1)[1]}"  # our name, not the client's
+        assert 20 <= dictation.duration_s <= 60
+        assert (job.kind, job.status, job.payload) == ("transcribe", "queued", {"dictation_id": dictation_id})
+        assert session.scalar(select(Study.status).where(Study.accession_number == "ACC-1")) == "in_progress"
+        assert session.scalar(select(AuditEvent.action).where(AuditEvent.actor == "dr.dictate")) == "dictation.created"
+    assert [p.name for p in audio_files(client)] == [f"{dictation_id}.{name.rsplit('.', 1)[1]}"]
+    headers = {"Authorization": f"Bearer {token}"}
+    job_view = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+    assert (job_view["status"], job_view["progress"], job_view["error"], job_view["result"]) == (
+        "queued", 0.0, "", None)
+    study = client.get("/api/v1/studies/ACC-1", headers=headers).json()
+    assert [d["dictation_id"] for d in study["dictations"]] == [dictation_id]
+    again = client.post(f"/api/v1/dictations/{dictation_id}/transcribe", headers=headers)
+    assert again.status_code == 202 and again.json()["job_id"] != job_id
+
+
+@pytest.mark.parametrize(("accession", "data", "section", "status", "words"), [
+    ("NOPE", audio_samples.tone(1.0), "findings", 404, "no study with accession"),
+    ("GONE", audio_samples.tone(1.0), "findings", 409, "cancelled"),
+    ("ACC-1", audio_samples.tone(1.0), "history", 422, "unknown section"),
+    ("ACC-1", b"", "findings", 422, "empty"),
+    ("ACC-1", audio_samples.JUNK, "findings", 422, "cannot be decoded"),
+    ("ACC-1", audio_samples.truncated(audio_samples.tone(3.0)), "findings", 422, "truncated"),
+])
+def test_bad_requests_get_a_clear_4xx_and_store_nothing(client: TestClient, token: str,
+                                                        factory: sessionmaker[Session], accession: str, data: bytes,
+                                                        section: str, status: int, words: str) -> None:
+    code, body = upload(client, token, accession, data, section=section)
+    assert code == status and words in str(body["detail"])
+    assert audio_files(client) == []
+    with factory() as session:
+        assert session.scalars(select(Dictation)).all() == [] and session.scalars(select(Job)).all() == []
+
+
+def test_limits_from_config(factory: sessionmaker[Session], token: str, tmp_path: Path) -> None:
+    engine = factory.kw["bind"]
+    settings = Settings(database={"url": engine.url.render_as_string(hide_password=False)},
+                        storage={"data_dir": tmp_path / "limited", "max_audio_mb": 1, "max_audio_seconds": 5})
+    with TestClient(create_app(settings, engine)) as limited:
+        code, body = upload(limited, token, "ACC-1", audio_samples.tone(6.0))
+        assert (code, body["detail"]) == (413, "audio of 6 s is longer than the limit of 5 s")
+        code, body = upload(limited, token, "ACC-1", audio_samples.tone(40.0))  # 1.28 MB
+        assert code == 413 and "larger than the limit of 1 MiB" in str(body["detail"])
+        assert upload(limited, token, "ACC-1", audio_samples.tone(4.0))[0] == 202
+
+
+def test_who_may_dictate(client: TestClient, token: str, factory: sessionmaker[Session]) -> None:
+    editor = make_user(factory, "ed.it", "editor")
+    resident = make_user(factory, "res.ident", "resident")
+    assert upload(client, editor, "ACC-1", audio_samples.tone(1.0))[0] == 403
+    assert upload(client, resident, "ACC-1", audio_samples.tone(1.0))[0] == 202
+    assert client.post("/api/v1/studies/ACC-1/dictations", files={"audio": ("a.wav", b"x")}).status_code == 401
+
+
+def test_unknown_job_and_dictation_are_404(client: TestClient, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/jobs/999", headers=headers).status_code == 404
+    assert client.post("/api/v1/dictations/nope/transcribe", headers=headers).status_code == 404
+    assert client.get("/api/v1/dictations/nope", headers=headers).status_code == 404
