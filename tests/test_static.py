@@ -20,7 +20,8 @@ def test_mypy_strict_passes() -> None:
 
 
 def test_ruff_passes() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "radservice", "integrations", "tests", "bench", "fixtures"],
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "radservice", "integrations", "tests", "bench",
+                             "fixtures"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-4000:]
 
