@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import jiwer
+import medwer
 
 AUDIO_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 
@@ -17,10 +18,16 @@ def manifest() -> list[dict[str, str]]:
     return items
 
 
+_whisper_normaliser = medwer.Normalizer()
+
+
 def normalise(text: str) -> str:
-    """Lower case, words only: hyphens and punctuation are spacing, not words."""
-    return " ".join(re.findall(r"[a-z0-9']+", text.lower().replace("-", " ")))
+    """Whisper's English normaliser (as medwer applies it: spelled numbers folded to digits, so
+    "one point two" and "1.2" agree), then words only: hyphens and punctuation are spacing."""
+    folded = _whisper_normaliser(text)
+    return " ".join(re.findall(r"[a-z0-9'.]+", folded.lower().replace("-", " ")))
 
 
 def spoken_wer(reference: str, hypothesis: str) -> float:
+    """Word error rate of a transcript against the spoken form of its dictation."""
     return float(jiwer.wer(normalise(reference), normalise(hypothesis)))

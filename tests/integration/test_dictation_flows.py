@@ -1,0 +1,108 @@
+"""The transcribe job's handler and the audio retention duty, with a scripted transcriber."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.db.base import utcnow
+from radservice.db.session import session_scope
+from radservice.dictation import service as dictations
+from radservice.dictation.audio import store_upload
+from radservice.dictation.flows import TranscribeFlow
+from radservice.dictation.models import Dictation, Section
+from radservice.jobs.service import ClaimedJob
+from radservice.jobs.worker import JobContext, PermanentJobError
+from radservice.pipeline.transcribe import NoSpeech, Transcript, Word
+from radservice.pipeline.vocabulary import TermList
+from radservice.worklist.models import Study
+from tests import audio_samples
+from tests.support import add_study
+
+pytestmark = pytest.mark.integration
+
+
+class ScriptedTranscriber:
+    """Answers from a list; records the prompts it was given."""
+
+    name = "scripted"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.prompts: list[str] = []
+
+    def transcribe(self, audio: Path, *, prompt: str = "", hotwords: str = "") -> Transcript:
+        assert audio.is_file()
+        self.prompts.append(prompt)
+        text = self.answers.pop(0)
+        if not text:
+            raise NoSpeech("no speech detected")
+        words = [Word(w, i * 0.5, i * 0.5 + 0.4, 0.9) for i, w in enumerate(text.split())]
+        return Transcript(text=text, words=words, duration_s=3.0, model="scripted")
+
+
+def _dictation(factory: sessionmaker[Session], data_dir: Path) -> tuple[str, int]:
+    add_study(factory, "ACC-F", modality="CT", procedure="CT CHEST")
+    stored = store_upload(io.BytesIO(audio_samples.tone(3.0)), data_dir=data_dir, max_bytes=1 << 24, max_seconds=60)
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study).where(Study.accession_number == "ACC-F")).one()
+        dictation, job = dictations.add_dictation(session=session, study=study, section=Section.FINDINGS,
+                                                  audio=stored, user_id=None, max_attempts=3)
+        return dictation.id, job.id
+
+
+def _ctx(factory: sessionmaker[Session], dictation_id: str, job_id: int, attempt: int = 1) -> JobContext:
+    job = ClaimedJob(job_id, "transcribe", {"dictation_id": dictation_id}, attempt, 3, utcnow())
+    return JobContext(job=job, sessions=factory)
+
+
+def test_retried_transcription_replaces_the_transcript(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    dictation_id, job_id = _dictation(factory, tmp_path)
+    transcriber = ScriptedTranscriber("first try text", "no pleural effusion")
+    vocabulary = [TermList("chest", frozenset({"chest"}), ("pleural effusion",))]
+    flow = TranscribeFlow(transcriber=transcriber, data_dir=tmp_path, vocabulary=vocabulary)
+    flow(_ctx(factory, dictation_id, job_id))
+    result = flow(_ctx(factory, dictation_id, job_id, attempt=2))
+    assert result == {"dictation_id": dictation_id, "text": "no pleural effusion", "model": "scripted",
+                      "duration_s": 3.0}
+    assert transcriber.prompts == ["CT chest. Findings: pleural effusion."] * 2
+    with factory() as session:
+        (dictation,) = session.scalars(select(Dictation)).all()
+        assert (dictation.status, dictation.transcript) == ("transcribed", "no pleural effusion")
+        assert dictation.words is not None and [w["word"] for w in dictation.words] == ["no", "pleural", "effusion"]
+        assert dictation.words[0] == {"word": "no", "start": 0.0, "end": 0.4, "probability": 0.9}
+
+
+def test_no_speech_fails_the_dictation_without_retry(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    dictation_id, job_id = _dictation(factory, tmp_path)
+    flow = TranscribeFlow(transcriber=ScriptedTranscriber(""), data_dir=tmp_path, vocabulary=[])
+    with pytest.raises(PermanentJobError, match="no speech detected"):
+        flow(_ctx(factory, dictation_id, job_id))
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        assert (dictation.status, dictation.error, dictation.transcript) == ("failed", "no speech detected", "")
+
+
+def test_retention_removes_old_audio_and_keeps_the_transcript(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    dictation_id, job_id = _dictation(factory, tmp_path)
+    TranscribeFlow(transcriber=ScriptedTranscriber("kept text"), data_dir=tmp_path,
+                   vocabulary=[])(_ctx(factory, dictation_id, job_id))
+    with factory() as session:
+        audio = tmp_path / str(session.get_one(Dictation, dictation_id).audio_path)
+    assert audio.is_file()
+    with factory() as session:
+        assert dictations.purge_audio(session=session, data_dir=tmp_path, older_than=timedelta(days=1)) == 0
+        assert dictations.purge_audio(session=session, data_dir=tmp_path, older_than=timedelta(days=1),
+                                      now=utcnow() + timedelta(days=2)) == 1
+    assert not audio.exists()
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        assert (dictation.audio_path, dictation.transcript) == (None, "kept text")
+    with pytest.raises(PermanentJobError, match="no longer stored"):
+        TranscribeFlow(transcriber=ScriptedTranscriber("x"), data_dir=tmp_path,
+                       vocabulary=[])(_ctx(factory, dictation_id, job_id))
