@@ -52,6 +52,11 @@ class TranscribeFlow:
         except NoSpeech:
             self._mark_failed(ctx, dictation_id, "no speech detected")
             raise PermanentJobError("no speech detected") from None
+        except Exception as exc:
+            # The job retries; after its last attempt the dictation itself shows the failure too.
+            if ctx.job.attempts >= ctx.job.max_attempts:
+                self._mark_failed(ctx, dictation_id, f"transcription failed: {type(exc).__name__}")
+            raise
         ctx.report_progress(0.9)
         with session_scope(ctx.sessions) as session:
             dictation = session.get_one(Dictation, dictation_id)

@@ -44,6 +44,8 @@ def load_handler_factory(spec: str) -> HandlerFactory:
 def worker_main(settings: Settings, handlers_spec: str, index: int) -> None:
     """Entry point of one worker process."""
     configure_logging()
+    # Models load from local folders only; the Hugging Face hub must never be asked (no network here).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -51,11 +51,16 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
 
 
+#: Short words of procedure texts that are English, not abbreviations (CT, MR, US, RUQ stay upper-case).
+_SHORT_WORDS = {"AND", "AT", "FOR", "IN", "NO", "OF", "ON", "OR", "THE", "TO", "W", "WO"}
+
+
 def _procedure_title(procedure: str) -> str:
     """RIS procedure texts come upper-case; a report writes "CT chest with contrast"."""
     text = " ".join(procedure.split())
     if text.isupper():
-        text = " ".join(w if len(w) <= 3 and w.isalpha() else w.lower() for w in text.split())
+        text = " ".join(w if len(w) <= 3 and w.isalpha() and w not in _SHORT_WORDS else w.lower()
+                        for w in text.split())
     return text[:1].upper() + text[1:]
 
 

@@ -27,6 +27,13 @@ from tests.support import add_study
 pytestmark = pytest.mark.integration
 
 
+class BrokenTranscriber:
+    name = "broken"
+
+    def transcribe(self, audio: Path, *, prompt: str = "", hotwords: str = "") -> Transcript:
+        raise RuntimeError("decoder crashed")
+
+
 class ScriptedTranscriber:
     """Answers from a list; records the prompts it was given."""
 
@@ -106,3 +113,17 @@ def test_retention_removes_old_audio_and_keeps_the_transcript(factory: sessionma
     with pytest.raises(PermanentJobError, match="no longer stored"):
         TranscribeFlow(transcriber=ScriptedTranscriber("x"), data_dir=tmp_path,
                        vocabulary=[])(_ctx(factory, dictation_id, job_id))
+
+
+def test_dictation_shows_failure_after_the_last_attempt(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    dictation_id, job_id = _dictation(factory, tmp_path)
+    flow = TranscribeFlow(transcriber=BrokenTranscriber(), data_dir=tmp_path, vocabulary=[])
+    with pytest.raises(RuntimeError):
+        flow(_ctx(factory, dictation_id, job_id, attempt=2))
+    with factory() as session:
+        assert session.get_one(Dictation, dictation_id).status == "transcribing"  # a retry is coming
+    with pytest.raises(RuntimeError):
+        flow(_ctx(factory, dictation_id, job_id, attempt=3))
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        assert (dictation.status, dictation.error) == ("failed", "transcription failed: RuntimeError")

@@ -38,3 +38,9 @@ def test_prompt_stops_at_the_limit(tmp_path: Path) -> None:
     (tmp_path / "many.txt").write_text("match: *\n" + "\n".join(f"term number {i}" for i in range(500)))
     prompt = build_prompt(load_vocabulary(tmp_path), modality="CT", procedure="CT head")
     assert len(prompt) <= MAX_PROMPT_CHARS and prompt.endswith(".")
+
+
+def test_procedure_title_keeps_abbreviations_only() -> None:
+    prompt = build_prompt([], modality="CT", procedure="CT ABDOMEN AND PELVIS W CONTRAST")
+    assert prompt == "CT abdomen and pelvis w contrast. Findings: "
+    assert build_prompt([], modality="US", procedure="US Abdomen RUQ").startswith("US Abdomen RUQ. ")
