@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from radservice import __version__
 from radservice.api import metrics
-from radservice.api.routes import admin, dictations, health, me, worklist
+from radservice.api.routes import admin, dictations, health, me, stream, worklist
 from radservice.config import Settings
 from radservice.db.session import make_sessionmaker
 
@@ -40,4 +40,5 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(worklist.router)
     app.include_router(dictations.router)
+    app.include_router(stream.router)
     return app

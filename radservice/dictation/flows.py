@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,13 @@ from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.base import utcnow
 from radservice.db.session import session_scope
+from radservice.dictation import service as dictations
 from radservice.dictation.models import Dictation, DictationStatus
-from radservice.dictation.service import TRANSCRIBE
+from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
 from radservice.jobs.worker import Handler, JobContext, PermanentJobError
-from radservice.pipeline.transcribe import NoSpeech, Transcriber, WhisperTranscriber
+from radservice.pipeline.decode import SAMPLE_RATE, LiveDecoder, decode_parts
+from radservice.pipeline.streaming import LocalAgreement, join_words
+from radservice.pipeline.transcribe import NoSpeech, Transcriber, Transcript, WhisperTranscriber, Word
 from radservice.pipeline.vocabulary import TermList, build_prompt, load_vocabulary
 
 log = logging.getLogger("radservice.dictation")
@@ -39,15 +43,19 @@ class TranscribeFlow:
                 raise PermanentJobError(f"dictation {dictation_id} does not exist")
             if dictation.audio_path is None:
                 raise PermanentJobError("the dictation's audio is no longer stored (retention period)")
-            audio = self.data_dir / dictation.audio_path
+            parts = dictations.audio_parts(dictation, self.data_dir)
+            fmt = dictation.audio_format
             prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
                                   procedure=dictation.study.procedure_text)
             dictation.status = DictationStatus.TRANSCRIBING.value
-        if not audio.is_file():
+        if not all(part.is_file() for part in parts):
             self._mark_failed(ctx, dictation_id, "audio file missing from the store")
             raise PermanentJobError("the dictation's audio file is missing from the store")
         ctx.report_progress(0.1)
         try:
+            # Decoded here, not by the model's loader: a recording in parts (a resumed live dictation)
+            # is one audio, raw PCM has no header, and an interrupted stream ends mid-packet.
+            audio = decode_parts(parts, fmt)
             transcript = self.transcriber.transcribe(audio, prompt=prompt, hotwords=self.hotwords)
         except NoSpeech:
             self._mark_failed(ctx, dictation_id, "no speech detected")
@@ -58,28 +66,186 @@ class TranscribeFlow:
                 self._mark_failed(ctx, dictation_id, f"transcription failed: {type(exc).__name__}")
             raise
         ctx.report_progress(0.9)
-        with session_scope(ctx.sessions) as session:
-            dictation = session.get_one(Dictation, dictation_id)
-            dictation.transcript = transcript.text
-            dictation.words = [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-                               for w in transcript.words]
-            dictation.transcript_model = transcript.model
-            dictation.transcribed_at = utcnow()
-            dictation.status = DictationStatus.TRANSCRIBED.value
-            dictation.error = ""
-            audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
-                         entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words)})
-        log.info("dictation %s transcribed: %d words, %.1fs audio", dictation_id, len(transcript.words),
-                 transcript.duration_s)
-        return {"dictation_id": dictation_id, "text": transcript.text, "model": transcript.model,
-                "duration_s": transcript.duration_s}
+        return store_transcript(ctx, dictation_id, transcript)
 
     @staticmethod
     def _mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:
-        with session_scope(ctx.sessions) as session:
-            dictation = session.get_one(Dictation, dictation_id)
-            dictation.status = DictationStatus.FAILED.value
-            dictation.error = reason
+        mark_failed(ctx, dictation_id, reason)
+
+
+def mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:
+    with session_scope(ctx.sessions) as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        dictation.status = DictationStatus.FAILED.value
+        dictation.error = reason
+
+
+def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript) -> dict[str, Any]:
+    """Keep the transcript on the dictation (replacing any earlier one); the job's result."""
+    with session_scope(ctx.sessions) as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        dictation.transcript = transcript.text
+        dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
+                           for w in transcript.words]
+        dictation.transcript_model = transcript.model
+        dictation.transcribed_at = utcnow()
+        dictation.status = DictationStatus.TRANSCRIBED.value
+        dictation.error = ""
+        if transcript.duration_s:
+            dictation.duration_s = round(transcript.duration_s, 3)
+        audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
+                     entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words)})
+    log.info("dictation %s transcribed: %d words, %.1fs audio", dictation_id, len(transcript.words),
+             transcript.duration_s)
+    return {"dictation_id": dictation_id, "text": transcript.text, "model": transcript.model,
+            "duration_s": transcript.duration_s}
+
+
+LIVE_STATUSES = (DictationStatus.RECORDING.value, DictationStatus.FINALIZING.value, DictationStatus.INTERRUPTED.value)
+
+
+class LiveTranscribeFlow:
+    """The ``transcribe_live`` job: follows a dictation while it is recorded, publishes partial
+    text (local agreement), and on "stop" decodes only the uncommitted tail.
+
+    The API writes the audio and the dictation's status; this job reads the file as it grows and
+    polls the status every ``poll_s``: ``recording`` (keep going), ``finalizing`` (the recording is
+    complete: final pass), ``interrupted`` (the connection dropped: stop, keep what is committed),
+    a new ``stream_epoch`` (reset: start over).
+    """
+
+    def __init__(self, *, transcriber: Transcriber, data_dir: Path, vocabulary: list[TermList],
+                 step_s: float = 1.0, poll_s: float = 0.05, wait_for_audio_s: float = 600.0) -> None:
+        self.transcriber = transcriber
+        self.data_dir = data_dir
+        self.vocabulary = vocabulary
+        self.step_s = step_s
+        self.poll_s = poll_s
+        self.wait_for_audio_s = wait_for_audio_s
+
+    def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        dictation_id = str(ctx.job.payload.get("dictation_id", ""))
+        with ctx.sessions() as session:
+            dictation = session.get(Dictation, dictation_id)
+            if dictation is None:
+                raise PermanentJobError(f"dictation {dictation_id} does not exist")
+            prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
+                                  procedure=dictation.study.procedure_text)
+        session_no = int(ctx.job.payload.get("session", 1))
+        state = self._wait_for_audio(ctx, dictation_id, session_no)
+        while True:
+            outcome = self._follow(ctx, dictation_id, prompt, state, session_no)
+            if outcome is not None:
+                return outcome
+            state = self._state(ctx, dictation_id)  # reset: start over on the new epoch
+
+    def _state(self, ctx: JobContext, dictation_id: str) -> dictations.LiveState:
+        with ctx.sessions() as session:
+            state = dictations.live_state(session=session, dictation_id=dictation_id)
+        if state is None:
+            raise PermanentJobError(f"dictation {dictation_id} does not exist")
+        return state
+
+    def _wait_for_audio(self, ctx: JobContext, dictation_id: str, session_no: int) -> dictations.LiveState:
+        deadline = time.monotonic() + self.wait_for_audio_s
+        while True:
+            state = self._state(ctx, dictation_id)
+            if (state.audio_path is not None or state.status != DictationStatus.RECORDING.value
+                    or state.stream_session != session_no):
+                return state
+            if time.monotonic() > deadline:
+                raise PermanentJobError("no audio arrived for the live dictation")
+            time.sleep(self.poll_s)
+
+    def _follow(self, ctx: JobContext, dictation_id: str, prompt: str, state: dictations.LiveState,
+                session_no: int) -> dict[str, Any] | None:
+        """Follow one epoch of the recording; None when it was reset (start again)."""
+        if state.stream_session != session_no or state.status not in LIVE_STATUSES:
+            return self._superseded(dictation_id, state, session_no)
+        if state.audio_path is None:  # dropped or stopped before any audio
+            return self._end_without_audio(ctx, dictation_id, state)
+        with ctx.sessions() as session:
+            parts = dictations.audio_parts(session.get_one(Dictation, dictation_id), self.data_dir)
+        decoder = LiveDecoder(parts, state.audio_format)
+        decoder.start()
+        agreement = LocalAgreement(self.transcriber, prompt=prompt)
+        epoch, decoded_at_last_pass, published = state.stream_epoch, 0.0, ("", "")
+        try:
+            while True:
+                state = self._state(ctx, dictation_id)
+                if state.stream_session != session_no or state.status not in LIVE_STATUSES:
+                    return self._superseded(dictation_id, state, session_no)
+                if state.stream_epoch != epoch:
+                    return None
+                if state.status == DictationStatus.INTERRUPTED.value:
+                    return self._interrupted(dictation_id, agreement)
+                if state.status == DictationStatus.FINALIZING.value:
+                    return self._finalize(ctx, dictation_id, decoder, agreement)
+                if decoder.done.is_set() and decoder.error:
+                    mark_failed(ctx, dictation_id, "the streamed audio cannot be decoded")
+                    raise PermanentJobError(f"the streamed audio cannot be decoded ({decoder.error})")
+                if decoder.seconds() - decoded_at_last_pass >= self.step_s:
+                    decoded_at_last_pass = decoder.seconds()
+                    pass_started = time.perf_counter()
+                    agreement.step(decoder.samples())
+                    log.debug("live dictation %s: pass over %.1f s window at %.1f s took %.2f s", dictation_id,
+                              decoded_at_last_pass - agreement.buffer_start, decoded_at_last_pass,
+                              time.perf_counter() - pass_started)
+                    now = (agreement.committed_text, agreement.text)
+                    if now != published:
+                        with ctx.sessions() as session:
+                            dictations.publish_partial(session=session, dictation_id=dictation_id,
+                                                       committed=now[0], text=now[1])
+                        published = now
+                    ctx.report_progress(0.5)
+                else:
+                    time.sleep(self.poll_s)
+        finally:
+            decoder.cancel()
+
+    def _finalize(self, ctx: JobContext, dictation_id: str, decoder: LiveDecoder,
+                  agreement: LocalAgreement) -> dict[str, Any]:
+        started = time.perf_counter()
+        decoder.finish()
+        decoder.done.wait()
+        decoded = time.perf_counter() - started
+        if decoder.error and decoder.seconds() == 0:
+            mark_failed(ctx, dictation_id, "the streamed audio cannot be decoded")
+            raise PermanentJobError(f"the streamed audio cannot be decoded ({decoder.error})")
+        audio = decoder.samples()
+        tail_s = audio.size / SAMPLE_RATE - agreement.buffer_start
+        committed_before = len(agreement.committed)
+        words: list[Word] = agreement.finish(audio)
+        log.info("live dictation %s final: %.1f s tail decoded in %.2f s (decoder %.2f s); %d of %d words "
+                 "committed before stop", dictation_id, tail_s, time.perf_counter() - started, decoded,
+                 committed_before, len(words))
+        text = join_words(words)
+        if not text:
+            mark_failed(ctx, dictation_id, "no speech detected")
+            raise PermanentJobError("no speech detected")
+        transcript = Transcript(text=text, words=words, duration_s=audio.size / SAMPLE_RATE,
+                                model=getattr(self.transcriber, "name", ""))
+        return store_transcript(ctx, dictation_id, transcript)
+
+    @staticmethod
+    def _superseded(dictation_id: str, state: dictations.LiveState, session_no: int) -> dict[str, Any]:
+        # A newer connection resumed the dictation (its own job follows it from here), or the
+        # dictation was finished some other way: this job leaves it alone.
+        log.info("live dictation %s: job of connection %d ends (now connection %d, %s)", dictation_id,
+                 session_no, state.stream_session, state.status)
+        return {"dictation_id": dictation_id, "superseded": True}
+
+    @staticmethod
+    def _interrupted(dictation_id: str, agreement: LocalAgreement) -> dict[str, Any]:
+        log.info("live dictation %s interrupted; %d words committed", dictation_id, len(agreement.committed))
+        return {"dictation_id": dictation_id, "interrupted": True, "text": agreement.committed_text}
+
+    @staticmethod
+    def _end_without_audio(ctx: JobContext, dictation_id: str, state: dictations.LiveState) -> dict[str, Any]:
+        if state.status == DictationStatus.FINALIZING.value:
+            mark_failed(ctx, dictation_id, "no speech detected")
+            raise PermanentJobError("no speech detected: the dictation was stopped before any audio arrived")
+        return {"dictation_id": dictation_id, "interrupted": True, "text": ""}
 
 
 def make_transcriber(settings: Settings) -> WhisperTranscriber:
@@ -101,4 +267,5 @@ def handlers(settings: Settings) -> Mapping[str, Handler]:
     flow = TranscribeFlow(transcriber=make_transcriber(settings), data_dir=settings.storage.data_dir,
                           vocabulary=vocabulary,
                           hotwords=settings.whisper.hotwords)
-    return {TRANSCRIBE: flow}
+    live = LiveTranscribeFlow(transcriber=flow.transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
+    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live}

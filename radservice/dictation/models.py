@@ -20,16 +20,24 @@ class Section(StrEnum):
 
 class DictationStatus(StrEnum):
     RECEIVED = "received"
+    # Live dictation: audio arriving over a WebSocket; then the final pass after "stop".
+    RECORDING = "recording"
+    FINALIZING = "finalizing"
+    # The connection dropped before "stop": the audio is kept, to transcribe or resume.
+    INTERRUPTED = "interrupted"
     TRANSCRIBING = "transcribing"
     TRANSCRIBED = "transcribed"
     FAILED = "failed"
+
+
+STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in DictationStatus))
 
 
 class Dictation(Base):
     __tablename__ = "dictations"
     __table_args__ = (
         CheckConstraint("section IN ('findings', 'impression')", name="section"),
-        CheckConstraint("status IN ('received', 'transcribing', 'transcribed', 'failed')", name="status"),
+        CheckConstraint(STATUS_CHECK, name="status"),
     )
 
     # A server-made UUID; the audio file is named after it, never after anything a client sent.
@@ -52,5 +60,15 @@ class Dictation(Base):
     transcribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Live dictation: the parts recorded by successive connections (1 = audio_path alone; part
+    # k > 1 is stored beside it as {uuid}.{k}.{ext}), the reset counter, and the latest partial
+    # text the streaming worker published (committed = what two passes agreed on).
+    audio_parts: Mapped[int] = mapped_column(Integer, default=1)
+    # Which connection is recording (a resume starts the next one; its job supersedes the last).
+    stream_session: Mapped[int] = mapped_column(Integer, default=0)
+    stream_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    partial_seq: Mapped[int] = mapped_column(Integer, default=0)
+    partial_committed: Mapped[str] = mapped_column(Text, default="")
+    partial_text: Mapped[str] = mapped_column(Text, default="")
 
     study: Mapped[Study] = relationship()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -83,3 +84,122 @@ def purge_audio(*, session: Session, data_dir: Path, older_than: timedelta, now:
         session.execute(update(Dictation).where(Dictation.id == dictation_id).values(audio_path=None))
     session.commit()
     return len(rows)
+
+
+# --- live dictation (WebSocket) ------------------------------------------------------------
+
+TRANSCRIBE_LIVE = "transcribe_live"
+
+
+def part_path(dictation: Dictation, part: int) -> str:
+    """Where part ``part`` of a recording lives, relative to the data dir (part 1 is audio_path)."""
+    assert dictation.audio_path is not None
+    if part == 1:
+        return dictation.audio_path
+    stem, _, ext = dictation.audio_path.rpartition(".")
+    return f"{stem}.{part}.{ext}"
+
+
+def audio_parts(dictation: Dictation, data_dir: Path) -> list[Path]:
+    """Every stored part of a dictation's audio, in order."""
+    if dictation.audio_path is None:
+        return []
+    return [data_dir / part_path(dictation, k) for k in range(1, dictation.audio_parts + 1)]
+
+
+def start_live(*, session: Session, study: Study, section: Section, user_id: int | None, dictation_id: str,
+               max_attempts: int) -> tuple[Dictation, Job]:
+    """A new live dictation (recording) and the job that transcribes it as it arrives."""
+    check_dictatable(study)
+    dictation = Dictation(id=dictation_id, study_id=study.id, section=section.value,
+                          status=DictationStatus.RECORDING.value, audio_path=None, audio_format="",
+                          audio_bytes=0, duration_s=0.0, created_by=user_id, created_at=utcnow(), transcript="",
+                          error="", audio_parts=1, stream_session=1, stream_epoch=0, partial_seq=0,
+                          partial_committed="", partial_text="")
+    session.add(dictation)
+    session.flush()
+    job = jobs.enqueue(session=session, kind=TRANSCRIBE_LIVE, payload={"dictation_id": dictation.id, "session": 1},
+                       max_attempts=max_attempts)
+    dictation.job_id = job.id
+    if study.status == StudyStatus.SCHEDULED.value:
+        study.status = StudyStatus.IN_PROGRESS.value
+    return dictation, job
+
+
+def resume_live(*, session: Session, dictation: Dictation, max_attempts: int) -> Job:
+    """Continue an interrupted dictation in a new part; a new live job decodes every part.
+
+    Raises
+    ------
+    DictationError
+        ``state`` when the dictation is not interrupted.
+    """
+    if dictation.status != DictationStatus.INTERRUPTED.value:
+        raise DictationError("state", f"dictation {dictation.id} is {dictation.status}, not interrupted")
+    check_dictatable(dictation.study)
+    if dictation.audio_path is not None:
+        dictation.audio_parts += 1
+    dictation.status = DictationStatus.RECORDING.value
+    dictation.stream_session += 1
+    job = jobs.enqueue(session=session, kind=TRANSCRIBE_LIVE,
+                       payload={"dictation_id": dictation.id, "session": dictation.stream_session},
+                       max_attempts=max_attempts)
+    dictation.job_id = job.id
+    return job
+
+
+def set_live_format(*, session: Session, dictation_id: str, fmt: str) -> str:
+    """Name the stored file once the first chunk said what it is; returns the current part's path."""
+    dictation = session.get_one(Dictation, dictation_id)
+    if dictation.audio_path is None:
+        dictation.audio_path = f"audio/{dictation.id}.{fmt}"
+        dictation.audio_format = fmt
+    elif dictation.audio_format != fmt:
+        raise DictationError("format", f"this dictation was recorded as {dictation.audio_format}, not {fmt}")
+    session.commit()
+    return part_path(dictation, dictation.audio_parts)
+
+
+def set_live_status(*, session: Session, dictation_id: str, status: DictationStatus, audio_bytes: int | None = None,
+                    reset: bool = False) -> None:
+    """The API's side of a live dictation: recording -> finalizing / interrupted; a reset bumps the epoch."""
+    values: dict[str, object] = {"status": status.value}
+    if audio_bytes is not None:
+        values["audio_bytes"] = audio_bytes
+    if reset:
+        values.update(stream_epoch=Dictation.stream_epoch + 1, partial_seq=Dictation.partial_seq + 1,
+                      partial_committed="", partial_text="")
+    session.execute(update(Dictation).where(Dictation.id == dictation_id).values(**values))
+    session.commit()
+
+
+def publish_partial(*, session: Session, dictation_id: str, committed: str, text: str) -> None:
+    """The worker's side: the latest partial text, for the API to relay."""
+    session.execute(update(Dictation).where(Dictation.id == dictation_id).values(
+        partial_committed=committed, partial_text=text, partial_seq=Dictation.partial_seq + 1))
+    session.commit()
+
+
+@dataclass(frozen=True)
+class LiveState:
+    status: str
+    stream_session: int
+    stream_epoch: int
+    partial_seq: int
+    partial_committed: str
+    partial_text: str
+    transcript: str
+    error: str
+    audio_path: str | None
+    audio_format: str
+    audio_parts: int
+
+
+def live_state(*, session: Session, dictation_id: str) -> LiveState | None:
+    row = session.execute(select(
+        Dictation.status, Dictation.stream_session, Dictation.stream_epoch, Dictation.partial_seq,
+        Dictation.partial_committed, Dictation.partial_text, Dictation.transcript, Dictation.error,
+        Dictation.audio_path, Dictation.audio_format, Dictation.audio_parts,
+    ).where(Dictation.id == dictation_id)).first()
+    session.rollback()  # a poll: end the read transaction so the next one sees new commits
+    return LiveState(*row) if row is not None else None

@@ -42,12 +42,17 @@ class Transcript:
     model: str = ""
 
 
+Audio = Path | np.ndarray[Any, np.dtype[np.float32]]
+
+
 class Transcriber(Protocol):
-    """Turns an audio file into text; ``prompt`` carries the study's vocabulary."""
+    """Turns audio (a file, or 16 kHz mono float32 samples) into text; ``prompt`` carries the
+    study's vocabulary; ``beam_size`` overrides the configured width (live partials use less)."""
 
     name: str
 
-    def transcribe(self, audio: Path, *, prompt: str = "", hotwords: str = "") -> Transcript: ...
+    def transcribe(self, audio: Audio, *, prompt: str = "", hotwords: str = "",
+                   beam_size: int | None = None) -> Transcript: ...
 
 
 def resolve_model(model: str) -> Path:
@@ -110,8 +115,9 @@ class WhisperTranscriber:
         self.warmup_s = time.perf_counter() - started
         return self.warmup_s
 
-    def transcribe(self, audio: Path, *, prompt: str = "", hotwords: str = "") -> Transcript:
-        """Transcribe one file.
+    def transcribe(self, audio: Audio, *, prompt: str = "", hotwords: str = "",
+                   beam_size: int | None = None) -> Transcript:
+        """Transcribe one file, or samples already decoded (16 kHz mono float32).
 
         Raises
         ------
@@ -119,14 +125,16 @@ class WhisperTranscriber:
             Voice activity detection found no speech, or the model produced no words.
         """
         segments, info = self._model.transcribe(
-            str(audio), language="en", beam_size=self.beam_size, initial_prompt=prompt or None,
+            str(audio) if isinstance(audio, Path) else audio, language="en", beam_size=beam_size or self.beam_size,
+            initial_prompt=prompt or None,
             hotwords=hotwords or None, vad_filter=True, word_timestamps=True, condition_on_previous_text=False,
         )
         texts: list[str] = []
         words: list[Word] = []
         for segment in segments:
             texts.append(segment.text.strip())
-            words.extend(Word(w.word.strip(), round(w.start, 2), round(w.end, 2), round(w.probability, 3))
+            # Words keep their leading space: it says where a word starts (" 1" ".2" is "1.2").
+            words.extend(Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3))
                          for w in segment.words or [])
         text = " ".join(t for t in texts if t)
         if not text:

@@ -18,7 +18,7 @@ from radservice.dictation.flows import TranscribeFlow
 from radservice.dictation.models import Dictation, Section
 from radservice.jobs.service import ClaimedJob
 from radservice.jobs.worker import JobContext, PermanentJobError
-from radservice.pipeline.transcribe import NoSpeech, Transcript, Word
+from radservice.pipeline.transcribe import Audio, NoSpeech, Transcript, Word
 from radservice.pipeline.vocabulary import TermList
 from radservice.worklist.models import Study
 from tests import audio_samples
@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 class BrokenTranscriber:
     name = "broken"
 
-    def transcribe(self, audio: Path, *, prompt: str = "", hotwords: str = "") -> Transcript:
+    def transcribe(self, audio: Audio, *, prompt: str = "", hotwords: str = "",
+                   beam_size: int | None = None) -> Transcript:
         raise RuntimeError("decoder crashed")
 
 
@@ -43,8 +44,9 @@ class ScriptedTranscriber:
         self.answers = list(answers)
         self.prompts: list[str] = []
 
-    def transcribe(self, audio: Path, *, prompt: str = "", hotwords: str = "") -> Transcript:
-        assert audio.is_file()
+    def transcribe(self, audio: Audio, *, prompt: str = "", hotwords: str = "",
+                   beam_size: int | None = None) -> Transcript:
+        assert not isinstance(audio, Path) and audio.size == 3 * 16_000  # the 3 s tone, decoded
         self.prompts.append(prompt)
         text = self.answers.pop(0)
         if not text:

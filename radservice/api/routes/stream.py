@@ -1,0 +1,263 @@
+"""Live dictation over a WebSocket: audio chunks in, partial and final text out.
+
+The API only relays: chunks are appended to the audio store as they arrive, a worker follows
+the growing file and publishes partial text on the dictation row, and this route sends each new
+partial to the browser. Close codes: 4401 bad token, 4403 role, 4404 unknown accession or
+dictation, 4409 cancelled study or a dictation not resumable, 4422 bad parameter, 1003 an
+unknown message or unrecognised audio, 1009 a stream over the configured limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.audit import service as audit
+from radservice.config import Settings
+from radservice.dictation import service as dictations
+from radservice.dictation.models import Dictation, DictationStatus
+from radservice.pipeline.decode import sniff
+from radservice.users import service as users
+from radservice.users.models import Role
+from radservice.worklist import service as worklist
+
+log = logging.getLogger("radservice.stream")
+router = APIRouter(prefix="/api/v1", tags=["dictation"])
+
+DICTATORS = {Role.RADIOLOGIST.value, Role.RESIDENT.value}
+RELAY_INTERVAL_S = 0.1
+FINAL_TIMEOUT_S = 120.0
+FINAL_POLL_S = 0.05
+
+
+class Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]  # a close reason must fit in 123 bytes
+
+
+@dataclass
+class Live:
+    dictation_id: str
+    job_id: int
+    username: str
+    user_id: int
+
+
+def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str, issuer: str | None, section: str,
+          token: str, dictation_id: str | None) -> Live:
+    """Check the caller and the study, then start (or resume) the dictation and its live job."""
+    with sessions() as session:
+        user = users.authenticate(session=session, token=token) if token else None
+        if user is None:
+            raise Refused(4401, "invalid, expired or missing token (pass ?token=TOKEN)")
+        if user.role not in DICTATORS:
+            raise Refused(4403, f"role '{user.role}' may not dictate")
+        try:
+            study = worklist.find_study(session=session, accession_number=accession, accession_issuer=issuer)
+            parsed = dictations.parse_section(section)
+        except worklist.AmbiguousAccession as exc:
+            raise Refused(4409, str(exc)) from None
+        except dictations.DictationError as exc:
+            raise Refused(4422, str(exc)) from None
+        if study is None:
+            raise Refused(4404, f"no study with accession {accession!r}")
+        try:
+            if dictation_id:
+                dictation = session.get(Dictation, dictation_id)
+                if dictation is None or dictation.study_id != study.id:
+                    raise Refused(4404, f"no dictation {dictation_id!r} for accession {accession!r}")
+                job = dictations.resume_live(session=session, dictation=dictation,
+                                             max_attempts=settings.worker.max_attempts)
+                action = "dictation.stream.resumed"
+            else:
+                dictation, job = dictations.start_live(session=session, study=study, section=parsed, user_id=user.id,
+                                                       dictation_id=str(uuid.uuid4()),
+                                                       max_attempts=settings.worker.max_attempts)
+                action = "dictation.stream.started"
+        except dictations.DictationError as exc:
+            raise Refused(4409, str(exc)) from None
+        audit.record(session=session, actor=user.username, user_id=user.id, action=action, entity_type="study",
+                     entity_id=study.accession_number, detail={"dictation_id": dictation.id, "job_id": job.id})
+        session.commit()
+        return Live(dictation.id, job.id, user.username, user.id)
+
+
+class LiveSession:
+    """One WebSocket connection of a live dictation."""
+
+    def __init__(self, websocket: WebSocket, live: Live, settings: Settings, sessions: sessionmaker[Session],
+                 fmt: str | None) -> None:
+        self.ws = websocket
+        self.live = live
+        self.settings = settings
+        self.sessions = sessions
+        self.fmt = fmt
+        self.file: BinaryIO | None = None
+        self.bytes = 0
+        self.started = time.monotonic()
+        self.max_bytes = settings.storage.max_audio_mb << 20
+
+    async def run(self) -> None:
+        relay = asyncio.create_task(self._relay(), name=f"relay-{self.live.dictation_id}")
+        try:
+            await self._receive()
+        except Refused as refused:
+            relay.cancel()
+            await self._set(DictationStatus.INTERRUPTED)
+            log.warning("live dictation %s closed: %s", self.live.dictation_id, refused.reason)
+            await self._close(refused.code, refused.reason)
+        finally:
+            relay.cancel()
+            await asyncio.to_thread(self._close_file)
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                await self._set(DictationStatus.INTERRUPTED)
+                log.info("live dictation %s interrupted (connection dropped), %d bytes kept",
+                         self.live.dictation_id, self.bytes)
+                return
+            if message.get("bytes") is not None:
+                await self._append(message["bytes"])
+            elif message.get("text") is not None:
+                command = message["text"].strip().lower()
+                if command == "reset":
+                    await self._reset()
+                elif command == "stop":
+                    await self._stop()
+                    return
+                else:
+                    raise Refused(1003, f"unknown message {command[:20]!r}: send binary audio, 'reset' or 'stop'")
+
+    async def _append(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self.file is None:
+            self.file = await asyncio.to_thread(self._open_file, chunk)
+        self.bytes += len(chunk)
+        if self.bytes > self.max_bytes:
+            raise Refused(1009, f"stream larger than the limit of {self.settings.storage.max_audio_mb} MiB")
+        if time.monotonic() - self.started > self.settings.storage.max_audio_seconds + 30:
+            raise Refused(1009, f"dictation longer than the limit of {self.settings.storage.max_audio_seconds} s")
+        await asyncio.to_thread(self._write, chunk)
+
+    def _open_file(self, first: bytes) -> BinaryIO:
+        fmt = self.fmt or sniff(first)
+        if fmt is None:
+            raise Refused(1003, "unrecognised audio: send WebM/Opus, OGG/Opus, WAV, or 16 kHz PCM with ?format=pcm")
+        with self.sessions() as session:
+            try:
+                relative = dictations.set_live_format(session=session, dictation_id=self.live.dictation_id, fmt=fmt)
+            except dictations.DictationError as exc:
+                raise Refused(4409, str(exc)) from None
+        path = Path(self.settings.storage.data_dir) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("ab")
+
+    def _write(self, chunk: bytes) -> None:
+        assert self.file is not None
+        self.file.write(chunk)
+        self.file.flush()
+
+    def _close_file(self) -> None:
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+
+    async def _set(self, status: DictationStatus, *, reset: bool = False) -> None:
+        def write() -> None:
+            with self.sessions() as session:
+                dictations.set_live_status(session=session, dictation_id=self.live.dictation_id, status=status,
+                                           audio_bytes=self.bytes, reset=reset)
+        await asyncio.to_thread(write)
+
+    async def _reset(self) -> None:
+        if self.file is not None:
+            await asyncio.to_thread(self._truncate)
+        self.bytes = 0
+        await self._set(DictationStatus.RECORDING, reset=True)
+        await self._send({"type": "partial", "text": "", "committed": ""})
+
+    def _truncate(self) -> None:
+        assert self.file is not None
+        self.file.seek(0)
+        self.file.truncate(0)
+        self.file.flush()
+
+    async def _stop(self) -> None:
+        await asyncio.to_thread(self._close_file)
+        await self._set(DictationStatus.FINALIZING)
+        deadline = time.monotonic() + FINAL_TIMEOUT_S
+        while time.monotonic() < deadline:
+            state = await self._state()
+            if state is not None and state.status in (DictationStatus.TRANSCRIBED, DictationStatus.FAILED):
+                event: dict[str, Any] = {"type": "final", "job_id": self.live.job_id, "text": state.transcript}
+                if state.status == DictationStatus.FAILED:
+                    event["error"] = state.error
+                await self._send(event)
+                await self._close(1000, "done")
+                return
+            await asyncio.sleep(FINAL_POLL_S)
+        # No worker finished in time (all busy?): the job still runs; the client polls it.
+        await self._send({"type": "final", "job_id": self.live.job_id, "text": None, "pending": True})
+        await self._close(1000, "final transcript pending: poll the job")
+
+    async def _state(self) -> dictations.LiveState | None:
+        def read() -> dictations.LiveState | None:
+            with self.sessions() as session:
+                return dictations.live_state(session=session, dictation_id=self.live.dictation_id)
+        return await asyncio.to_thread(read)
+
+    async def _relay(self) -> None:
+        seen = -1
+        while True:
+            state = await self._state()
+            if state is not None and state.partial_seq != seen and state.status == DictationStatus.RECORDING:
+                if seen >= 0 or state.partial_text:
+                    await self._send({"type": "partial", "text": state.partial_text,
+                                      "committed": state.partial_committed})
+                seen = state.partial_seq
+            await asyncio.sleep(RELAY_INTERVAL_S)
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        try:
+            await self.ws.send_json(event)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the browser left; its audio is kept and the disconnect is handled by the receiver
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code=code, reason=reason)
+        except RuntimeError:
+            pass
+
+
+@router.websocket("/studies/{accession}/dictations/stream")
+async def stream_dictation(websocket: WebSocket, accession: str, section: str = "findings", token: str = "",
+                           dictation_id: str | None = None, format: str | None = None,
+                           issuer: str | None = None) -> None:
+    """Live dictation: `started` at once, `partial` while speaking, `final` after `stop`."""
+    await websocket.accept()
+    settings: Settings = websocket.app.state.settings
+    sessions: sessionmaker[Session] = websocket.app.state.sessionmaker
+    if format is not None and format not in ("pcm", "webm", "ogg", "wav"):
+        await websocket.close(code=4422, reason="format must be pcm, webm, ogg or wav (or left out)")
+        return
+    try:
+        live = await asyncio.to_thread(_open, sessions, settings, accession=accession, issuer=issuer,
+                                       section=section, token=token, dictation_id=dictation_id)
+    except Refused as refused:
+        await websocket.close(code=refused.code, reason=refused.reason)
+        return
+    await websocket.send_json({"type": "started", "dictation_id": live.dictation_id})
+    await LiveSession(websocket, live, settings, sessions, format).run()
