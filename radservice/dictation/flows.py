@@ -115,7 +115,7 @@ class LiveTranscribeFlow:
     """
 
     def __init__(self, *, transcriber: Transcriber, data_dir: Path, vocabulary: list[TermList],
-                 step_s: float = 1.0, poll_s: float = 0.05, wait_for_audio_s: float = 600.0) -> None:
+                 step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 600.0) -> None:
         self.transcriber = transcriber
         self.data_dir = data_dir
         self.vocabulary = vocabulary

@@ -28,6 +28,8 @@ class DictationPublic(BaseModel):
     duration_s: float
     created_at: datetime
     transcript: str
+    #: Each word with its start and end (seconds into the audio) and the model's probability.
+    words: list[dict[str, Any]] | None
     transcribed_at: datetime | None
     error: str
     job_id: int | None
@@ -35,7 +37,7 @@ class DictationPublic(BaseModel):
     @classmethod
     def of(cls, d: Dictation) -> DictationPublic:
         return cls(dictation_id=d.id, section=d.section, status=d.status, audio_format=d.audio_format,
-                   duration_s=d.duration_s, created_at=d.created_at, transcript=d.transcript,
+                   duration_s=d.duration_s, created_at=d.created_at, transcript=d.transcript, words=d.words,
                    transcribed_at=d.transcribed_at, error=d.error, job_id=d.job_id)
 
 

@@ -18,7 +18,11 @@ from radservice.pipeline.transcribe import NoSpeech, Transcriber, Word
 #: The committed text that goes into the next pass's prompt (Whisper reads about 224 tokens).
 PROMPT_TAIL_CHARS = 200
 #: Audio kept before the first uncommitted word once the buffer is long (context for the model).
-TRIM_AFTER_S = 8.0
+TRIM_AFTER_S = 6.0
+#: Longest window before words are committed without a second pass agreeing...
+MAX_WINDOW_S = 12.0
+#: ...if at least this much audio followed them.
+FORCE_AFTER_S = 4.0
 
 
 def join_words(words: list[Word]) -> str:
@@ -103,15 +107,20 @@ class LocalAgreement:
     def step(self, audio: Samples) -> bool:
         """One partial pass over the audio so far; True when the committed text grew."""
         hypothesis = self._pass(audio, self.partial_beam)
+        audio_end = len(audio) / SAMPLE_RATE
         agreed = 0
         for old, new in zip(self.tentative, hypothesis, strict=False):
             if _key(old.word) != _key(new.word):
                 break
             agreed += 1
+        if audio_end - self.buffer_start > MAX_WINDOW_S:
+            # Passes that keep disagreeing would let the window (and each pass, and the final
+            # one) grow without bound: words heard with several seconds after them are kept.
+            agreed = max(agreed, sum(1 for w in hypothesis if w.end < audio_end - FORCE_AFTER_S))
         grew = agreed > 0
         self.committed.extend(hypothesis[:agreed])
         self.tentative = hypothesis[agreed:]
-        self._trim(len(audio) / SAMPLE_RATE)
+        self._trim(audio_end)
         return grew
 
     def _trim(self, audio_end: float) -> None:

@@ -141,3 +141,4 @@ class WhisperTranscriber:
             raise NoSpeech("no speech detected")
         return Transcript(text=text, words=words, duration_s=float(info.duration), language=info.language,
                           model=self.name)
+

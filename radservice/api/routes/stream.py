@@ -33,7 +33,7 @@ log = logging.getLogger("radservice.stream")
 router = APIRouter(prefix="/api/v1", tags=["dictation"])
 
 DICTATORS = {Role.RADIOLOGIST.value, Role.RESIDENT.value}
-RELAY_INTERVAL_S = 0.1
+RELAY_INTERVAL_S = 0.05
 FINAL_TIMEOUT_S = 120.0
 FINAL_POLL_S = 0.05
 
