@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from radservice.config import Settings
 from radservice.users import service as users
 from radservice.users.models import Role, User
+from radservice.worklist import service as worklist
+from radservice.worklist.models import Study
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `radservice user add`.")
 
@@ -74,3 +76,14 @@ def require_role(*roles: Role) -> Callable[[User], User]:
 
 
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
+
+
+def study_or_404(session: Session, accession: str, issuer: str | None) -> Study:
+    """The study with this accession number: 404 when unknown, 409 when the issuer is needed."""
+    try:
+        study = worklist.find_study(session=session, accession_number=accession, accession_issuer=issuer)
+    except worklist.AmbiguousAccession as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if study is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study with accession {accession!r}")
+    return study

@@ -49,7 +49,7 @@ class TranscribeFlow:
                                   procedure=dictation.study.procedure_text)
             dictation.status = DictationStatus.TRANSCRIBING.value
         if not all(part.is_file() for part in parts):
-            self._mark_failed(ctx, dictation_id, "audio file missing from the store")
+            mark_failed(ctx, dictation_id, "audio file missing from the store")
             raise PermanentJobError("the dictation's audio file is missing from the store")
         ctx.report_progress(0.1)
         try:
@@ -58,19 +58,15 @@ class TranscribeFlow:
             audio = decode_parts(parts, fmt)
             transcript = self.transcriber.transcribe(audio, prompt=prompt, hotwords=self.hotwords)
         except NoSpeech:
-            self._mark_failed(ctx, dictation_id, "no speech detected")
+            mark_failed(ctx, dictation_id, "no speech detected")
             raise PermanentJobError("no speech detected") from None
         except Exception as exc:
             # The job retries; after its last attempt the dictation itself shows the failure too.
             if ctx.job.attempts >= ctx.job.max_attempts:
-                self._mark_failed(ctx, dictation_id, f"transcription failed: {type(exc).__name__}")
+                mark_failed(ctx, dictation_id, f"transcription failed: {type(exc).__name__}")
             raise
         ctx.report_progress(0.9)
         return store_transcript(ctx, dictation_id, transcript)
-
-    @staticmethod
-    def _mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:
-        mark_failed(ctx, dictation_id, reason)
 
 
 def mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:

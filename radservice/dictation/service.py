@@ -51,18 +51,29 @@ def add_dictation(*, session: Session, study: Study, section: Section, audio: St
                           created_by=user_id, created_at=utcnow(), transcript="", error="")
     session.add(dictation)
     job = queue_transcription(session=session, dictation=dictation, max_attempts=max_attempts)
-    if study.status == StudyStatus.SCHEDULED.value:
-        study.status = StudyStatus.IN_PROGRESS.value
+    _mark_in_progress(study)
     return dictation, job
 
 
-def queue_transcription(*, session: Session, dictation: Dictation, max_attempts: int) -> Job:
-    """A transcription job for the dictation (again, for a retry by hand); the dictation points at it."""
+def _mark_in_progress(study: Study) -> None:
+    """A study someone dictates on has left the scheduled state."""
+    if study.status == StudyStatus.SCHEDULED.value:
+        study.status = StudyStatus.IN_PROGRESS.value
+
+
+def _queue(session: Session, dictation: Dictation, kind: str, max_attempts: int,
+           extra: dict[str, object] | None = None) -> Job:
+    """A job of ``kind`` for the dictation (ids only in its payload); the dictation points at it."""
     session.flush()
-    job = jobs.enqueue(session=session, kind=TRANSCRIBE, payload={"dictation_id": dictation.id},
+    job = jobs.enqueue(session=session, kind=kind, payload={"dictation_id": dictation.id, **(extra or {})},
                        max_attempts=max_attempts)
     dictation.job_id = job.id
     return job
+
+
+def queue_transcription(*, session: Session, dictation: Dictation, max_attempts: int) -> Job:
+    """A transcription job for the dictation (again, for a retry by hand)."""
+    return _queue(session, dictation, TRANSCRIBE, max_attempts)
 
 
 def get(*, session: Session, dictation_id: str) -> Dictation | None:
@@ -117,12 +128,8 @@ def start_live(*, session: Session, study: Study, section: Section, user_id: int
                           error="", audio_parts=1, stream_session=1, stream_epoch=0, partial_seq=0,
                           partial_committed="", partial_text="")
     session.add(dictation)
-    session.flush()
-    job = jobs.enqueue(session=session, kind=TRANSCRIBE_LIVE, payload={"dictation_id": dictation.id, "session": 1},
-                       max_attempts=max_attempts)
-    dictation.job_id = job.id
-    if study.status == StudyStatus.SCHEDULED.value:
-        study.status = StudyStatus.IN_PROGRESS.value
+    job = _queue(session, dictation, TRANSCRIBE_LIVE, max_attempts, {"session": 1})
+    _mark_in_progress(study)
     return dictation, job
 
 
@@ -141,11 +148,7 @@ def resume_live(*, session: Session, dictation: Dictation, max_attempts: int) ->
         dictation.audio_parts += 1
     dictation.status = DictationStatus.RECORDING.value
     dictation.stream_session += 1
-    job = jobs.enqueue(session=session, kind=TRANSCRIBE_LIVE,
-                       payload={"dictation_id": dictation.id, "session": dictation.stream_session},
-                       max_attempts=max_attempts)
-    dictation.job_id = job.id
-    return job
+    return _queue(session, dictation, TRANSCRIBE_LIVE, max_attempts, {"session": dictation.stream_session})
 
 
 def set_live_format(*, session: Session, dictation_id: str, fmt: str) -> str:

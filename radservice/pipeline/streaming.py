@@ -9,7 +9,6 @@ with the committed text as the prompt. On "stop" only that uncommitted tail is l
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from radservice.pipeline.decode import SAMPLE_RATE, Samples
@@ -54,7 +53,6 @@ class LocalAgreement:
     committed: list[Word] = field(default_factory=list)
     tentative: list[Word] = field(default_factory=list)
     buffer_start: float = 0.0
-    on_pass: Callable[[float], None] = field(default=lambda seconds: None)
 
     @property
     def committed_text(self) -> str:
@@ -75,7 +73,6 @@ class LocalAgreement:
             words = self.transcriber.transcribe(window, prompt=prompt, beam_size=beam_size).words
         except NoSpeech:
             return []
-        self.on_pass(window.size / SAMPLE_RATE)
         offset = self.buffer_start
         absolute = [Word(w.word, round(w.start + offset, 2), round(w.end + offset, 2), w.probability) for w in words]
         return self._after_committed(absolute)

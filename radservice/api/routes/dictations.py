@@ -6,29 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
 
-from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role
+from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role, study_or_404
 from radservice.audit import service as audit
 from radservice.dictation import service as dictations
 from radservice.dictation.audio import AudioRejected, store_upload
 from radservice.dictation.schemas import DictationAccepted, DictationPublic, JobPublic, JobQueued
 from radservice.jobs import service as jobs
 from radservice.users.models import Role, User
-from radservice.worklist import service as worklist
-from radservice.worklist.models import Study
 
 router = APIRouter(prefix="/api/v1", tags=["dictation"])
 
 Dictator = Annotated[User, Depends(require_role(Role.RADIOLOGIST, Role.RESIDENT))]
-
-
-def _study(session: SessionDep, accession: str, issuer: str | None) -> Study:
-    try:
-        study = worklist.find_study(session=session, accession_number=accession, accession_issuer=issuer)
-    except worklist.AmbiguousAccession as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    if study is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study with accession {accession!r}")
-    return study
 
 
 def _refuse(exc: dictations.DictationError) -> HTTPException:
@@ -56,7 +44,7 @@ def upload_dictation(
                             detail=f"audio larger than the limit of {settings.storage.max_audio_mb} MiB")
     try:
         parsed = dictations.parse_section(section)
-        study = _study(session, accession, issuer)
+        study = study_or_404(session, accession, issuer)
         dictations.check_dictatable(study)
     except dictations.DictationError as exc:
         raise _refuse(exc) from None

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from radservice.api.deps import CurrentUser, SessionDep
+from radservice.api.deps import CurrentUser, SessionDep, study_or_404
 from radservice.audit import service as audit
 from radservice.dictation import service as dictations
 from radservice.worklist import service as worklist
@@ -68,12 +68,7 @@ def get_study(
     issuer: Annotated[str | None, Query(description="accession issuer, when the number is not unique")] = None,
 ) -> StudyDetail:
     """One study with its order and patient; 404 for an unknown accession."""
-    try:
-        study = worklist.find_study(session=session, accession_number=accession, accession_issuer=issuer)
-    except worklist.AmbiguousAccession as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    if study is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study with accession {accession!r}")
+    study = study_or_404(session, accession, issuer)
     audit.record(session=session, actor=user.username, user_id=user.id, action="study.read",
                  entity_type="study", entity_id=study.accession_number,
                  detail={"issuer": study.accession_issuer})
