@@ -113,11 +113,11 @@ def test_lease_expiry_after_last_attempt_fails_the_job(factory: sessionmaker[Ses
 
 
 def test_heartbeat_keeps_a_long_job_alive(factory: sessionmaker[Session], tmp_path: Path) -> None:
-    # A 2 s job under a 0.9 s lease finishes once: the heartbeat renews the lease, and a second
-    # worker reaping and polling meanwhile never takes it.
+    # A 4 s job under a 1.5 s lease finishes once: the heartbeat renews the lease (every 0.5 s, so
+    # one slow beat is survived) and a second worker reaping and polling meanwhile never takes it.
     log = tmp_path / "runs.log"
-    (job_id,) = _enqueue(factory, "slow", log=str(log), seconds=2)
-    lease = timedelta(seconds=0.9)
+    (job_id,) = _enqueue(factory, "slow", log=str(log), seconds=4)
+    lease = timedelta(seconds=1.5)
     first = _worker(factory, "w1", lease)
     runner = threading.Thread(target=first.run_once)
     runner.start()
