@@ -15,6 +15,7 @@ dictation; partial delay median <= 2 s; streamed WER <= 1.1 x uploaded WER.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from radservice.pipeline.decode import SAMPLE_RATE, decode_parts  # noqa: E402
 from tests.hl7_peer import RisClient, order, read_ack  # noqa: E402
-from tests.support import free_port, write_config  # noqa: E402
+from tests.support import free_port, serve, write_config  # noqa: E402
 from tests.transcripts import AUDIO_FIXTURES, manifest, normalise, spoken_wer  # noqa: E402
 
 CHUNK_S = 0.25
@@ -69,20 +70,9 @@ class Service:
         self.config = write_config(workdir, port=port, hl7_port=self.hl7_port, workers=1,
                                    worker_extra="poll_interval_s = 0.1",
                                    extra=f'[whisper]\nvocabulary_dir = "{REPO}/config/vocabulary"\n')
-        self.log = (workdir / "serve.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "radservice.cli", "serve", "--config", str(self.config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not start")
-            time.sleep(0.2)
+        self.running = contextlib.ExitStack()
+        self.serve = self.running.enter_context(serve(self.config, workdir))
+        self.base = self.serve.base_url
         added = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "add", "bench", "--role",
                                 "radiologist", "--config", str(self.config)], capture_output=True, text=True,
                                check=True)
@@ -90,7 +80,7 @@ class Service:
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
         time.sleep(3)  # the worker loads and warms its model
         # the worker is the child holding the model (the other is multiprocessing's resource tracker)
-        self.worker_pid = max(children(self.proc.pid), key=rss)
+        self.worker_pid = max(children(self.serve.proc.pid), key=rss)
 
     def order(self, accession: str, modality: str, procedure: str) -> None:
         with RisClient(self.hl7_port) as ris:
@@ -105,9 +95,8 @@ class Service:
         return str(job["result"]["text"])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
+        self.serve.stop(30)
+        self.running.close()
 
 
 def stream(service: Service, accession: str, data: bytes, seconds: float, speed: float,
