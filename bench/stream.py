@@ -37,7 +37,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from radservice.pipeline.decode import SAMPLE_RATE, decode_parts  # noqa: E402
 from tests.hl7_peer import RisClient, order, read_ack  # noqa: E402
-from tests.support import free_port, serve, write_config  # noqa: E402
+from tests.support import child_pids, free_port, serve, write_config  # noqa: E402
 from tests.transcripts import AUDIO_FIXTURES, manifest, normalise, spoken_wer  # noqa: E402
 
 CHUNK_S = 0.25
@@ -51,17 +51,6 @@ def cpu_seconds(pid: int) -> float:
 
 def rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            pass
-    return found
 
 
 class Service:
@@ -80,7 +69,7 @@ class Service:
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
         time.sleep(3)  # the worker loads and warms its model
         # the worker is the child holding the model (the other is multiprocessing's resource tracker)
-        self.worker_pid = max(children(self.serve.proc.pid), key=rss)
+        self.worker_pid = max(child_pids(self.serve.proc.pid), key=rss)
 
     def order(self, accession: str, modality: str, procedure: str) -> None:
         with RisClient(self.hl7_port) as ris:

@@ -80,6 +80,11 @@ class WhisperSettings(_Section):
     cpu_threads: int = Field(0, ge=0)
 
 
+class ReportSettings(_Section):
+    templates_dir: Path = Path("config/templates")
+    macros_file: Path = Path("config/macros.toml")
+
+
 class LlmSettings(_Section):
     enabled: bool = True
     api: Literal["ollama", "openai"] = "ollama"
@@ -119,6 +124,7 @@ class Settings(BaseSettings):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     pacs: PacsSettings = Field(default_factory=PacsSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

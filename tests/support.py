@@ -152,3 +152,15 @@ def add_study(factory: sessionmaker[Session], accession: str, *, minutes: int = 
                      modality=modality, procedure_text=procedure, ordered_at=T0 + timedelta(minutes=minutes))
     with session_scope(factory) as session:
         worklist.apply_order(session=session, order=data)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return found

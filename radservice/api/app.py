@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from radservice import __version__
 from radservice.api import metrics
-from radservice.api.routes import admin, dictations, health, me, stream, worklist
+from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
 from radservice.config import Settings
 from radservice.db.session import make_sessionmaker
 
@@ -41,4 +41,5 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(worklist.router)
     app.include_router(dictations.router)
     app.include_router(stream.router)
+    app.include_router(reports.router)
     return app

@@ -15,11 +15,13 @@ from radservice.db.session import session_scope
 from radservice.dictation import service as dictations
 from radservice.dictation.models import Dictation, DictationStatus
 from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
+from radservice.jobs import service as jobs
 from radservice.jobs.worker import Handler, JobContext, PermanentJobError
 from radservice.pipeline.decode import SAMPLE_RATE, LiveDecoder, decode_parts
 from radservice.pipeline.streaming import LocalAgreement, join_words
 from radservice.pipeline.transcribe import NoSpeech, Transcriber, Transcript, WhisperTranscriber, Word
 from radservice.pipeline.vocabulary import TermList, build_prompt, load_vocabulary
+from radservice.reports.flows import DRAFT_REPORT, DraftFlow
 
 log = logging.getLogger("radservice.dictation")
 
@@ -91,10 +93,13 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript)
             dictation.duration_s = round(transcript.duration_s, 3)
         audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
                      entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words)})
+        # the downstream job, in the same transaction: a stored transcript always reaches the report
+        draft_job_id = jobs.enqueue(session=session, kind=DRAFT_REPORT, payload={"dictation_id": dictation_id},
+                                    max_attempts=ctx.job.max_attempts).id
     log.info("dictation %s transcribed: %d words, %.1fs audio", dictation_id, len(transcript.words),
              transcript.duration_s)
     return {"dictation_id": dictation_id, "text": transcript.text, "model": transcript.model,
-            "duration_s": transcript.duration_s}
+            "duration_s": transcript.duration_s, "draft_job_id": draft_job_id}
 
 
 LIVE_STATUSES = (DictationStatus.RECORDING.value, DictationStatus.FINALIZING.value, DictationStatus.INTERRUPTED.value)
@@ -264,4 +269,4 @@ def handlers(settings: Settings) -> Mapping[str, Handler]:
                           vocabulary=vocabulary,
                           hotwords=settings.whisper.hotwords)
     live = LiveTranscribeFlow(transcriber=flow.transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
-    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live}
+    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live, DRAFT_REPORT: DraftFlow.from_settings(settings)}

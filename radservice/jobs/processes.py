@@ -50,6 +50,7 @@ def worker_main(settings: Settings, handlers_spec: str, index: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     owner = f"{socket.gethostname()}:{os.getpid()}"
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stop), name="parent-watch", daemon=True).start()
     started = time.perf_counter()
     handlers = load_handler_factory(handlers_spec)(settings)
     log.info("worker %s (#%d) ready in %.1fs", owner, index, time.perf_counter() - started)
@@ -60,6 +61,15 @@ def worker_main(settings: Settings, handlers_spec: str, index: int) -> None:
                stop=stop).run()
     finally:
         engine.dispose()
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event, every_s: float = 1.0) -> None:
+    """Stop the worker when the process that started it is gone (killed without a chance to
+    stop its children): a worker nobody supervises would poll a database forever."""
+    while not stop.wait(every_s):
+        if os.getppid() != parent:
+            log.warning("worker %d: parent process %d is gone; stopping", os.getpid(), parent)
+            stop.set()
 
 
 class WorkerPool:

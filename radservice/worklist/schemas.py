@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from radservice.dictation.models import Dictation
 from radservice.dictation.schemas import DictationPublic
+from radservice.reports.models import Report
 from radservice.worklist.models import Patient, Study
 
 
@@ -89,7 +90,7 @@ class StudyDetail(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, study: Study, dictations: Sequence[Dictation] = ()) -> StudyDetail:
+    def of(cls, study: Study, dictations: Sequence[Dictation] = (), report: Report | None = None) -> StudyDetail:
         order = OrderPublic(
             placer_order_number=study.placer_order_number, filler_order_number=study.filler_order_number,
             requested_procedure_id=study.requested_procedure_id, scheduled_step_id=study.scheduled_step_id,
@@ -97,9 +98,10 @@ class StudyDetail(BaseModel):
             priority=study.priority, reason=study.reason, ordering_physician=study.ordering_physician,
             ordered_at=study.ordered_at, order_status=study.order_status,
         )
-        # Report versions arrive with the reporting issues.
         return cls(accession_number=study.accession_number, accession_issuer=study.accession_issuer,
                    status=study.status, study_instance_uid=study.study_instance_uid,
                    patient=PatientPublic.of(study.patient), order=order,
-                   dictations=[DictationPublic.of(d) for d in dictations], reports=[],
-                   report_id=None, created_at=study.created_at, updated_at=study.updated_at)
+                   dictations=[DictationPublic.of(d) for d in dictations],
+                   reports=[{"report_id": report.id, "version": report.version, "status": report.status}]
+                   if report else [],
+                   report_id=report.id if report else None, created_at=study.created_at, updated_at=study.updated_at)

@@ -16,6 +16,7 @@ from radservice.dictation import service as dictations
 from radservice.dictation.audio import store_upload
 from radservice.dictation.flows import TranscribeFlow
 from radservice.dictation.models import Dictation, Section
+from radservice.jobs.models import Job
 from radservice.jobs.service import ClaimedJob
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.transcribe import Audio, NoSpeech, Transcript, Word
@@ -77,8 +78,14 @@ def test_retried_transcription_replaces_the_transcript(factory: sessionmaker[Ses
     flow = TranscribeFlow(transcriber=transcriber, data_dir=tmp_path, vocabulary=vocabulary)
     flow(_ctx(factory, dictation_id, job_id))
     result = flow(_ctx(factory, dictation_id, job_id, attempt=2))
+    draft_job_id = result.pop("draft_job_id")
     assert result == {"dictation_id": dictation_id, "text": "no pleural effusion", "model": "scripted",
                       "duration_s": 3.0}
+    with factory() as session:
+        # each stored transcript queues the report draft (merging is idempotent per dictation)
+        drafts = session.scalars(select(Job).where(Job.kind == "draft_report").order_by(Job.id)).all()
+        assert [j.payload for j in drafts] == [{"dictation_id": dictation_id}] * 2
+        assert drafts[-1].id == draft_job_id
     assert transcriber.prompts == ["CT chest. Findings: pleural effusion."] * 2
     with factory() as session:
         (dictation,) = session.scalars(select(Dictation)).all()

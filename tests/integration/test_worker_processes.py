@@ -20,7 +20,7 @@ from radservice.db.session import make_engine, make_sessionmaker, session_scope
 from radservice.jobs import service as jobs
 from radservice.jobs.models import Job
 from tests.conftest import PG_URL
-from tests.support import free_port, fresh_pg_database, write_config
+from tests.support import child_pids, free_port, fresh_pg_database, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
@@ -106,3 +106,32 @@ def test_job_of_a_killed_worker_completes_on_another(pg, tmp_path: Path) -> None
         job = session.get_one(Job, job_id)
         assert (job.status, job.attempts) == ("done", 2)
     assert "exited with -9; starting another" in (tmp_path / "worker.log").read_text()
+
+
+def test_workers_stop_when_their_parent_is_killed(pg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, _ = pg
+    config = write_config(tmp_path, port=free_port(), db_url=url, worker_extra="poll_interval_s = 0.1")
+    log = (tmp_path / "worker.log").open("w")
+    parent = subprocess.Popen([sys.executable, "-m", "radservice.cli", "worker", "--config", str(config),
+                               "--concurrency", "2", "--handlers", "tests.job_handlers:handlers"],
+                              stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while (tmp_path / "worker.log").read_text().count(" ready in ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # the resource tracker of multiprocessing is a child too; it ends with its parent on its own
+    workers_ = [pid for pid in child_pids(parent.pid)
+                if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text() and "pipe_handle" in
+                Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers_) == 2, (tmp_path / "worker.log").read_text()
+    parent.kill()  # no chance to stop its children
+    parent.wait(10)
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in workers_) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log.close()
+    alive = [pid for pid in workers_ if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "worker processes outlived their killed parent"
+    assert "is gone; stopping" in (tmp_path / "worker.log").read_text()

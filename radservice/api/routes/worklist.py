@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from radservice.api.deps import CurrentUser, SessionDep, study_or_404
 from radservice.audit import service as audit
 from radservice.dictation import service as dictations
+from radservice.reports import service as reports
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import Priority
 from radservice.worklist.models import StudyStatus
@@ -73,4 +74,5 @@ def get_study(
                  entity_type="study", entity_id=study.accession_number,
                  detail={"issuer": study.accession_issuer})
     session.commit()
-    return StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id))
+    return StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id),
+                          reports.for_study(session=session, study_id=study.id))

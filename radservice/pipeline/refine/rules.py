@@ -1,0 +1,87 @@
+"""The deterministic rules, in order: spoken commands and sections, site macros, vocabulary
+correction, numbers and units, sentence capitals. Always on, no network; every change they
+make is returned as a note (rule, before, after).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from radservice.pipeline.compose import Template
+from radservice.pipeline.refine import spoken
+from radservice.pipeline.refine.changes import Change
+from radservice.pipeline.refine.macros import expand_macros
+from radservice.pipeline.refine.numbers import written_numbers
+from radservice.pipeline.refine.terms import TermCorrector
+
+
+@dataclass
+class Refined:
+    """Section key -> refined text (in the order dictated), and what the rules changed."""
+
+    sections: dict[str, str]
+    changes: list[Change] = field(default_factory=list)
+
+
+_SENTENCE_START = re.compile(r"(^|[.?!]\s+|\n\s*)([a-z])")
+_SUBHEADING_TEXT = re.compile(r"(^[A-Z][A-Za-z ]{0,30}:\s+)([a-z])", re.M)
+
+
+def capitalise(text: str) -> tuple[str, list[Change]]:
+    """A capital at the start of every sentence, line and organ subheading's text."""
+    changes: list[Change] = []
+
+    def upper(m: re.Match[str]) -> str:
+        word = re.match(r"[a-z]+", m.string[m.start(2):])
+        if word:
+            changes.append(Change("sentence capitals", word.group(0), word.group(0).capitalize()))
+        return m.group(1) + m.group(2).upper()
+
+    text = _SENTENCE_START.sub(upper, text)
+    return _SUBHEADING_TEXT.sub(upper, text), changes
+
+
+def tidy(text: str) -> str:
+    """Spacing: one space between words, none before punctuation, at most one blank line."""
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" +([.,;:?!)])", r"\1", text)
+    text = re.sub(r"([.,;:?!])(?=[A-Za-z(])", r"\1 ", text)
+    text = re.sub(r"\( +", "(", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+class Rules:
+    """The rules for one study: its vocabulary, the site's macros.
+
+    Parameters
+    ----------
+    terms
+        The vocabulary terms that apply to the study (misheard phrases are matched to them).
+    macros
+        The site's macros (name -> text).
+    """
+
+    def __init__(self, *, terms: Iterable[str] = (), macros: dict[str, str] | None = None) -> None:
+        self.corrector = TermCorrector(terms)
+        self.macros = macros or {}
+
+    def refine(self, transcript: str, *, section: str, template: Template) -> Refined:
+        """A transcript as report text, split into the template's sections.
+
+        ``section`` is where the dictation starts; spoken headings ("impression colon") move on.
+        """
+        subheadings = [h for s in template.sections for h in s.subheadings]
+        parsed, changes = spoken.parse(transcript, section=section, headings=template.headings(),
+                                       subheadings=subheadings)
+        sections: dict[str, str] = {}
+        for key, text in parsed.items():
+            for step in (lambda t: expand_macros(t, self.macros), self.corrector.correct, written_numbers,
+                         capitalise):
+                text, made = step(text)
+                changes.extend(made)
+            sections[key] = tidy(text)
+        return Refined(sections, changes)

@@ -1,0 +1,171 @@
+"""Vocabulary correction: misheard phrases matched to radiology terms by spelling and sound.
+
+"plural diffusion" -> "pleural effusion", "new methorex" -> "pneumothorax". A run of one to
+five words is compared with every term of the study's vocabulary (``config/vocabulary/``) by
+edit similarity (``rapidfuzz``) of its letters and of their Metaphone keys (``jellyfish``).
+Conservative by construction: a run that holds a laterality or negation word, a digit, or
+only words already known (terms' words and common English function words) is never changed,
+and a single word must be long and close in both spelling and sound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import jellyfish
+from rapidfuzz import fuzz, process
+
+from radservice.pipeline.refine.changes import Change
+
+#: Words the rules never change or remove (a report that loses one says something else).
+LATERALITY = frozenset({"left", "right", "bilateral", "bilaterally", "unilateral", "ipsilateral", "contralateral"})
+NEGATION = frozenset({"no", "not", "without", "negative", "absent", "absence", "none", "never", "nor", "neither",
+                      "free", "unremarkable", "normal"})
+#: Position words: swapping one for another is as wrong as swapping left and right.
+POSITION = frozenset({"anterior", "posterior", "superior", "inferior", "medial", "lateral", "proximal", "distal",
+                      "upper", "lower", "middle", "dorsal", "ventral", "volar", "palmar", "plantar", "cranial",
+                      "caudal", "internal", "external", "central", "peripheral", "apical", "basal"})
+PROTECTED = LATERALITY | NEGATION | POSITION
+#: Short function words a run may neither start nor end with ("kidney is" is not "kidneys").
+_EDGE = frozenset({"a", "an", "the", "and", "or", "of", "in", "on", "at", "to", "is", "are", "was", "were", "with",
+                   "by", "for", "as", "it", "its"})
+
+#: Common English words that are never the misheard part of a term by themselves.
+COMMON = frozenset("""
+a an the and or but if of in on at to for from by with as is are was were be been being has have had do does
+did this that these those there here it its which who whom whose what when where why how than then so such
+there's it's is also again both each either any all some more most less least very much many few one two three
+upper lower middle small large mild moderate severe new old acute chronic seen noted see measuring measures
+size sized within along into over under above below between after before since until up down out about
+again may might can could should would will shall must no not nor only same other another further
+""".split())
+
+MAX_RUN = 5
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+
+
+@dataclass(frozen=True)
+class _Term:
+    text: str
+    letters: str
+    key: str
+    words: int
+
+
+def _letters(text: str) -> str:
+    return re.sub(r"[^a-z]", "", text.lower())
+
+
+def _key(letters: str) -> str:
+    return jellyfish.metaphone(letters) if letters else ""
+
+
+class TermCorrector:
+    """Corrects misheard radiology terms in text, against one vocabulary.
+
+    Parameters
+    ----------
+    terms
+        The vocabulary (phrases of one or more words).
+    min_ratio
+        Least spelling similarity (0-100) of a run of several words to a term.
+    min_ratio_single
+        Least spelling similarity for a single word (sound must agree as closely).
+    """
+
+    def __init__(self, terms: Iterable[str], *, min_ratio: float = 85.0, min_ratio_single: float = 86.0) -> None:
+        # a correction never brings in a laterality or negation word ("lateral" is not "bilateral")
+        self.terms = [_Term(t, _letters(t), _key(_letters(t)), len(t.split())) for t in dict.fromkeys(terms)
+                      if len(_letters(t)) >= 4 and not PROTECTED & {w.lower() for w in t.split()}]
+        self._spellings = [t.letters for t in self.terms]
+        self.known = {w.lower() for t in self.terms for w in t.text.split()} | COMMON
+        self.exact = {t.text.lower() for t in self.terms}
+        self.min_ratio = min_ratio
+        self.min_ratio_single = min_ratio_single
+
+    def correct(self, text: str) -> tuple[str, list[Change]]:
+        """``text`` with misheard terms replaced, and the list of replacements."""
+        words = list(_WORD.finditer(text))
+        out: list[str] = []
+        changes: list[Change] = []
+        position = 0
+        i = 0
+        while i < len(words):
+            found = self._best_at(text, words, i)
+            if found is None:
+                i += 1
+                continue
+            n, term = found
+            start, end = words[i].start(), words[i + n - 1].end()
+            before = text[start:end]
+            after = _cased(term.text, before)
+            out.append(text[position:start] + after)
+            changes.append(Change("vocabulary", before, after))
+            position = end
+            i += n
+        out.append(text[position:])
+        return "".join(out), changes
+
+    def _score(self, letters: str, term: _Term, *, single: bool) -> float | None:
+        """How well ``letters`` spell and sound like ``term`` (0-100), or None if not well enough."""
+        spelling = fuzz.ratio(letters, term.letters)
+        if single:
+            # close in spelling and sound, or very close in spelling ("galladder", "gallbladder")
+            sound = fuzz.ratio(_key(letters), term.key)
+            good = (spelling >= self.min_ratio_single and sound >= 85) or (spelling >= 90 and sound >= 75)
+            return (spelling + sound) / 2 if good else None
+        if spelling < 65:
+            return None
+        key = _key(letters)
+        sound = fuzz.ratio(key, term.key)
+        if key == term.key and len(key) >= 5:  # sounds the same: "new methorex", "pneumothorax"
+            return (spelling + sound) / 2
+        if sound >= self.min_ratio and spelling >= self.min_ratio - 10 and (spelling + sound) / 2 >= self.min_ratio:
+            return (spelling + sound) / 2
+        return None
+
+    def _best_at(self, text: str, words: list[re.Match[str]], i: int) -> tuple[int, _Term] | None:
+        best: tuple[float, int, _Term] | None = None
+        for n in range(1, MAX_RUN + 1):
+            run = words[i:i + n]
+            if len(run) < n:
+                break
+            # a run stays within a clause: no punctuation or digits between its words
+            between = text[run[0].start():run[-1].end()]
+            if re.search(r"[^A-Za-z' -]", between):
+                break
+            lowered = [m.group(0).lower() for m in run]
+            if any(w in PROTECTED for w in lowered):
+                break
+            if all(w in self.known for w in lowered) or " ".join(lowered) in self.exact:
+                continue
+            if n > 1 and (lowered[0] in _EDGE or lowered[-1] in _EDGE):
+                continue
+            letters = _letters(between)
+            if n == 1 and len(letters) < 5:
+                continue
+            # spelling first, over every term at once (rapidfuzz, in C); sound only for the close ones
+            close = process.extract(letters, self._spellings, scorer=fuzz.ratio, score_cutoff=65, limit=None)
+            for _, _, index in close:
+                term = self.terms[index]
+                if term.words > n + 1 or not 0.7 <= len(letters) / len(term.letters) <= 1.4:
+                    continue
+                if letters != term.letters and letters.rstrip("s") == term.letters.rstrip("s"):
+                    continue  # singular and plural are both right ("4 millimeter nodule")
+                score = self._score(letters, term, single=n == 1)
+                if score is None or (best is not None and score <= best[0]):
+                    continue
+                # a word at either end that the term does without is not part of the mishearing
+                # ("acute pulmonary embalism" is "acute" + "pulmonary embolism")
+                if n > 1 and any((self._score(_letters(text[a.start():b.end()]), term, single=False) or 0) >= score
+                                 for a, b in ((run[1], run[-1]), (run[0], run[-2]))):
+                    continue
+                best = (score, n, term)
+        return (best[1], best[2]) if best else None
+
+
+def _cased(term: str, said: str) -> str:
+    """The term with the capital of a sentence start kept ("Plural" -> "Pleural")."""
+    return term[0].upper() + term[1:] if said[:1].isupper() and term[:1].islower() else term

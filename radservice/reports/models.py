@@ -1,0 +1,49 @@
+"""Reports: one per study, its sections' text, and the notes of what refinement changed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from radservice.db.base import Base, UtcDateTime, utcnow
+from radservice.worklist.models import Study
+
+
+class ReportStatus(StrEnum):
+    DRAFT = "draft"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    AMENDED = "amended"
+
+
+STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in ReportStatus))
+
+
+class Report(Base):
+    __tablename__ = "reports"
+    __table_args__ = (CheckConstraint(STATUS_CHECK, name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=ReportStatus.DRAFT.value)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Every change (a dictation merged, an edit) adds one: a PATCH naming an older revision is
+    # refused instead of overwriting text it never saw.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    template: Mapped[str] = mapped_column(String(100))
+    # [[key, title], ...] in the template's order, then {key: text}.
+    titles: Mapped[list[list[str]]] = mapped_column(JSON)
+    sections: Mapped[dict[str, str]] = mapped_column(JSON)
+    # [{"dictation_id", "section", "rule", "before", "after"}, ...]
+    notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The dictations already merged (a retried job merges nothing twice).
+    dictation_ids: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+
+    study: Mapped[Study] = relationship()

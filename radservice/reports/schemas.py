@@ -1,0 +1,61 @@
+"""API shapes of reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from radservice.reports.models import Report
+
+
+class SectionTitle(BaseModel):
+    key: str
+    title: str
+
+
+class RefinementNote(BaseModel):
+    """One change the refinement made: which dictation, which rule, the text before and after."""
+
+    dictation_id: str
+    rule: str
+    before: str
+    after: str
+
+
+class ReportPublic(BaseModel):
+    report_id: int
+    accession_number: str
+    status: str
+    version: int
+    #: Send it back with a PATCH: an edit based on an older revision is refused (409).
+    revision: int
+    template: str
+    #: Section key -> text, in the template's order.
+    sections: dict[str, str]
+    section_titles: list[SectionTitle]
+    refinement_notes: list[RefinementNote]
+    #: Rules only until LLM refinement is configured and answers.
+    refinement: str
+    dictation_ids: list[str]
+    signed_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, r: Report) -> ReportPublic:
+        order = [key for key, _ in r.titles]
+        return cls(report_id=r.id, accession_number=r.study.accession_number, status=r.status, version=r.version,
+                   revision=r.revision, template=r.template,
+                   sections={key: r.sections.get(key, "") for key in order},
+                   section_titles=[SectionTitle(key=k, title=t) for k, t in r.titles],
+                   refinement_notes=[RefinementNote(**n) for n in r.notes], refinement="rules",
+                   dictation_ids=list(r.dictation_ids), signed_by=None, created_at=r.created_at,
+                   updated_at=r.updated_at)
+
+
+class ReportEdit(BaseModel):
+    """New text for some sections of a draft (the others stay as they are)."""
+
+    sections: dict[str, str] = Field(min_length=1)
+    revision: int | None = Field(None, description="the revision the edit is based on (recommended)")

@@ -1,0 +1,142 @@
+"""The draft_report job: a transcript refined and merged into the study's report, on SQLite and
+PostgreSQL; edits through the service."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radservice.db.base import utcnow
+from radservice.db.session import session_scope
+from radservice.dictation import service as dictations
+from radservice.dictation.audio import store_upload
+from radservice.dictation.models import Dictation, Section
+from radservice.jobs.service import ClaimedJob
+from radservice.jobs.worker import JobContext, PermanentJobError
+from radservice.pipeline.compose import Templates
+from radservice.pipeline.refine.macros import load_macros
+from radservice.pipeline.vocabulary import load_vocabulary
+from radservice.reports import service as reports
+from radservice.reports.flows import DraftFlow
+from radservice.reports.models import Report, ReportStatus
+from radservice.worklist.models import Study
+from tests import audio_samples
+from tests.support import add_study
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def flow() -> DraftFlow:
+    return DraftFlow(templates=Templates.load(REPO / "config" / "templates"),
+                     vocabulary=load_vocabulary(REPO / "config" / "vocabulary"),
+                     macros=load_macros(REPO / "config" / "macros.toml"))
+
+
+def transcribed(factory: sessionmaker[Session], tmp_path: Path, accession: str, section: Section, text: str) -> str:
+    """A dictation of ``accession`` whose transcript is ``text`` (as the transcribe job leaves it)."""
+    stored = store_upload(io.BytesIO(audio_samples.tone(1.0)), data_dir=tmp_path, max_bytes=1 << 24, max_seconds=60)
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study).where(Study.accession_number == accession)).one()
+        dictation, _ = dictations.add_dictation(session=session, study=study, section=section, audio=stored,
+                                                user_id=None, max_attempts=3)
+        dictation.transcript = text
+        dictation.status = "transcribed"
+        return dictation.id
+
+
+def run(flow: DraftFlow, factory: sessionmaker[Session], dictation_id: str) -> dict[str, object]:
+    job = ClaimedJob(1, "draft_report", {"dictation_id": dictation_id}, 1, 3, utcnow())
+    return flow(JobContext(job=job, sessions=factory))
+
+
+def test_first_dictation_creates_the_draft_from_the_template(factory: sessionmaker[Session], tmp_path: Path,
+                                                              flow: DraftFlow) -> None:
+    add_study(factory, "REP-1", modality="CT", procedure="CT CHEST W CONTRAST")
+    dictation_id = transcribed(factory, tmp_path, "REP-1", Section.FINDINGS,
+                               "Findings. There is a four millimeter nodule in the right upper lobe period. "
+                               "Small plural diffusion period. New paragraph. Impression. "
+                               "Four millimeter nodule period.")
+    result = run(flow, factory, dictation_id)
+    assert result["merged"] is True and result["sections"] == ["findings", "impression"]
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.template == "CT chest" and report.status == "draft" and report.revision == 2
+        assert [k for k, _ in report.titles] == ["clinical_history", "technique", "comparison", "findings",
+                                                 "impression"]
+        assert report.sections["findings"] == ("There is a 4 mm nodule in the right upper lobe. "
+                                                "Small pleural effusion.")
+        assert report.sections["impression"] == "4 mm nodule."
+        assert report.sections["technique"] == ""
+        assert {"rule": "vocabulary", "before": "plural diffusion", "after": "pleural effusion",
+                "dictation_id": dictation_id} in report.notes
+        assert report.study.status == "dictated"
+
+
+def test_second_dictation_is_merged_and_a_retry_merges_nothing_twice(
+        factory: sessionmaker[Session], tmp_path: Path, flow: DraftFlow) -> None:
+    add_study(factory, "REP-2", modality="CT", procedure="CT CHEST")
+    first = transcribed(factory, tmp_path, "REP-2", Section.FINDINGS,
+                        "lungs colon clear period pleura colon no effusion period")
+    second = transcribed(factory, tmp_path, "REP-2", Section.FINDINGS,
+                         "the heart is normal period lungs colon no nodule period")
+    impression = transcribed(factory, tmp_path, "REP-2", Section.IMPRESSION, "no acute abnormality period")
+    for dictation_id in (first, second, impression):
+        assert run(flow, factory, dictation_id)["merged"] is True
+    assert run(flow, factory, second)["merged"] is False  # the job ran again: nothing added twice
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        # an organ subheading's text goes after the same subheading; the rest is appended
+        assert report.sections["findings"] == "Lungs: Clear. No nodule.\nPleura: No effusion. The heart is normal."
+        assert report.sections["impression"] == "No acute abnormality."
+        assert report.dictation_ids == [first, second, impression]
+
+
+def test_signed_report_takes_no_dictation_and_the_job_says_why(factory: sessionmaker[Session], tmp_path: Path,
+                                                                 flow: DraftFlow) -> None:
+    add_study(factory, "REP-3", modality="CT", procedure="CT HEAD")
+    run(flow, factory, transcribed(factory, tmp_path, "REP-3", Section.FINDINGS, "no hemorrhage period"))
+    with session_scope(factory) as session:
+        session.scalars(select(Report)).one().status = ReportStatus.FINAL.value
+    late = transcribed(factory, tmp_path, "REP-3", Section.FINDINGS, "one more thing period")
+    with pytest.raises(PermanentJobError, match="only a draft takes dictations"):
+        run(flow, factory, late)
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.sections["findings"] == "No hemorrhage." and report.template == "default"
+        # the dictation keeps its transcript: nothing is lost
+        assert session.get_one(Dictation, late).transcript == "one more thing period"
+
+
+def test_dictation_without_transcript_fails_for_good(factory: sessionmaker[Session], tmp_path: Path,
+                                                     flow: DraftFlow) -> None:
+    add_study(factory, "REP-4", modality="CT", procedure="CT HEAD")
+    empty = transcribed(factory, tmp_path, "REP-4", Section.FINDINGS, "")
+    with pytest.raises(PermanentJobError, match="no transcript"):
+        run(flow, factory, empty)
+    with pytest.raises(PermanentJobError, match="does not exist"):
+        run(flow, factory, "no-such-dictation")
+
+
+def test_edit_checks_status_revision_and_sections(factory: sessionmaker[Session], tmp_path: Path,
+                                                  flow: DraftFlow) -> None:
+    add_study(factory, "REP-5", modality="CT", procedure="CT HEAD")
+    run(flow, factory, transcribed(factory, tmp_path, "REP-5", Section.FINDINGS, "no hemorrhage period"))
+    with session_scope(factory) as session:
+        report = session.scalars(select(Report)).one()
+        with pytest.raises(reports.ReportError, match="not 1") as stale:
+            reports.edit(session=session, report=report, sections={"findings": "x"}, user_id=None, revision=1)
+        assert stale.value.kind == "stale"
+        with pytest.raises(reports.ReportError, match="unknown section") as unknown:
+            reports.edit(session=session, report=report, sections={"lungs": "x"}, user_id=None)
+        assert unknown.value.kind == "invalid"
+        reports.edit(session=session, report=report, sections={"findings": " Edited. "}, user_id=None, revision=2)
+        assert (report.sections["findings"], report.revision) == ("Edited.", 3)
+        report.status = ReportStatus.PRELIMINARY.value
+        with pytest.raises(reports.ReportError, match="only a draft can be edited"):
+            reports.edit(session=session, report=report, sections={"findings": "x"}, user_id=None)
