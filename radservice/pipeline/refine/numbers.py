@@ -67,6 +67,7 @@ _AFTER: list[Sub] = [
     (re.compile(r"\b(for|to|too)(?=\s+(?:millimet|centimet)[a-z]*\b)", re.I),
      lambda m: "4" if m.group(1).lower() == "for" else "2"),
     (re.compile(rf"\b({_NUM})[\s-]*({_UNIT})\b(?:[\s-]+units?\b)?", re.I), _unit),
+    (re.compile(rf"(?<=\d)x(?={_NUM}\b)"), lambda m: " x "),  # "4.1x1.6x1.5 cm"
     (re.compile(rf"\b{_NUM}(?:\s*(?:mm|cm))?(?:\s+(?:by|x|times)\s+{_NUM}(?:\s*(?:mm|cm)(?=\s+(?:by|x|times)\b))?)+"
                 rf"(?:\s*(?P<unit>mm|cm))?(?!\w)"), _dimensions),
     (re.compile(r"\bT\s?-?([12])[\s-]*weighted\b", re.I), lambda m: f"T{m.group(1)}-weighted"),

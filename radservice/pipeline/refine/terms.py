@@ -75,7 +75,7 @@ class TermCorrector:
         Least spelling similarity for a single word (sound must agree as closely).
     """
 
-    def __init__(self, terms: Iterable[str], *, min_ratio: float = 85.0, min_ratio_single: float = 86.0) -> None:
+    def __init__(self, terms: Iterable[str], *, min_ratio: float = 83.0, min_ratio_single: float = 86.0) -> None:
         # a correction never brings in a laterality or negation word ("lateral" is not "bilateral")
         self.terms = [_Term(t, _letters(t), _key(_letters(t)), len(t.split())) for t in dict.fromkeys(terms)
                       if len(_letters(t)) >= 4 and not PROTECTED & {w.lower() for w in t.split()}]
@@ -112,9 +112,12 @@ class TermCorrector:
         """How well ``letters`` spell and sound like ``term`` (0-100), or None if not well enough."""
         spelling = fuzz.ratio(letters, term.letters)
         if single:
-            # close in spelling and sound, or very close in spelling ("galladder", "gallbladder")
+            # close in spelling and sound, very close in spelling ("galladder", "gallbladder"), a
+            # long word that sounds nearly the same, or an acronym said as the word it sounds like
             sound = fuzz.ratio(_key(letters), term.key)
-            good = (spelling >= self.min_ratio_single and sound >= 85) or (spelling >= 90 and sound >= 75)
+            good = ((spelling >= self.min_ratio_single and sound >= 85) or (spelling >= 90 and sound >= 75)
+                    or (spelling >= 80 and sound >= 90 and len(letters) >= 8)  # "hydrocellus"
+                    or (term.text.isupper() and sound == 100 and spelling >= 75))  # "flare": FLAIR
             return (spelling + sound) / 2 if good else None
         if spelling < 65:
             return None
@@ -122,7 +125,7 @@ class TermCorrector:
         sound = fuzz.ratio(key, term.key)
         if key == term.key and len(key) >= 5:  # sounds the same: "new methorex", "pneumothorax"
             return (spelling + sound) / 2
-        if sound >= self.min_ratio and spelling >= self.min_ratio - 10 and (spelling + sound) / 2 >= self.min_ratio:
+        if sound >= self.min_ratio - 5 and spelling >= self.min_ratio - 10 and (spelling + sound) / 2 >= self.min_ratio:
             return (spelling + sound) / 2
         return None
 
@@ -157,6 +160,8 @@ class TermCorrector:
                 score = self._score(letters, term, single=n == 1)
                 if score is None or (best is not None and score <= best[0]):
                     continue
+                if not _differing_part_matches(lowered, term.text.lower().split()):
+                    continue
                 # a word at either end that the term does without is not part of the mishearing
                 # ("acute pulmonary embalism" is "acute" + "pulmonary embolism")
                 if n > 1 and any((self._score(_letters(text[a.start():b.end()]), term, single=False) or 0) >= score
@@ -164,6 +169,25 @@ class TermCorrector:
                     continue
                 best = (score, n, term)
         return (best[1], best[2]) if best else None
+
+
+def _differing_part_matches(said: list[str], term: list[str]) -> bool:
+    """Where the run shares whole words with the term ("active enhancement", "acoustic
+    enhancement"), the words that differ must be alike on their own: a right word is not
+    replaced by another because its neighbour is a term word."""
+    head = 0
+    while head < min(len(said), len(term)) and said[head] == term[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(said), len(term)) - head and said[-1 - tail] == term[-1 - tail]:
+        tail += 1
+    if not head and not tail:
+        return True
+    rest_said = _letters(" ".join(said[head:len(said) - tail]))
+    rest_term = _letters(" ".join(term[head:len(term) - tail]))
+    if not rest_said or not rest_term:
+        return False
+    return fuzz.ratio(rest_said, rest_term) >= 75 and fuzz.ratio(_key(rest_said), _key(rest_term)) >= 75
 
 
 def _cased(term: str, said: str) -> str:
