@@ -27,6 +27,10 @@ _LEVELS = {"C": 7, "T": 12, "L": 5, "S": 5}
 _NEXT_REGION = {"C": "T", "T": "L", "L": "S"}
 
 Sub = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
+_NUMBER_WORD = re.compile(
+    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+    r"seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|"
+    r"first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|point)\b", re.I)
 
 
 def _unit(m: re.Match[str]) -> str:
@@ -96,7 +100,8 @@ def written_numbers(text: str) -> tuple[str, list[Change]]:
             out.append(piece)
             continue
         converted = _apply(piece, _RULES)
-        converted = alpha2digit(converted, "en")
+        if _NUMBER_WORD.search(converted):  # alpha2digit is most of the cost: only where it can act
+            converted = alpha2digit(converted, "en")
         converted = _apply(converted, _AFTER)
         if converted != piece:
             changes.append(Change("numbers and units", piece, converted))
