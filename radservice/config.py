@@ -92,6 +92,7 @@ class LlmSettings(_Section):
     model: str = "llama3.2:3b"
     timeout_s: float = Field(30.0, gt=0)
     api_key: SecretStr = SecretStr("")
+    prompts_dir: Path = Path("config/prompts")
 
 
 class WorkerSettings(_Section):

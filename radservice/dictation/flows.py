@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,13 @@ from radservice.db.base import utcnow
 from radservice.db.session import session_scope
 from radservice.dictation import service as dictations
 from radservice.dictation.models import Dictation, DictationStatus
-from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
 from radservice.jobs import service as jobs
-from radservice.jobs.worker import Handler, JobContext, PermanentJobError
+from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.decode import SAMPLE_RATE, LiveDecoder, decode_parts
 from radservice.pipeline.streaming import LocalAgreement, join_words
 from radservice.pipeline.transcribe import NoSpeech, Transcriber, Transcript, WhisperTranscriber, Word
-from radservice.pipeline.vocabulary import TermList, build_prompt, load_vocabulary
-from radservice.reports.flows import DRAFT_REPORT, DraftFlow
+from radservice.pipeline.vocabulary import TermList, build_prompt
+from radservice.reports.flows import DRAFT_REPORT
 
 log = logging.getLogger("radservice.dictation")
 
@@ -257,16 +255,3 @@ def make_transcriber(settings: Settings) -> WhisperTranscriber:
     warm = transcriber.warm_up()
     log.info("whisper %s loaded in %.1fs, warmed up in %.1fs", w.model, transcriber.load_s, warm)
     return transcriber
-
-
-def handlers(settings: Settings) -> Mapping[str, Handler]:
-    """The job handlers of a worker process (the default ``radservice worker`` set)."""
-    vocabulary = load_vocabulary(settings.whisper.vocabulary_dir)
-    if not vocabulary:
-        log.warning("no vocabulary in %s: transcription runs without procedure-aware prompts",
-                    settings.whisper.vocabulary_dir)
-    flow = TranscribeFlow(transcriber=make_transcriber(settings), data_dir=settings.storage.data_dir,
-                          vocabulary=vocabulary,
-                          hotwords=settings.whisper.hotwords)
-    live = LiveTranscribeFlow(transcriber=flow.transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
-    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live, DRAFT_REPORT: DraftFlow.from_settings(settings)}

@@ -27,7 +27,7 @@ from radservice.logs import configure_logging
 log = logging.getLogger("radservice.worker")
 
 #: Where the job handlers of a normal installation come from (``module:function(settings)``).
-DEFAULT_HANDLERS = "radservice.dictation.flows:handlers"
+DEFAULT_HANDLERS = "radservice.handlers:handlers"
 HandlerFactory = Callable[[Settings], Mapping[str, Handler]]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from radservice.audit import service as audit
@@ -13,10 +14,14 @@ from radservice.db.session import session_scope
 from radservice.dictation.models import Dictation
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.compose import Templates
+from radservice.pipeline.refine.changes import Change
+from radservice.pipeline.refine.guard import Guard
+from radservice.pipeline.refine.llm import DEFAULT_PROMPTS, LlmRefiner, Prompts, TextModel
 from radservice.pipeline.refine.macros import load_macros
 from radservice.pipeline.refine.rules import Rules
 from radservice.pipeline.vocabulary import TermList, load_vocabulary
 from radservice.reports import service as reports
+from radservice.reports.models import Report
 
 log = logging.getLogger("radservice.reports")
 
@@ -30,19 +35,28 @@ def study_terms(vocabulary: list[TermList], *, modality: str, procedure: str) ->
 
 
 class DraftFlow:
-    """Refine one dictation's transcript and merge it into the report draft."""
+    """Refine one dictation's transcript (rules, then the LLM behind the guard) and merge it into
+    the report draft.
 
-    def __init__(self, *, templates: Templates, vocabulary: list[TermList], macros: dict[str, str]) -> None:
+    The LLM is asked outside any database transaction; if the report changed meanwhile (an edit,
+    another dictation), the LLM's text is dropped for the rules' merge into the current text.
+    """
+
+    def __init__(self, *, templates: Templates, vocabulary: list[TermList], macros: dict[str, str],
+                 model: TextModel | None = None, prompts: Prompts | None = None) -> None:
         self.templates = templates
         self.vocabulary = vocabulary
         self.macros = macros
+        self.model = model
+        self.prompts = prompts or Prompts(**DEFAULT_PROMPTS)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DraftFlow:
+    def from_settings(cls, settings: Settings, model: TextModel | None = None) -> DraftFlow:
         report = settings.report
         return cls(templates=Templates.load(report.templates_dir),
                    vocabulary=load_vocabulary(settings.whisper.vocabulary_dir),
-                   macros=load_macros(report.macros_file))
+                   macros=load_macros(report.macros_file), model=model,
+                   prompts=Prompts.load(settings.llm.prompts_dir))
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
@@ -61,20 +75,72 @@ class DraftFlow:
                                                                     template=template)
             rules_ms = (time.perf_counter() - started) * 1000
             report = reports.draft_for(session=session, study=study, template=template)
+            report_id, revision = report.id, report.revision
+            already = dictation_id in report.dictation_ids
+            current = dict(report.sections)
+        llm = self._llm_step(refined.sections, current, terms) if not already else None
+        with session_scope(ctx.sessions) as session:
+            report = session.get_one(Report, report_id)
+            replace: dict[str, str] = {}
+            notes = list(refined.changes)
+            if llm is not None:
+                if report.revision == revision:
+                    replace = llm.replace
+                else:
+                    notes.append(Change("llm", "report changed while the LLM worked", "the rules' merge is kept"))
+                notes.extend(llm.notes)
             try:
                 merged = reports.merge_dictation(session=session, report=report, dictation_id=dictation_id,
-                                                 sections=refined.sections, changes=refined.changes,
-                                                 titles={s.key: s.title for s in template.sections})
+                                                 sections=refined.sections, changes=notes, replace=replace,
+                                                 titles={s.key: s.title for s in template.sections},
+                                                 refinement=llm.refinement if llm else None)
             except reports.ReportError as exc:
                 raise PermanentJobError(str(exc)) from None
             audit.record(session=session, actor="worker", action="report.drafted", entity_type="report",
                          entity_id=str(report.id), detail={"dictation_id": dictation_id, "merged": merged,
-                                                           "changes": len(refined.changes)})
-            report_id = report.id
-        # counts only: no report text in the log
-        log.info("dictation %s %s report %d (template %s): %d rule changes in %.1f ms", dictation_id,
+                                                           "changes": len(refined.changes),
+                                                           "refinement": report.refinement})
+            refinement = report.refinement
+        # counts and reasons only: no report text in the log
+        log.info("dictation %s %s report %d (template %s): %d rule changes in %.1f ms; refinement %s", dictation_id,
                  "merged into" if merged else "already in", report_id, template.name, len(refined.changes),
-                 rules_ms)
+                 rules_ms, refinement)
         return {"report_id": report_id, "dictation_id": dictation_id, "merged": merged,
-                "sections": sorted(refined.sections), "changes": len(refined.changes)}
+                "sections": sorted(refined.sections), "changes": len(refined.changes), "refinement": refinement}
 
+    def _llm_step(self, sections: dict[str, str], current: dict[str, str], terms: list[str]) -> LlmStep:
+        """The LLM's merge of the findings and cleaning of the impression, each behind the guard."""
+        refiner = LlmRefiner(self.model, self.prompts, Guard(terms))
+        step = LlmStep()
+        for key, text in sections.items():
+            existing = current.get(key, "")
+            if key == "impression":
+                outcome = refiner.clean_impression(text)
+                step.replace[key] = reports.merge_text(existing, outcome.text)
+            elif key == "findings" and existing.strip():
+                outcome = refiner.merge_findings(existing, text, rules_text=reports.merge_text(existing, text))
+                step.replace[key] = outcome.text
+            else:
+                continue  # a first findings dictation has nothing to merge into: the rules' text
+            step.notes.extend(outcome.notes)
+            if not outcome.by_llm:
+                step.failures.append(outcome.reason)
+            step.ran = True
+        return step
+
+
+@dataclass
+class LlmStep:
+    """What the LLM step decided: the section texts to use, its notes, why it fell back."""
+
+    replace: dict[str, str] = field(default_factory=dict)
+    notes: list[Change] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    ran: bool = False
+
+    @property
+    def refinement(self) -> str | None:
+        """``llm``, ``rules-only: reason``, or None when the LLM had nothing to do."""
+        if not self.ran:
+            return None
+        return f"rules-only: {'; '.join(self.failures)}" if self.failures else "llm"

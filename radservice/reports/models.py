@@ -38,6 +38,8 @@ class Report(Base):
     # [[key, title], ...] in the template's order, then {key: text}.
     titles: Mapped[list[list[str]]] = mapped_column(JSON)
     sections: Mapped[dict[str, str]] = mapped_column(JSON)
+    # "rules" (no LLM step yet), "llm", or "rules-only: <why the LLM's text was not used>"
+    refinement: Mapped[str] = mapped_column(String(300), default="rules")
     # [{"dictation_id", "section", "rule", "before", "after"}, ...]
     notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # The dictations already merged (a retried job merges nothing twice).

@@ -35,7 +35,7 @@ class ReportPublic(BaseModel):
     sections: dict[str, str]
     section_titles: list[SectionTitle]
     refinement_notes: list[RefinementNote]
-    #: Rules only until LLM refinement is configured and answers.
+    #: "rules" (nothing for the LLM yet), "llm", or "rules-only: <why the LLM's text was not used>".
     refinement: str
     dictation_ids: list[str]
     signed_by: str | None
@@ -49,7 +49,7 @@ class ReportPublic(BaseModel):
                    revision=r.revision, template=r.template,
                    sections={key: r.sections.get(key, "") for key in order},
                    section_titles=[SectionTitle(key=k, title=t) for k, t in r.titles],
-                   refinement_notes=[RefinementNote(**n) for n in r.notes], refinement="rules",
+                   refinement_notes=[RefinementNote(**n) for n in r.notes], refinement=r.refinement,
                    dictation_ids=list(r.dictation_ids), signed_by=None, created_at=r.created_at,
                    updated_at=r.updated_at)
 

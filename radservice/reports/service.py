@@ -75,8 +75,12 @@ def merge_text(existing: str, new: str) -> str:
 
 
 def merge_dictation(*, session: Session, report: Report, dictation_id: str, sections: Mapping[str, str],
-                    changes: Sequence[Change], titles: Mapping[str, str]) -> bool:
+                    changes: Sequence[Change], titles: Mapping[str, str], replace: Mapping[str, str] | None = None,
+                    refinement: str | None = None) -> bool:
     """Add a refined dictation's sections to a draft; False if it was merged before.
+
+    ``replace`` holds section texts already merged (by the LLM, accepted by the guard);
+    ``refinement`` says how the text was refined (``llm`` or ``rules-only: reason``).
 
     Raises
     ------
@@ -91,7 +95,7 @@ def merge_dictation(*, session: Session, report: Report, dictation_id: str, sect
     known = [key for key, _ in report.titles]
     new_titles = list(report.titles)
     for key, text in sections.items():
-        merged[key] = merge_text(merged.get(key, ""), text)
+        merged[key] = (replace or {}).get(key) or merge_text(merged.get(key, ""), text)
         if key not in known:  # a section the template lacks still keeps its text
             new_titles.append([key, titles.get(key, key.replace("_", " ").capitalize())])
             known.append(key)
@@ -99,6 +103,8 @@ def merge_dictation(*, session: Session, report: Report, dictation_id: str, sect
     report.titles = new_titles
     report.notes = [*report.notes, *({"dictation_id": dictation_id, **c.as_dict()} for c in changes)]
     report.dictation_ids = [*report.dictation_ids, dictation_id]
+    if refinement is not None:
+        report.refinement = refinement[:300]
     report.revision += 1
     return True
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from integrations.ollama.client import OllamaModel
 from radservice.db.base import utcnow
 from radservice.db.session import session_scope
 from radservice.dictation import service as dictations
@@ -25,6 +26,7 @@ from radservice.reports.flows import DraftFlow
 from radservice.reports.models import Report, ReportStatus
 from radservice.worklist.models import Study
 from tests import audio_samples
+from tests.ollama_standin import Reply, ollama_standin
 from tests.support import add_study
 
 pytestmark = pytest.mark.integration
@@ -36,6 +38,13 @@ def flow() -> DraftFlow:
     return DraftFlow(templates=Templates.load(REPO / "config" / "templates"),
                      vocabulary=load_vocabulary(REPO / "config" / "vocabulary"),
                      macros=load_macros(REPO / "config" / "macros.toml"))
+
+
+def llm_flow(url: str) -> DraftFlow:
+    return DraftFlow(templates=Templates.load(REPO / "config" / "templates"),
+                     vocabulary=load_vocabulary(REPO / "config" / "vocabulary"),
+                     macros=load_macros(REPO / "config" / "macros.toml"),
+                     model=OllamaModel(url=url, model="llama3.2:3b", timeout_s=5))
 
 
 def transcribed(factory: sessionmaker[Session], tmp_path: Path, accession: str, section: Section, text: str) -> str:
@@ -140,3 +149,48 @@ def test_edit_checks_status_revision_and_sections(factory: sessionmaker[Session]
         report.status = ReportStatus.PRELIMINARY.value
         with pytest.raises(reports.ReportError, match="only a draft can be edited"):
             reports.edit(session=session, report=report, sections={"findings": "x"}, user_id=None)
+
+
+def test_llm_merge_is_kept_when_the_guard_accepts_it(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    add_study(factory, "REP-LLM", modality="CT", procedure="CT CHEST")
+    with ollama_standin() as standin:
+        flow = llm_flow(standin.url)
+        first = transcribed(factory, tmp_path, "REP-LLM", Section.FINDINGS,
+                            "lungs colon four millimeter nodule in the right upper lobe period")
+        assert run(flow, factory, first)["refinement"] == "rules"  # nothing to merge into yet
+        merged = "Lungs: 4 mm nodule in the right upper lobe, no pneumothorax."
+        standin.script.append(Reply("Sure, here is the merged text:\n" + merged))
+        second = transcribed(factory, tmp_path, "REP-LLM", Section.FINDINGS, "no pneumothorax period")
+        assert run(flow, factory, second)["refinement"] == "llm"
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.sections["findings"] == merged and report.refinement == "llm"
+        assert {"dictation_id": second, "rule": "llm", "before": "Lungs: 4 mm nodule in the right upper lobe. "
+                "No pneumothorax.", "after": merged} in report.notes
+
+
+def test_harmful_llm_edit_and_unreachable_llm_leave_the_rules_text(factory: sessionmaker[Session],
+                                                                    tmp_path: Path) -> None:
+    add_study(factory, "REP-BAD", modality="CT", procedure="CT CHEST")
+    with ollama_standin() as standin:
+        flow = llm_flow(standin.url)
+        run(flow, factory, transcribed(factory, tmp_path, "REP-BAD", Section.FINDINGS,
+                                       "small right pleural effusion period"))
+        standin.script.append(Reply("Small left pleural effusion. No pneumothorax."))
+        result = run(flow, factory, transcribed(factory, tmp_path, "REP-BAD", Section.FINDINGS,
+                                                "no pneumothorax period"))
+        url = standin.url
+    assert str(result["refinement"]).startswith("rules-only: merge findings: the guard refused the edit")
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.sections["findings"] == "Small right pleural effusion. No pneumothorax."
+        refused = [n for n in report.notes if n["rule"] == "llm refused by guard"]
+        assert len(refused) == 1 and "laterality" in refused[0]["after"]
+    # the stand-in is gone now: Ollama unreachable, the impression keeps the rules' text
+    result = run(llm_flow(url), factory, transcribed(factory, tmp_path, "REP-BAD", Section.IMPRESSION,
+                                                     "small right effusion period"))
+    assert "unreachable" in str(result["refinement"])
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.sections["impression"] == "Small right effusion."
+        assert report.refinement.startswith("rules-only: clean impression: Ollama unreachable")

@@ -185,3 +185,11 @@ def test_every_written_reference_passes_against_itself() -> None:
     for item in manifest():
         verdict = GUARD.check(item["written"], "Here is the cleaned text:\n" + item["written"])
         assert verdict.accepted and verdict.text == item["written"], (item["id"], verdict.reasons)
+
+
+def test_a_suggested_impression_may_leave_findings_out_but_not_change_one() -> None:
+    assert GUARD.check(CHEST, "4 mm right upper lobe pulmonary nodule. Mild emphysema.", subset=True).accepted
+    for wrong in ("4 mm left upper lobe pulmonary nodule.", "6 mm right upper lobe pulmonary nodule.",
+                  "Right pleural effusion.", "Severe emphysema.", "No pulmonary nodule."):
+        verdict = GUARD.check(CHEST, wrong, subset=True)
+        assert not verdict.accepted, wrong

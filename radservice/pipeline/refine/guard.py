@@ -35,6 +35,8 @@ gallstones hydronephrosis obstruction perforation appendicitis diverticulitis ch
 pancreatitis lymphadenopathy adenopathy emphysema fibrosis bronchiectasis
 cardiomegaly ascites hernia herniation bulge tear rupture erosion
 calcification calcifications enhancement restriction hydrocephalus
+"""
+ANATOMY = """
 lung lungs lobe pleura pleural heart mediastinum hilum liver gallbladder pancreas spleen kidney
 kidneys adrenal bladder bowel colon appendix aorta artery arteries vein brain ventricle ventricles
 spine disc vertebra meniscus ligament tendon cartilage bone bones rib ribs thyroid breast uterus
@@ -110,7 +112,8 @@ class Guard:
 
     def __init__(self, terms: Iterable[str] = ()) -> None:
         phrases = {tuple(_key(w) for w in re.findall(r"[a-z]+", t.lower()) if w not in _SIDES)
-                   for t in [*BUILTIN_TERMS.split(), *_builtin_phrases(), *terms]}
+                   for t in [*BUILTIN_TERMS.split(), *ANATOMY.split(), *_builtin_phrases(), *terms]}
+        self.findings = {_key(w) for w in BUILTIN_TERMS.split()}
         phrases.discard(())
         self.phrases = phrases
         # the lengths of the phrases starting with each word, longest first
@@ -119,8 +122,12 @@ class Guard:
             starts.setdefault(phrase[0], set()).add(len(phrase))
         self.lengths = {word: sorted(ns, reverse=True) for word, ns in starts.items()}
 
-    def check(self, before: str, after: str, *, instructions: str = "") -> Verdict:
-        """The verdict on ``after`` (the LLM's output) as an edit of ``before``."""
+    def check(self, before: str, after: str, *, instructions: str = "", subset: bool = False) -> Verdict:
+        """The verdict on ``after`` (the LLM's output) as an edit of ``before``.
+
+        ``subset``: ``after`` may leave facts out (an impression drawn from findings) but may not
+        change or add one.
+        """
         text = strip_chatter(after)
         reasons: list[str] = []
         if not text.strip():
@@ -130,11 +137,11 @@ class Guard:
         if instructions and _echoes(instructions, text):
             reasons.append("the answer repeats the instructions")
         old, new = self.facts(before), self.facts(text)
-        reasons.extend(_compare(old, new))
+        reasons.extend(_added(old, new) if subset else _compare(old, new))
         invented = _new_words(before, text)
         if invented:
             reasons.append(f"findings changed: new words {', '.join(invented)}")
-        if old.words and not MIN_LENGTH_RATIO <= new.words / old.words <= MAX_LENGTH_RATIO:
+        if not subset and old.words and not MIN_LENGTH_RATIO <= new.words / old.words <= MAX_LENGTH_RATIO:
             reasons.append(f"length changed from {old.words} to {new.words} words")
         return Verdict(not reasons, text if not reasons else before, reasons)
 
@@ -189,9 +196,11 @@ class Guard:
             i += 1
         if side:  # "hydronephrosis on the left": the side of the clause
             facts.terms[("", negated, side)] = 1
-        # a measurement belongs to the nearest finding or organ of its clause (the one before on a tie)
+        # a measurement belongs to the nearest finding of its clause ("4 mm right upper lobe nodule"
+        # measures the nodule), else the nearest organ; the one before wins a tie
+        findings = [t for t in terms if self.findings & set(t[1].split())] or terms
         for at, value, unit in measures:
-            nearest = min(terms, key=lambda t: (abs(t[0] - at), t[0] > at), default=(0, "", ""))
+            nearest = min(findings, key=lambda t: (abs(t[0] - at), t[0] > at), default=(0, "", ""))
             facts.measurements[(value, unit, f"{nearest[2]} {nearest[1]}".strip())] += 1
 
     def _term_at(self, keys: list[str], i: int) -> tuple[str, int] | None:
@@ -261,6 +270,25 @@ def _describe(counter: Counter[tuple[str, bool, str]]) -> str:
         words = " ".join(w for w in ("no" if negated else "", side, name or "(side alone)") if w)
         parts.append(words + (f" x{count}" if count > 1 else ""))
     return ", ".join(parts)
+
+
+def _added(old: Facts, new: Facts) -> list[str]:
+    """What ``new`` says that ``old`` does not (for a summary, which may leave things out)."""
+    reasons = []
+    if set(new.laterality) - set(old.laterality):
+        reasons.append(f"laterality added: {sorted(set(new.laterality) - set(old.laterality))}")
+    if new.negations > old.negations:
+        reasons.append(f"negations added: {old.negations} -> {new.negations}")
+    if new.numbers - old.numbers:
+        reasons.append(f"numbers added: {sorted((new.numbers - old.numbers).elements())}")
+    if new.measurements - old.measurements:
+        reasons.append(f"measurements changed: added {sorted(new.measurements - old.measurements)}")
+    added_terms = set(new.terms) - set(old.terms)
+    if added_terms:
+        reasons.append(f"findings changed: added [{_describe(Counter(added_terms))}]")
+    if new.qualifiers - old.qualifiers:
+        reasons.append(f"qualifiers changed: added {sorted((new.qualifiers - old.qualifiers).elements())}")
+    return reasons
 
 
 def _compare(old: Facts, new: Facts) -> list[str]:

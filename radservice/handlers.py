@@ -1,0 +1,32 @@
+"""The job handlers of a normal worker process: where the domain's flows meet their adapters
+(the worker's composition root, as cli.py and serve.py are the service's)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from integrations.ollama.client import make_model
+from radservice.config import Settings
+from radservice.dictation.flows import LiveTranscribeFlow, TranscribeFlow, make_transcriber
+from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
+from radservice.jobs.worker import Handler
+from radservice.pipeline.vocabulary import load_vocabulary
+from radservice.reports.flows import DRAFT_REPORT, DraftFlow
+
+log = logging.getLogger("radservice.worker")
+
+
+def handlers(settings: Settings) -> Mapping[str, Handler]:
+    """Transcription (uploaded and live) and report drafting; the model loads here, once."""
+    vocabulary = load_vocabulary(settings.whisper.vocabulary_dir)
+    if not vocabulary:
+        log.warning("no vocabulary in %s: transcription runs without procedure-aware prompts",
+                    settings.whisper.vocabulary_dir)
+    flow = TranscribeFlow(transcriber=make_transcriber(settings), data_dir=settings.storage.data_dir,
+                          vocabulary=vocabulary, hotwords=settings.whisper.hotwords)
+    live = LiveTranscribeFlow(transcriber=flow.transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
+    model = make_model(settings.llm)
+    log.info("report refinement: %s", f"rules, then {model.name} behind the guard" if model else "rules only "
+             "(llm.enabled = false)")
+    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live, DRAFT_REPORT: DraftFlow.from_settings(settings, model)}
