@@ -177,8 +177,36 @@ def check(config: ConfigOption = None) -> None:
         typer.echo(f"database: FAILED ({_safe_url(settings)}: {type(exc).__name__})")
     finally:
         engine.dispose()
+    failures += _check_llm(settings)
     if failures:
         raise typer.Exit(1)
+
+
+def _check_llm(settings: Settings) -> int:
+    """Reach the LLM server and look for the model; 1 on failure, 0 when fine or switched off."""
+    import httpx
+
+    from integrations.ollama.client import OllamaModel, OpenAiModel, make_model
+
+    model = make_model(settings.llm)
+    if model is None:
+        typer.echo("llm: off (llm.enabled = false; refinement is rules-only)")
+        return 0
+    try:
+        if isinstance(model, OllamaModel):
+            version, present = model.version(), model.has_model()
+            where = f"Ollama {version} at {settings.llm.url}"
+        else:
+            assert isinstance(model, OpenAiModel)
+            where, present = f"OpenAI-compatible server at {settings.llm.url}", model.has_model()
+    except (httpx.HTTPError, ValueError, ConnectionError) as exc:
+        typer.echo(f"llm: FAILED ({settings.llm.url} unreachable: {type(exc).__name__}; refinement runs rules-only)")
+        return 1
+    if not present:
+        typer.echo(f"llm: FAILED ({where} has no model {settings.llm.model!r}; pull it or change llm.model)")
+        return 1
+    typer.echo(f"llm: ok ({where}, model {settings.llm.model} present)")
+    return 0
 
 
 @db_app.command("upgrade")

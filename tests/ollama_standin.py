@@ -79,7 +79,11 @@ class OllamaStandIn:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                if self.path == "/api/version":
+                if self.path == "/v1/models":
+                    self._json(200, {"object": "list", "data": [
+                        {"id": m, "object": "model", "created": 1700000000, "owned_by": "library"}
+                        for m in standin.models]})
+                elif self.path == "/api/version":
                     self._json(200, {"version": VERSION})
                 elif self.path == "/api/tags":
                     now = datetime.now(UTC).isoformat()

@@ -87,6 +87,13 @@ class OpenAiModel:
             raise LlmUnavailable("the LLM server answered with empty text")
         return content
 
+    def has_model(self) -> bool:
+        """The server lists the model (GET /v1/models)."""
+        base = self.url if self.url.endswith("/v1") else f"{self.url}/v1"
+        answer = httpx.get(f"{base}/models", headers=self._headers, timeout=self.timeout_s)
+        answer.raise_for_status()
+        return any(m.get("id") == self.model for m in answer.json().get("data", []))
+
 
 def make_model(settings: LlmSettings) -> TextModel | None:
     """The configured model, or None when LLM refinement is off."""

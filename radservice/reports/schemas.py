@@ -59,3 +59,15 @@ class ReportEdit(BaseModel):
 
     sections: dict[str, str] = Field(min_length=1)
     revision: int | None = Field(None, description="the revision the edit is based on (recommended)")
+
+
+class ImpressionSuggestion(BaseModel):
+    """An LLM-suggested impression: not in the report until accepted (PATCH the impression)."""
+
+    report_id: int
+    suggestion: str | None
+    #: Why there is no suggestion (LLM off, unreachable, refused by the guard); empty otherwise.
+    reason: str
+    #: The revision the suggestion was drawn from (send it with the PATCH that accepts it).
+    revision: int
+    status: str = "suggestion"

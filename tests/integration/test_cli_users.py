@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ollama_standin import VERSION, ollama_standin
 from tests.support import free_port, radservice, write_config
 
 pytestmark = pytest.mark.integration
@@ -49,14 +50,30 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
 
 
 def test_db_upgrade_and_check(tmp_path: Path, db_url: str) -> None:
-    config = str(write_config(tmp_path, port=free_port(), db_url=db_url))
+    config = str(write_config(tmp_path, port=free_port(), db_url=db_url, extra="[llm]\nenabled = false\n"))
     before = radservice("check", "--config", config, cwd=tmp_path)
     assert before.returncode == 0, before.stdout + before.stderr
     assert "pending" in before.stdout
     upgraded = radservice("db", "upgrade", "--config", config, cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
     after = radservice("check", "--config", config, cwd=tmp_path)
-    assert "schema up to date" in after.stdout
+    assert "schema up to date" in after.stdout and "llm: off" in after.stdout
+
+
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+def test_check_reaches_the_llm_and_looks_for_the_model(tmp_path: Path, api: str) -> None:
+    with ollama_standin() as standin:
+        url = standin.url + ("/v1" if api == "openai" else "")
+        for model, code, said in (("llama3.2:3b", 0, "llm: ok"), ("absent:1b", 1, "has no model 'absent:1b'")):
+            config = write_config(tmp_path, port=free_port(),
+                                  extra=f'[llm]\napi = "{api}"\nurl = "{url}"\nmodel = "{model}"\n')
+            result = radservice("check", "--config", str(config), cwd=tmp_path)
+            assert result.returncode == code and said in result.stdout, result.stdout + result.stderr
+        if api == "ollama":
+            assert f"Ollama {VERSION}" in result.stdout
+    gone = write_config(tmp_path, port=free_port(), extra=f'[llm]\napi = "{api}"\nurl = "{url}"\n')
+    result = radservice("check", "--config", str(gone), cwd=tmp_path)
+    assert result.returncode == 1 and "unreachable" in result.stdout and "Traceback" not in result.stderr
 
 
 def test_check_fails_when_the_database_cannot_be_reached(tmp_path: Path) -> None:

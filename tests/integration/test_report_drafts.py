@@ -194,3 +194,37 @@ def test_harmful_llm_edit_and_unreachable_llm_leave_the_rules_text(factory: sess
         report = session.scalars(select(Report)).one()
         assert report.sections["impression"] == "Small right effusion."
         assert report.refinement.startswith("rules-only: clean impression: Ollama unreachable")
+
+
+def test_suggested_impression_through_the_api(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from radservice.api.app import create_app
+    from radservice.config import Settings
+    from tests.support import make_user
+
+    add_study(factory, "REP-SUG", modality="CT", procedure="CT CHEST")
+    rules_only = DraftFlow(templates=Templates.load(REPO / "config" / "templates"),
+                           vocabulary=load_vocabulary(REPO / "config" / "vocabulary"), macros={})
+    report_id = run(rules_only, factory, transcribed(factory, tmp_path, "REP-SUG", Section.FINDINGS,
+                                                     "four millimeter nodule in the right upper lobe period "
+                                                     "no pneumothorax period"))["report_id"]
+    token = make_user(factory, "dr.sug", "radiologist")
+    headers = {"Authorization": f"Bearer {token}"}
+    with ollama_standin() as standin:
+        settings = Settings(database={"url": factory.kw["bind"].url.render_as_string(hide_password=False)},
+                            storage={"data_dir": tmp_path / "data"},
+                            whisper={"vocabulary_dir": REPO / "config" / "vocabulary"},
+                            llm={"url": standin.url, "prompts_dir": REPO / "config" / "prompts"})
+        standin.script += [Reply("Impression: 4 mm right upper lobe nodule."), Reply("Right pneumothorax.")]
+        with TestClient(create_app(settings, factory.kw["bind"])) as client:
+            good = client.post(f"/api/v1/reports/{report_id}/suggest-impression", headers=headers)
+            assert good.status_code == 200, good.text
+            assert good.json()["suggestion"] == "4 mm right upper lobe nodule."  # the label is the section's
+            assert good.json()["status"] == "suggestion" and good.json()["reason"] == ""
+            bad = client.post(f"/api/v1/reports/{report_id}/suggest-impression", headers=headers).json()
+            assert bad["suggestion"] is None and "the guard refused" in bad["reason"]
+            # a suggestion never changes the report by itself
+            assert client.get(f"/api/v1/reports/{report_id}", headers=headers).json()["sections"]["impression"] == ""
+            assert client.post("/api/v1/reports/999999/suggest-impression", headers=headers).status_code == 404
+    assert "impression" in standin.requests[0]["messages"][0]["content"].lower()

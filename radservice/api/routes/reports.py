@@ -6,11 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
-from radservice.api.deps import CurrentUser, SessionDep, require_role
+from integrations.ollama.client import make_model
+from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from radservice.audit import service as audit
+from radservice.pipeline.refine.guard import Guard
+from radservice.pipeline.refine.llm import LlmRefiner, Prompts
+from radservice.pipeline.vocabulary import load_vocabulary
 from radservice.reports import service as reports
+from radservice.reports.flows import study_terms
 from radservice.reports.models import Report
-from radservice.reports.schemas import ReportEdit, ReportPublic
+from radservice.reports.schemas import ImpressionSuggestion, ReportEdit, ReportPublic
 from radservice.users.models import Role, User
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
@@ -53,3 +58,28 @@ def edit_report(report_id: int, body: ReportEdit, user: Editor, session: Session
     session.commit()
     session.refresh(report)
     return ReportPublic.of(report)
+
+
+@router.post("/reports/{report_id}/suggest-impression", response_model=ImpressionSuggestion)
+def suggest_impression(report_id: int, user: Editor, session: SessionDep,
+                       settings: SettingsDep) -> ImpressionSuggestion:
+    """An impression the LLM draws from the findings, checked by the guard (it may leave findings
+    out, never change or add one). Only a suggestion: the report is unchanged until the
+    radiologist puts it in with a PATCH. ``suggestion`` is null, with the ``reason``, when the
+    LLM is off, unreachable or refused by the guard. Waits at most ``llm.timeout_s``."""
+    report = _report_or_404(session, report_id)
+    findings = report.sections.get("findings", "").strip()
+    if not findings:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="the report has no findings to draw an impression from")
+    study = report.study
+    terms = study_terms(load_vocabulary(settings.whisper.vocabulary_dir), modality=study.modality,
+                        procedure=study.procedure_text)
+    refiner = LlmRefiner(make_model(settings.llm), Prompts.load(settings.llm.prompts_dir), Guard(terms))
+    outcome = refiner.suggest_impression(findings)
+    audit.record(session=session, actor=user.username, user_id=user.id, action="report.impression_suggested",
+                 entity_type="report", entity_id=str(report.id),
+                 detail={"suggested": outcome.by_llm, "seconds": round(outcome.seconds, 2)})
+    session.commit()
+    return ImpressionSuggestion(report_id=report.id, suggestion=outcome.text if outcome.by_llm else None,
+                                reason=outcome.reason, revision=report.revision)

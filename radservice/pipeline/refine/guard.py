@@ -42,6 +42,10 @@ kidneys adrenal bladder bowel colon appendix aorta artery arteries vein brain ve
 spine disc vertebra meniscus ligament tendon cartilage bone bones rib ribs thyroid breast uterus
 ovary prostate
 """
+#: Vocabulary entries that are report structure or dictation commands, not findings.
+_NOT_FINDINGS = frozenset({"impression", "finding", "comparison", "technique", "history", "clinical", "conclusion",
+                           "period", "comma", "colon", "new", "paragraph", "line", "millimeter", "centimeter",
+                           "hounsfield", "unit", "contrast", "axial", "coronal", "reformat"})
 LEFT, RIGHT, BOTH = "left", "right", "bilateral"
 _SIDES = {"left": LEFT, "right": RIGHT, "bilateral": BOTH, "bilaterally": BOTH, "both": BOTH}
 #: Every phrase that negates, as one class (replacing "without" by "no" changes nothing).
@@ -66,6 +70,7 @@ _CHATTER_END = re.compile(
     r"is there anything)[^\n]*$", re.I)
 _TALKING = re.compile(r"\b(?:as an ai|language model|i cannot|i can't|i'm sorry|i am sorry|here is|here's|"
                       r"let me know|i have (?:revised|rewritten|merged|corrected))\b", re.I)
+_LABEL = re.compile(r"^(?:impression|findings|conclusion)\s*:\s*", re.I)
 #: Output shorter than this share of the input's words lost something; longer, it invented.
 MIN_LENGTH_RATIO = 0.6
 MAX_LENGTH_RATIO = 1.5
@@ -115,6 +120,7 @@ class Guard:
                    for t in [*BUILTIN_TERMS.split(), *ANATOMY.split(), *_builtin_phrases(), *terms]}
         self.findings = {_key(w) for w in BUILTIN_TERMS.split()}
         phrases.discard(())
+        phrases = {p for p in phrases if not set(p) <= _NOT_FINDINGS}
         self.phrases = phrases
         # the lengths of the phrases starting with each word, longest first
         starts: dict[str, set[int]] = {}
@@ -129,6 +135,9 @@ class Guard:
         change or add one.
         """
         text = strip_chatter(after)
+        label = _LABEL.match(text)
+        if label and not _LABEL.match(before.strip()):
+            text = text[label.end():]  # "Impression: ...": the section is already known
         reasons: list[str] = []
         if not text.strip():
             return Verdict(False, before, ["empty answer"])
