@@ -17,12 +17,22 @@ fixtures/audio/manifest.toml ("Findings: ... Impression: ..."):
 - the rules' time per 100 words (median of --repeat runs).
 
 Targets: refined WER <= half the raw WER and <= 0.10; medical WER <= 0.10; nothing lost by the
-rules; rules under 5 ms per 100 words.
+rules; rules under 5 ms per 100 words; the guard under 2 ms per 100 words.
+
+The LLM path (not part of the test command):
+
+    .venv/bin/python bench/refine.py --llm-url http://127.0.0.1:8080/v1 --llm-api openai --llm-model gemma3
+    .venv/bin/python bench/refine.py --llm-standin      # the tests' Ollama stand-in (echoes: plumbing only)
+
+asks the model, per fixture, to clean the refined impression and to merge the second half of the
+refined findings into the first, each answer through the guard, and prints how many answers the
+guard kept, why it refused the others, and the model's latency per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import sys
@@ -36,9 +46,12 @@ sys.path.insert(0, str(REPO))
 import jiwer  # noqa: E402
 import medwer  # noqa: E402
 
+from integrations.ollama.client import make_model  # noqa: E402
+from radservice.config import LlmSettings  # noqa: E402
 from radservice.pipeline.compose import Template, Templates  # noqa: E402
 from radservice.pipeline.decode import decode_parts  # noqa: E402
 from radservice.pipeline.refine.guard import Guard  # noqa: E402
+from radservice.pipeline.refine.llm import LlmRefiner, Prompts, TextModel  # noqa: E402
 from radservice.pipeline.refine.macros import load_macros  # noqa: E402
 from radservice.pipeline.refine.numbers import written_numbers  # noqa: E402
 from radservice.pipeline.refine.rules import Rules  # noqa: E402
@@ -46,6 +59,8 @@ from radservice.pipeline.refine.terms import LATERALITY, NEGATION  # noqa: E402
 from radservice.pipeline.transcribe import WhisperTranscriber  # noqa: E402
 from radservice.pipeline.vocabulary import build_prompt, load_vocabulary  # noqa: E402
 from radservice.reports.flows import study_terms  # noqa: E402
+from radservice.reports.service import merge_text  # noqa: E402
+from tests.ollama_standin import ollama_standin  # noqa: E402
 from tests.transcripts import AUDIO_FIXTURES, manifest  # noqa: E402
 
 MEASURE = re.compile(r"\b(\d+(?:\.\d+)?)\s*(mm|cm|ml|hu|%)(?!\w)")
@@ -85,6 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--show", action="store_true", help="print each raw transcript and refined report")
+    parser.add_argument("--llm-url", default="", help="run the LLM path against this server")
+    parser.add_argument("--llm-api", default="ollama", choices=("ollama", "openai"))
+    parser.add_argument("--llm-model", default="llama3.2:3b")
+    parser.add_argument("--llm-timeout", type=float, default=60.0)
+    parser.add_argument("--llm-standin", action="store_true", help="run the LLM path against the Ollama stand-in")
     args = parser.parse_args()
     vocabulary = load_vocabulary(REPO / "config" / "vocabulary")
     templates = Templates.load(REPO / "config" / "templates")
@@ -93,6 +113,7 @@ def main() -> None:
     medical_terms |= {written_words(t) for tl in vocabulary for t in tl.terms}
     transcriber = WhisperTranscriber()
     transcriber.warm_up()
+    llm = LlmBench.start(args)
     totals: dict[str, list[float]] = {k: [] for k in ("raw", "refined", "med_raw", "med_refined")}
     errors = Counter[str]()
     timings: list[float] = []
@@ -123,6 +144,8 @@ def main() -> None:
             guard.check(refined, refined)
             runs.append(time.perf_counter() - started)
         guard_timings.append(statistics.median(runs) * 1000 * 100 / max(1, len(refined.split())))
+        if llm:
+            llm.run(refined_sections, guard, show=args.show)
         ref, hyp_raw, hyp = written_words(item["written"]), written_words(raw), written_words(refined)
         row = {"raw": jiwer.wer(ref, hyp_raw), "refined": jiwer.wer(ref, hyp),
                "med_raw": medwer.medical_wer(ref, hyp_raw, medical_terms)[2],
@@ -157,8 +180,66 @@ def main() -> None:
           f"{max(timings):.2f})")
     print(f"guard: {statistics.median(guard_timings):.2f} ms per 100 words (median over fixtures; max "
           f"{max(guard_timings):.2f})")
+    if llm:
+        llm.report()
     print("targets: refined WER <= 0.5 x raw and <= 0.10; medical WER <= 0.10; nothing lost; < 5 ms per 100 words; "
           "guard < 2 ms per 100 words")
+
+
+class LlmBench:
+    """The LLM path: clean each impression, merge each findings' second half into its first."""
+
+    def __init__(self, model: TextModel, stack: contextlib.ExitStack) -> None:
+        self.model = model
+        self.stack = stack
+        self.prompts = Prompts.load(REPO / "config" / "prompts")
+        self.kept = 0
+        self.refused: Counter[str] = Counter()
+        self.unavailable: Counter[str] = Counter()
+        self.seconds: list[float] = []
+
+    @classmethod
+    def start(cls, args: argparse.Namespace) -> LlmBench | None:
+        stack = contextlib.ExitStack()
+        if args.llm_standin:
+            url, api, name = stack.enter_context(ollama_standin()).url, "ollama", "llama3.2:3b"
+        elif args.llm_url:
+            url, api, name = args.llm_url, args.llm_api, args.llm_model
+        else:
+            return None
+        model = make_model(LlmSettings(api=api, url=url, model=name, timeout_s=args.llm_timeout))
+        assert model is not None
+        return cls(model, stack)
+
+    def run(self, sections: dict[str, str], guard: Guard, *, show: bool) -> None:
+        refiner = LlmRefiner(self.model, self.prompts, guard)
+        outcomes = []
+        if sections.get("impression"):
+            outcomes.append(refiner.clean_impression(sections["impression"]))
+        sentences = re.split(r"(?<=\.)\s+", sections.get("findings", ""))
+        if len(sentences) >= 2:
+            half = len(sentences) // 2
+            current, new = " ".join(sentences[:half]), " ".join(sentences[half:])
+            outcomes.append(refiner.merge_findings(current, new, rules_text=merge_text(current, new)))
+        for outcome in outcomes:
+            self.seconds.append(outcome.seconds)
+            if outcome.by_llm:
+                self.kept += 1
+            elif "the guard refused" in outcome.reason:
+                for reason in outcome.reason.split("(", 1)[1].split("; "):
+                    self.refused[reason.split(":")[0].split(" changed")[0].split(" added")[0].strip()] += 1
+            else:
+                self.unavailable[outcome.reason.split(":", 1)[-1].strip()[:60]] += 1
+            if show:
+                print(f"  llm: {'kept' if outcome.by_llm else outcome.reason[:300]}")
+
+    def report(self) -> None:
+        calls = len(self.seconds)
+        refused = sum(self.refused.values())
+        print(f"llm ({self.model.name}): {calls} calls, {self.kept} kept, guard refusals by reason "
+              f"{dict(self.refused.most_common())} ({refused} reasons), unavailable {dict(self.unavailable)}; "
+              f"latency per call median {statistics.median(self.seconds):.2f} s, max {max(self.seconds):.2f} s")
+        self.stack.close()
 
 
 if __name__ == "__main__":
