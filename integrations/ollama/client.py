@@ -18,6 +18,12 @@ from radservice.pipeline.refine.llm import LlmUnavailable, TextModel
 OPTIONS = {"temperature": 0.0}
 
 
+def max_tokens(system: str, user: str) -> int:
+    """A bound on the answer's length: an edit is about as long as its input (a model that
+    rambles on would otherwise hold the server until the timeout, and after it)."""
+    return 2 * len(user.split()) + 128
+
+
 class OllamaModel:
     """Ollama's /api/chat through the `ollama` client (no streaming: the guard needs it whole)."""
 
@@ -30,7 +36,8 @@ class OllamaModel:
 
     def complete(self, *, system: str, user: str) -> str:
         try:
-            response = self._client.chat(model=self.model, stream=False, options=OPTIONS, messages=[
+            options = {**OPTIONS, "num_predict": max_tokens(system, user)}
+            response = self._client.chat(model=self.model, stream=False, options=options, messages=[
                 {"role": "system", "content": system}, {"role": "user", "content": user}])
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
@@ -68,7 +75,8 @@ class OpenAiModel:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def complete(self, *, system: str, user: str) -> str:
-        body: dict[str, Any] = {"model": self.model, "temperature": 0.0, "stream": False, "messages": [
+        body: dict[str, Any] = {"model": self.model, "temperature": 0.0, "stream": False,
+                                "max_tokens": max_tokens(system, user), "messages": [
             {"role": "system", "content": system}, {"role": "user", "content": user}]}
         base = self.url if self.url.endswith("/v1") else f"{self.url}/v1"
         try:

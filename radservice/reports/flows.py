@@ -101,10 +101,10 @@ class DraftFlow:
                                                            "changes": len(refined.changes),
                                                            "refinement": report.refinement})
             refinement = report.refinement
-        # counts and reasons only: no report text in the log
+        # counts only: no report text (nor the guard's reasons, which name findings) in the log
         log.info("dictation %s %s report %d (template %s): %d rule changes in %.1f ms; refinement %s", dictation_id,
                  "merged into" if merged else "already in", report_id, template.name, len(refined.changes),
-                 rules_ms, refinement)
+                 rules_ms, refinement.split(":")[0])
         return {"report_id": report_id, "dictation_id": dictation_id, "merged": merged,
                 "sections": sorted(refined.sections), "changes": len(refined.changes), "refinement": refinement}
 

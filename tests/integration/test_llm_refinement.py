@@ -55,7 +55,7 @@ def test_good_merge_is_kept(standin: OllamaStandIn) -> None:
     assert [n.rule for n in outcome.notes] == ["llm"]
     (request,) = standin.requests
     assert request["path"] == "/api/chat" and request["stream"] is False
-    assert request["options"]["temperature"] == 0.0
+    assert request["options"]["temperature"] == 0.0 and request["options"]["num_predict"] >= 128
     assert request["messages"][0]["role"] == "system" and "NEW DICTATION" in request["messages"][1]["content"]
 
 
@@ -116,7 +116,7 @@ def test_openai_compatible_server(standin: OllamaStandIn) -> None:
     assert isinstance(model, OpenAiModel)
     outcome = refiner(model).clean_impression("no acute abnormality")
     assert outcome.by_llm and outcome.text == "No acute abnormality."
-    assert standin.requests[-1]["path"] == "/v1/chat/completions"
+    assert standin.requests[-1]["path"] == "/v1/chat/completions" and standin.requests[-1]["max_tokens"] >= 128
     with pytest.raises(LlmUnavailable, match="answered 404"):
         OpenAiModel(url=standin.url, model="gemma3", timeout_s=2).complete(system="s", user="u")
     standin.script.append(Slow(2.0, "late"))

@@ -123,7 +123,9 @@ class LlmRefiner:
         verdict = self.guard.check(before, answer, instructions=system, subset=subset)
         if not verdict.accepted:
             reason = "; ".join(verdict.reasons)
-            log.info("LLM %s refused by the guard (%s)", step, reason)  # reasons name facts, not report text
+            # the reasons name findings and numbers: only their kinds go to the log
+            kinds = ", ".join(sorted({r.split()[0] for r in verdict.reasons}))
+            log.info("LLM %s refused by the guard (%s)", step, kinds)
             return Outcome(before, False, f"{step}: the guard refused the edit ({reason})",
                            [Change("llm refused by guard", step, reason)], seconds)
         notes = [Change("llm", before, verdict.text)] if verdict.text != before else []
