@@ -57,8 +57,7 @@ from radservice.pipeline.refine.numbers import written_numbers  # noqa: E402
 from radservice.pipeline.refine.rules import Rules  # noqa: E402
 from radservice.pipeline.refine.terms import LATERALITY, NEGATION  # noqa: E402
 from radservice.pipeline.transcribe import WhisperTranscriber  # noqa: E402
-from radservice.pipeline.vocabulary import build_prompt, load_vocabulary  # noqa: E402
-from radservice.reports.flows import study_terms  # noqa: E402
+from radservice.pipeline.vocabulary import build_prompt, load_vocabulary, study_terms  # noqa: E402
 from radservice.reports.service import merge_text  # noqa: E402
 from tests.ollama_standin import ollama_standin  # noqa: E402
 from tests.transcripts import AUDIO_FIXTURES, manifest  # noqa: E402

@@ -12,7 +12,8 @@ from radservice.dictation.flows import LiveTranscribeFlow, TranscribeFlow, make_
 from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
 from radservice.jobs.worker import Handler
 from radservice.pipeline.vocabulary import load_vocabulary
-from radservice.reports.flows import DRAFT_REPORT, DraftFlow
+from radservice.reports.flows import DraftFlow
+from radservice.reports.service import DRAFT_REPORT
 
 log = logging.getLogger("radservice.worker")
 

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.base import utcnow
@@ -19,7 +21,7 @@ from radservice.pipeline.decode import SAMPLE_RATE, LiveDecoder, decode_parts
 from radservice.pipeline.streaming import LocalAgreement, join_words
 from radservice.pipeline.transcribe import NoSpeech, Transcriber, Transcript, WhisperTranscriber, Word
 from radservice.pipeline.vocabulary import TermList, build_prompt
-from radservice.reports.flows import DRAFT_REPORT
+from radservice.reports.service import DRAFT_REPORT
 
 log = logging.getLogger("radservice.dictation")
 
@@ -38,9 +40,7 @@ class TranscribeFlow:
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
-            dictation = session.get(Dictation, dictation_id)
-            if dictation is None:
-                raise PermanentJobError(f"dictation {dictation_id} does not exist")
+            dictation = dictation_for_job(session, dictation_id)
             if dictation.audio_path is None:
                 raise PermanentJobError("the dictation's audio is no longer stored (retention period)")
             parts = dictations.audio_parts(dictation, self.data_dir)
@@ -67,6 +67,14 @@ class TranscribeFlow:
             raise
         ctx.report_progress(0.9)
         return store_transcript(ctx, dictation_id, transcript)
+
+
+def dictation_for_job(session: Session, dictation_id: str) -> Dictation:
+    """The dictation a job names; a permanent failure when it does not exist (retrying cannot help)."""
+    dictation = session.get(Dictation, dictation_id)
+    if dictation is None:
+        raise PermanentJobError(f"dictation {dictation_id} does not exist")
+    return dictation
 
 
 def mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:
@@ -125,9 +133,7 @@ class LiveTranscribeFlow:
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with ctx.sessions() as session:
-            dictation = session.get(Dictation, dictation_id)
-            if dictation is None:
-                raise PermanentJobError(f"dictation {dictation_id} does not exist")
+            dictation = dictation_for_job(session, dictation_id)
             prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
                                   procedure=dictation.study.procedure_text)
         session_no = int(ctx.job.payload.get("session", 1))

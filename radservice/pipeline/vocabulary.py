@@ -64,15 +64,26 @@ def _procedure_title(procedure: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def applicable(vocabulary: list[TermList], *, modality: str, procedure: str) -> list[TermList]:
+    """The term lists that apply to a study: most specific (procedure words) first, general last."""
+    words = _words(procedure)
+    chosen = [tl for tl in vocabulary if tl.applies(modality, words)]
+    chosen.sort(key=lambda tl: ("*" in tl.matches, not (tl.matches & words)))
+    return chosen
+
+
+def study_terms(vocabulary: list[TermList], *, modality: str, procedure: str) -> list[str]:
+    """Every term that applies to a study (for correcting and guarding its text)."""
+    return [t for tl in applicable(vocabulary, modality=modality, procedure=procedure) for t in tl.terms]
+
+
 def build_prompt(vocabulary: list[TermList], *, modality: str, procedure: str) -> str:
     """An initial prompt in the shape of a report: the procedure, then the terms that apply.
 
     Terms of the most specific lists (procedure words) come first, general ones last, and the
     prompt stops at ``MAX_PROMPT_CHARS``.
     """
-    words = _words(procedure)
-    chosen = [tl for tl in vocabulary if tl.applies(modality, words)]
-    chosen.sort(key=lambda tl: ("*" in tl.matches, not (tl.matches & words)))
+    chosen = applicable(vocabulary, modality=modality, procedure=procedure)
     head = f"{_procedure_title(procedure)}. Findings: " if procedure.strip() else "Findings: "
     seen: set[str] = set()
     terms: list[str] = []

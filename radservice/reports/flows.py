@@ -11,7 +11,7 @@ from typing import Any
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import session_scope
-from radservice.dictation.models import Dictation
+from radservice.dictation.flows import dictation_for_job
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.compose import Templates
 from radservice.pipeline.refine.changes import Change
@@ -19,20 +19,11 @@ from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import DEFAULT_PROMPTS, LlmRefiner, Prompts, TextModel
 from radservice.pipeline.refine.macros import load_macros
 from radservice.pipeline.refine.rules import Rules
-from radservice.pipeline.vocabulary import TermList, load_vocabulary
+from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
 from radservice.reports import service as reports
 from radservice.reports.models import Report
 
 log = logging.getLogger("radservice.reports")
-
-DRAFT_REPORT = "draft_report"
-
-
-def study_terms(vocabulary: list[TermList], *, modality: str, procedure: str) -> list[str]:
-    """The terms of the lists that apply to a study (as for its transcription prompt)."""
-    words = {w.lower() for w in procedure.split()}
-    return [t for term_list in vocabulary if term_list.applies(modality, words) for t in term_list.terms]
-
 
 class DraftFlow:
     """Refine one dictation's transcript (rules, then the LLM behind the guard) and merge it into
@@ -61,9 +52,7 @@ class DraftFlow:
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
-            dictation = session.get(Dictation, dictation_id)
-            if dictation is None:
-                raise PermanentJobError(f"dictation {dictation_id} does not exist")
+            dictation = dictation_for_job(session, dictation_id)
             if not dictation.transcript:
                 raise PermanentJobError(f"dictation {dictation_id} has no transcript to put in a report")
             study = dictation.study

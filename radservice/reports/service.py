@@ -14,6 +14,8 @@ from radservice.pipeline.refine.changes import Change
 from radservice.reports.models import Report, ReportStatus
 from radservice.worklist.models import Study, StudyStatus
 
+#: The job that refines a stored transcript and merges it into the report (reports.flows.DraftFlow).
+DRAFT_REPORT = "draft_report"
 #: Study statuses a first dictation moves on to ``dictated``.
 _BEFORE_DICTATED = (StudyStatus.SCHEDULED.value, StudyStatus.IN_PROGRESS.value)
 #: Most text one section may hold (a pasted book is a mistake, not a report).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
@@ -11,9 +13,8 @@ from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_ro
 from radservice.audit import service as audit
 from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import LlmRefiner, Prompts
-from radservice.pipeline.vocabulary import load_vocabulary
+from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
 from radservice.reports import service as reports
-from radservice.reports.flows import study_terms
 from radservice.reports.models import Report
 from radservice.reports.schemas import ImpressionSuggestion, ReportEdit, ReportPublic
 from radservice.users.models import Role, User
@@ -24,6 +25,12 @@ Editor = Annotated[User, Depends(require_role(Role.RADIOLOGIST, Role.RESIDENT, R
 
 _CODES = {"not_draft": status.HTTP_409_CONFLICT, "stale": status.HTTP_409_CONFLICT,
           "invalid": status.HTTP_422_UNPROCESSABLE_CONTENT}
+
+
+@functools.cache
+def _vocabulary(folder: Path) -> list[TermList]:
+    """The term lists, read once per API process (as a worker reads them once)."""
+    return load_vocabulary(folder)
 
 
 def _report_or_404(session: SessionDep, report_id: int) -> Report:
@@ -73,7 +80,7 @@ def suggest_impression(report_id: int, user: Editor, session: SessionDep,
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail="the report has no findings to draw an impression from")
     study = report.study
-    terms = study_terms(load_vocabulary(settings.whisper.vocabulary_dir), modality=study.modality,
+    terms = study_terms(_vocabulary(settings.whisper.vocabulary_dir), modality=study.modality,
                         procedure=study.procedure_text)
     refiner = LlmRefiner(make_model(settings.llm), Prompts.load(settings.llm.prompts_dir), Guard(terms))
     outcome = refiner.suggest_impression(findings)
