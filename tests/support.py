@@ -85,7 +85,11 @@ def serve(config_path: Path, workdir: Path, *, env: dict[str, str] | None = None
             time.sleep(0.1)
         yield running
     finally:
-        if proc.poll() is None:
+        # as its docstring says: SIGTERM, so serve stops its workers (a killed serve leaves them
+        # to notice on their own, still loading a model on the CPU the next test needs)
+        try:
+            running.stop(20)
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
         log_fh.close()

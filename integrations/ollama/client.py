@@ -18,7 +18,7 @@ from radservice.pipeline.refine.llm import LlmUnavailable, TextModel
 OPTIONS = {"temperature": 0.0}
 
 
-def max_tokens(system: str, user: str) -> int:
+def max_tokens(user: str) -> int:
     """A bound on the answer's length: an edit is about as long as its input (a model that
     rambles on would otherwise hold the server until the timeout, and after it)."""
     return 2 * len(user.split()) + 128
@@ -36,7 +36,7 @@ class OllamaModel:
 
     def complete(self, *, system: str, user: str) -> str:
         try:
-            options = {**OPTIONS, "num_predict": max_tokens(system, user)}
+            options = {**OPTIONS, "num_predict": max_tokens(user)}
             response = self._client.chat(model=self.model, stream=False, options=options, messages=[
                 {"role": "system", "content": system}, {"role": "user", "content": user}])
         except ollama.ResponseError as exc:
@@ -76,7 +76,7 @@ class OpenAiModel:
 
     def complete(self, *, system: str, user: str) -> str:
         body: dict[str, Any] = {"model": self.model, "temperature": 0.0, "stream": False,
-                                "max_tokens": max_tokens(system, user), "messages": [
+                                "max_tokens": max_tokens(user), "messages": [
             {"role": "system", "content": system}, {"role": "user", "content": user}]}
         base = self.url if self.url.endswith("/v1") else f"{self.url}/v1"
         try:

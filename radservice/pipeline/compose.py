@@ -52,13 +52,6 @@ class Template:
     procedure_words: frozenset[str] = frozenset()
     source: str = ""
 
-    @property
-    def keys(self) -> list[str]:
-        return [s.key for s in self.sections]
-
-    def section(self, key: str) -> SectionSpec | None:
-        return next((s for s in self.sections if s.key == key), None)
-
     def headings(self) -> dict[tuple[str, ...], str]:
         """Spoken heading (lower-case words) -> section key."""
         spoken: dict[tuple[str, ...], str] = {}
@@ -166,5 +159,3 @@ class Templates:
         best = max((s for s in scored if s[0] >= 0), default=None, key=lambda s: (s[0], s[1]))
         return best[2] if best else self.default
 
-    def by_name(self, name: str) -> Template:
-        return next((t for t in self.templates if t.name == name), self.default)

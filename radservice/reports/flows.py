@@ -114,7 +114,6 @@ class DraftFlow:
             step.notes.extend(outcome.notes)
             if not outcome.by_llm:
                 step.failures.append(outcome.reason)
-            step.ran = True
         return step
 
 
@@ -125,11 +124,10 @@ class LlmStep:
     replace: dict[str, str] = field(default_factory=dict)
     notes: list[Change] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    ran: bool = False
 
     @property
     def refinement(self) -> str | None:
         """``llm``, ``rules-only: reason``, or None when the LLM had nothing to do."""
-        if not self.ran:
+        if not self.replace:
             return None
         return f"rules-only: {'; '.join(self.failures)}" if self.failures else "llm"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -124,6 +125,9 @@ def test_heartbeat_keeps_a_long_job_alive(factory: sessionmaker[Session], tmp_pa
     second = _worker(factory, "w2", lease)
     while runner.is_alive():
         assert second.run_once() is False
+        # a real worker waits poll_interval_s between empty polls; a tight loop of SQLite writes
+        # starved the heartbeat's own writes on the loaded CI machine
+        time.sleep(0.05)
     runner.join()
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "end"]
     job = _job(factory, job_id)

@@ -223,7 +223,7 @@ def test_template_pick() -> None:
     assert templates.pick(modality="CT", procedure_text="CT HEAD").name == "default"
     assert templates.pick(modality="DX", procedure_text="XR CHEST 2 VIEWS").name == "Chest radiograph"
     assert templates.pick(modality="MR", procedure_text="MRI LUMBAR SPINE").name == "MR spine"
-    assert "lungs" not in templates.default.keys
+    assert "lungs" not in [s.key for s in templates.default.sections]
 
 
 def test_every_written_reference_passes_the_corrector_unchanged(corrector: TermCorrector) -> None:

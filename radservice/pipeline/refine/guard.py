@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from radservice.pipeline.refine.numbers import written_numbers
+from radservice.pipeline.refine.terms import NEGATORS
 
 #: Findings and anatomy the guard knows without any vocabulary (the study's terms are added).
 BUILTIN_TERMS = """
@@ -42,17 +43,15 @@ kidneys adrenal bladder bowel colon appendix aorta artery arteries vein brain ve
 spine disc vertebra meniscus ligament tendon cartilage bone bones rib ribs thyroid breast uterus
 ovary prostate
 """
+#: Findings of more than one word.
+_PHRASES = ("free air", "lymph node", "lymph nodes", "pericardial effusion", "midline shift", "mass effect")
 #: Vocabulary entries that are report structure or dictation commands, not findings.
 _NOT_FINDINGS = frozenset({"impression", "finding", "comparison", "technique", "history", "clinical", "conclusion",
                            "period", "comma", "colon", "new", "paragraph", "line", "millimeter", "centimeter",
                            "hounsfield", "unit", "contrast", "axial", "coronal", "reformat"})
-LEFT, RIGHT, BOTH = "left", "right", "bilateral"
-_SIDES = {"left": LEFT, "right": RIGHT, "bilateral": BOTH, "bilaterally": BOTH, "both": BOTH}
-#: Every phrase that negates, as one class (replacing "without" by "no" changes nothing).
-_NEGATIONS = re.compile(
-    r"\b(?:no|not|without|none|never|nor|neither|absent|negative\s+for|free\s+of|absence\s+of|ruled\s+out)\b"
-    r"|n't\b", re.I)
-_NEGATION_WORDS = frozenset({"no", "not", "without", "none", "never", "nor", "neither", "absent"})
+_SIDES = {"left": "left", "right": "right", "bilateral": "bilateral", "bilaterally": "bilateral", "both": "bilateral"}
+#: Two-word negations: "negative for", "free of", "absence of", "ruled out".
+_NEGATING_PAIRS = {("negative", "for"), ("free", "of"), ("absence", "of"), ("ruled", "out")}
 QUALIFIERS = frozenset("""
 mild mildly moderate moderately severe severely minimal minimally marked markedly small large tiny
 huge massive trace slight extensive focal diffuse acute subacute chronic new old stable unchanged
@@ -87,7 +86,7 @@ class Verdict:
 
 @dataclass
 class Facts:
-    laterality: Counter[str] = field(default_factory=Counter)
+    laterality: set[str] = field(default_factory=set)
     negations: int = 0
     numbers: Counter[str] = field(default_factory=Counter)
     measurements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -117,7 +116,7 @@ class Guard:
 
     def __init__(self, terms: Iterable[str] = ()) -> None:
         phrases = {tuple(_key(w) for w in re.findall(r"[a-z]+", t.lower()) if w not in _SIDES)
-                   for t in [*BUILTIN_TERMS.split(), *ANATOMY.split(), *_builtin_phrases(), *terms]}
+                   for t in [*BUILTIN_TERMS.split(), *ANATOMY.split(), *_PHRASES, *terms]}
         self.findings = {_key(w) for w in BUILTIN_TERMS.split()}
         phrases.discard(())
         phrases = {p for p in phrases if not set(p) <= _NOT_FINDINGS}
@@ -157,9 +156,7 @@ class Guard:
     def facts(self, text: str) -> Facts:
         """What a text says, as comparable facts."""
         facts = Facts()
-        written = written_numbers(text)[0]
-        facts.negations = len(_NEGATIONS.findall(written))
-        for clause in _CLAUSE.split(written):
+        for clause in _CLAUSE.split(written_numbers(text)[0]):
             self._clause_facts(clause, facts)
         return facts
 
@@ -174,13 +171,13 @@ class Guard:
         i = 0
         while i < len(tokens):
             word = tokens[i]
-            if word in _NEGATION_WORDS or word.endswith("n't") or (
-                    word in ("negative", "free", "absence", "ruled") and i + 1 < len(tokens)
-                    and tokens[i + 1] in ("for", "of", "out")):
+            # every negation counts the same ("without" and "no" are one class)
+            if word in NEGATORS or word.endswith("n't") or tuple(tokens[i:i + 2]) in _NEGATING_PAIRS:
                 negated = True
+                facts.negations += 1
             if word in _SIDES:
                 side = _SIDES[word]
-                facts.laterality[side] = 1
+                facts.laterality.add(side)
                 i += 1
                 continue
             if word in QUALIFIERS:
@@ -225,10 +222,6 @@ def _unit_after(tokens: list[str], i: int) -> str:
     while j + 1 < len(tokens) and tokens[j] in ("x", "by") and re.fullmatch(r"\d+(?:\.\d+)?", tokens[j + 1]):
         j += 2
     return _UNITS.get(tokens[j], "") if j < len(tokens) else ""
-
-
-def _builtin_phrases() -> list[str]:
-    return ["free air", "lymph node", "lymph nodes", "pericardial effusion", "midline shift", "mass effect"]
 
 
 def strip_chatter(text: str) -> str:
@@ -284,8 +277,8 @@ def _describe(counter: Counter[tuple[str, bool, str]]) -> str:
 def _added(old: Facts, new: Facts) -> list[str]:
     """What ``new`` says that ``old`` does not (for a summary, which may leave things out)."""
     reasons = []
-    if set(new.laterality) - set(old.laterality):
-        reasons.append(f"laterality added: {sorted(set(new.laterality) - set(old.laterality))}")
+    if new.laterality - old.laterality:
+        reasons.append(f"laterality added: {sorted(new.laterality - old.laterality)}")
     if new.negations > old.negations:
         reasons.append(f"negations added: {old.negations} -> {new.negations}")
     if new.numbers - old.numbers:
@@ -303,7 +296,7 @@ def _added(old: Facts, new: Facts) -> list[str]:
 def _compare(old: Facts, new: Facts) -> list[str]:
     reasons = []
     if old.laterality != new.laterality:
-        reasons.append(f"laterality changed: {dict(old.laterality)} -> {dict(new.laterality)}")
+        reasons.append(f"laterality changed: {sorted(old.laterality)} -> {sorted(new.laterality)}")
     if old.negations != new.negations:
         reasons.append(f"negations changed: {old.negations} -> {new.negations}")
     if old.numbers != new.numbers:

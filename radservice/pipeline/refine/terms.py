@@ -21,8 +21,9 @@ from radservice.pipeline.refine.changes import Change
 
 #: Words the rules never change or remove (a report that loses one says something else).
 LATERALITY = frozenset({"left", "right", "bilateral", "bilaterally", "unilateral", "ipsilateral", "contralateral"})
-NEGATION = frozenset({"no", "not", "without", "negative", "absent", "absence", "none", "never", "nor", "neither",
-                      "free", "unremarkable", "normal"})
+#: Words that negate what follows them in a clause ("negative for", "free of" and "absence of" too).
+NEGATORS = frozenset({"no", "not", "without", "none", "never", "nor", "neither", "absent"})
+NEGATION = NEGATORS | {"negative", "absence", "free", "unremarkable", "normal"}
 #: Position words: swapping one for another is as wrong as swapping left and right.
 POSITION = frozenset({"anterior", "posterior", "superior", "inferior", "medial", "lateral", "proximal", "distal",
                       "upper", "lower", "middle", "dorsal", "ventral", "volar", "palmar", "plantar", "cranial",
