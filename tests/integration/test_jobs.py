@@ -122,12 +122,15 @@ def test_heartbeat_keeps_a_long_job_alive(factory: sessionmaker[Session], tmp_pa
     first = _worker(factory, "w1", lease)
     runner = threading.Thread(target=first.run_once)
     runner.start()
+    # the first worker's thread must have claimed the job before the second polls (on a loaded
+    # machine the thread can start late, and the second worker would take the job fairly)
+    deadline = time.monotonic() + 10
+    while _job(factory, job_id).lease_owner != "w1" and time.monotonic() < deadline:
+        time.sleep(0.01)
     second = _worker(factory, "w2", lease)
     while runner.is_alive():
         assert second.run_once() is False
-        # a real worker waits poll_interval_s between empty polls; a tight loop of SQLite writes
-        # starved the heartbeat's own writes on the loaded CI machine
-        time.sleep(0.05)
+        time.sleep(0.05)  # a real worker waits poll_interval_s between empty polls
     runner.join()
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "end"]
     job = _job(factory, job_id)
