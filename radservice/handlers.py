@@ -24,9 +24,10 @@ def handlers(settings: Settings) -> Mapping[str, Handler]:
     if not vocabulary:
         log.warning("no vocabulary in %s: transcription runs without procedure-aware prompts",
                     settings.whisper.vocabulary_dir)
-    flow = TranscribeFlow(transcriber=make_transcriber(settings), data_dir=settings.storage.data_dir,
+    transcriber = make_transcriber(settings)
+    flow = TranscribeFlow(transcriber=transcriber, data_dir=settings.storage.data_dir,
                           vocabulary=vocabulary, hotwords=settings.whisper.hotwords)
-    live = LiveTranscribeFlow(transcriber=flow.transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
+    live = LiveTranscribeFlow(decoder=transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
     model = make_model(settings.llm)
     log.info("report refinement: %s", f"rules, then {model.name} behind the guard" if model else "rules only "
              "(llm.enabled = false)")

@@ -19,7 +19,7 @@ from radservice.jobs import service as jobs
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.decode import SAMPLE_RATE, LiveDecoder, decode_parts
 from radservice.pipeline.streaming import LocalAgreement, join_words
-from radservice.pipeline.transcribe import NoSpeech, Transcriber, Transcript, WhisperTranscriber, Word
+from radservice.pipeline.transcribe import NoSpeech, Transcriber, Transcript, WhisperTranscriber, WindowDecoder, Word
 from radservice.pipeline.vocabulary import TermList, build_prompt
 from radservice.reports.service import DRAFT_REPORT
 
@@ -121,9 +121,9 @@ class LiveTranscribeFlow:
     a new ``stream_epoch`` (reset: start over).
     """
 
-    def __init__(self, *, transcriber: Transcriber, data_dir: Path, vocabulary: list[TermList],
+    def __init__(self, *, decoder: WindowDecoder, data_dir: Path, vocabulary: list[TermList],
                  step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 600.0) -> None:
-        self.transcriber = transcriber
+        self.decoder = decoder
         self.data_dir = data_dir
         self.vocabulary = vocabulary
         self.step_s = step_s
@@ -173,7 +173,7 @@ class LiveTranscribeFlow:
             parts = dictations.audio_parts(session.get_one(Dictation, dictation_id), self.data_dir)
         decoder = LiveDecoder(parts, state.audio_format)
         decoder.start()
-        agreement = LocalAgreement(self.transcriber, prompt=prompt)
+        agreement = LocalAgreement(self.decoder, prompt=prompt)
         epoch, decoded_at_last_pass, published = state.stream_epoch, 0.0, ("", "")
         try:
             while True:
@@ -229,7 +229,7 @@ class LiveTranscribeFlow:
             mark_failed(ctx, dictation_id, "no speech detected")
             raise PermanentJobError("no speech detected")
         transcript = Transcript(text=text, words=words, duration_s=audio.size / SAMPLE_RATE,
-                                model=getattr(self.transcriber, "name", ""))
+                                model=self.decoder.name)
         return store_transcript(ctx, dictation_id, transcript)
 
     @staticmethod

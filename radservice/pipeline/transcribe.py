@@ -42,7 +42,8 @@ class Transcript:
     model: str = ""
 
 
-Audio = Path | np.ndarray[Any, np.dtype[np.float32]]
+Samples = np.ndarray[Any, np.dtype[np.float32]]
+Audio = Path | Samples
 
 
 class Transcriber(Protocol):
@@ -53,6 +54,20 @@ class Transcriber(Protocol):
 
     def transcribe(self, audio: Audio, *, prompt: str = "", hotwords: str = "",
                    beam_size: int | None = None) -> Transcript: ...
+
+
+class WindowDecoder(Protocol):
+    """Decodes one window of a live dictation (at most 30 s of 16 kHz samples) as a single text.
+
+    ``prefix`` is text already promised to the radiologist for the start of the window: the model
+    is made to begin with it, so the words it returns start with the prefix's words (with fresh
+    times) and carry on from there. Word times are relative to the window. No speech: no words.
+    """
+
+    name: str
+
+    def decode_window(self, audio: Samples, *, prompt: str = "", prefix: str = "", beam_size: int | None = None,
+                      max_new_tokens: int = 200) -> list[Word]: ...
 
 
 def resolve_model(model: str) -> Path:
@@ -142,3 +157,25 @@ class WhisperTranscriber:
         return Transcript(text=text, words=words, duration_s=float(info.duration), language=info.language,
                           model=self.name)
 
+
+    def decode_window(self, audio: Samples, *, prompt: str = "", prefix: str = "", beam_size: int | None = None,
+                      max_new_tokens: int = 200) -> list[Word]:
+        """One window decoded without timestamp tokens, so as one piece: faster-whisper's own loop
+        would decode the last fraction of a second again as a window of its own (a second encoder
+        pass, and where "Thank you." comes from). Temperature 0 only: a live pass must cost the same
+        every time, and a sampled fallback makes it random. ``max_new_tokens`` bounds a model that
+        loops on a word cut in half at the window's end."""
+        tokenizer = self._model.hf_tokenizer
+        # prompt (Whisper keeps its last 223 tokens) + start-of-transcript + prefix + new tokens <= 448
+        used = min(len(tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids), 223) if prompt else 0
+        used += len(tokenizer.encode(" " + prefix.strip(), add_special_tokens=False).ids) if prefix else 0
+        budget = max(1, min(max_new_tokens, 448 - 8 - used))
+        segments, _ = self._model.transcribe(
+            audio, language="en", beam_size=beam_size or self.beam_size, initial_prompt=prompt or None,
+            prefix=prefix or None, vad_filter=True, word_timestamps=True, without_timestamps=True,
+            condition_on_previous_text=False, temperature=[0.0], max_new_tokens=budget,
+        )
+        first = next(iter(segments), None)  # the first window only: never ask for a second
+        if first is None:
+            return []
+        return [Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3)) for w in first.words or []]
