@@ -218,12 +218,11 @@ class LiveTranscribeFlow:
             mark_failed(ctx, dictation_id, "the streamed audio cannot be decoded")
             raise PermanentJobError(f"the streamed audio cannot be decoded ({decoder.error})")
         audio = decoder.samples()
-        tail_s = audio.size / SAMPLE_RATE - agreement.buffer_start
         committed_before = len(agreement.committed)
         words: list[Word] = agreement.finish(audio)
         log.info("live dictation %s final: %.1f s tail decoded in %.2f s (decoder %.2f s); %d of %d words "
-                 "committed before stop", dictation_id, tail_s, time.perf_counter() - started, decoded,
-                 committed_before, len(words))
+                 "committed before stop", dictation_id, audio.size / SAMPLE_RATE - agreement.buffer_start,
+                 time.perf_counter() - started, decoded, committed_before, len(words))
         text = join_words(words)
         if not text:
             mark_failed(ctx, dictation_id, "no speech detected")

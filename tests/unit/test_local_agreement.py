@@ -100,12 +100,15 @@ def test_a_long_window_is_cut_in_the_quiet_after_a_committed_clause() -> None:
     assert agreement.buffer_start == pytest.approx(5.0, abs=0.03)
     assert [w.word.strip() for w in agreement.settled] == script[:10]
     assert agreement.committed_text == " ".join(script[:40])
+    cut = agreement.buffer_start
     agreement.step(noise(21.5, quiet=(4.95, 5.05)))
     # the settled text rides in the prompt; the held words after the cut are the prefix
     assert model.prompts[-1] == "Findings: " + " ".join(script[:10])
     assert model.prefixes[-1] == " ".join(script[10:40])
-    assert model.windows[-1] == pytest.approx(21.5 - agreement.buffer_start, abs=0.001)
+    assert model.windows[-1] == pytest.approx(21.5 - cut, abs=0.001)
     assert agreement.committed_text == " ".join(script[:42])
+    # still over 12 s with no clause end: cut before the last committed word but one
+    assert [w.word.strip() for w in agreement.held] == script[41:42]
 
 
 def test_finish_decodes_only_what_follows_the_last_committed_clause_with_the_configured_beam() -> None:
