@@ -31,3 +31,9 @@ def normalise(text: str) -> str:
 def spoken_wer(reference: str, hypothesis: str) -> float:
     """Word error rate of a transcript against the spoken form of its dictation."""
     return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
+
+
+def trailing_insertions(reference: str, hypothesis: str) -> int:
+    """Words the transcript has after the dictation's last word (Whisper's "Thank you." at the end)."""
+    last = jiwer.process_words(normalise(reference), normalise(hypothesis)).alignments[0][-1]
+    return last.hyp_end_idx - last.hyp_start_idx if last.type == "insert" else 0

@@ -12,7 +12,7 @@ import pytest
 from tests import audio_samples
 from tests.hl7_peer import RisClient, order, read_ack
 from tests.support import free_port, radservice, serve, write_config
-from tests.transcripts import AUDIO_FIXTURES, manifest, spoken_wer
+from tests.transcripts import AUDIO_FIXTURES, manifest, spoken_wer, trailing_insertions
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -54,13 +54,14 @@ def test_every_fixture_is_transcribed_and_silence_fails_with_a_reason(tmp_path: 
         silent = client.post("/api/v1/studies/E2E-0/dictations", files={"audio": ("s.wav", audio_samples.silence(4))})
         assert silent.status_code == 202
 
-        rates = {}
+        rates, trailing = {}, {}
         for i, item in enumerate(items):
             job = wait_job(client, jobs[item["id"]]["job_id"])
             assert job["status"] == "done", job
             result = job["result"]
             assert isinstance(result, dict) and result["dictation_id"] == jobs[item["id"]]["dictation_id"]
             rates[item["id"]] = spoken_wer(item["spoken"], str(result["text"]))
+            trailing[item["id"]] = trailing_insertions(item["spoken"], str(result["text"]))
             study = client.get(f"/api/v1/studies/E2E-{i}").json()
             (dictation,) = [d for d in study["dictations"] if d["dictation_id"] == result["dictation_id"]]
             assert dictation["status"] == "transcribed" and dictation["transcript"] == result["text"]
@@ -70,6 +71,8 @@ def test_every_fixture_is_transcribed_and_silence_fails_with_a_reason(tmp_path: 
         log = running.log()
     print({k: round(v, 3) for k, v in rates.items()})
     assert all(rate <= WER_BOUND for rate in rates.values()), rates
+    # nothing made up after the dictation ends (ct_chest_pe used to end in "Yeah, we're good.")
+    assert all(n <= 1 for n in trailing.values()), trailing
     assert "whisper tiny.en loaded" in log and "Traceback" not in log
     for item in items:  # no report text or patient name in the log
         assert item["spoken"][:40] not in log
