@@ -199,7 +199,7 @@ class LiveTranscribeFlow:
                     now = (agreement.committed_text, agreement.text)
                     if now != published:
                         with ctx.sessions() as session:
-                            dictations.publish_partial(session=session, dictation_id=dictation_id,
+                            dictations.publish_partial(session=session, dictation_id=dictation_id, epoch=epoch,
                                                        committed=now[0], text=now[1])
                         published = now
                     ctx.report_progress(0.5)

@@ -176,11 +176,15 @@ def set_live_status(*, session: Session, dictation_id: str, status: DictationSta
     session.commit()
 
 
-def publish_partial(*, session: Session, dictation_id: str, committed: str, text: str) -> None:
-    """The worker's side: the latest partial text, for the API to relay."""
-    session.execute(update(Dictation).where(Dictation.id == dictation_id).values(
-        partial_committed=committed, partial_text=text, partial_seq=Dictation.partial_seq + 1))
+def publish_partial(*, session: Session, dictation_id: str, epoch: int, committed: str, text: str) -> bool:
+    """The worker's side: the latest partial text, for the API to relay. Only for the recording's
+    current epoch: a pass that was running when the radiologist said "reset" publishes nothing
+    (False), or the emptied text would come back."""
+    result = session.execute(update(Dictation).where(Dictation.id == dictation_id, Dictation.stream_epoch == epoch)
+                             .values(partial_committed=committed, partial_text=text,
+                                     partial_seq=Dictation.partial_seq + 1))
     session.commit()
+    return bool(getattr(result, "rowcount", 0))
 
 
 @dataclass(frozen=True)

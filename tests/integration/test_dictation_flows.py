@@ -15,7 +15,7 @@ from radservice.db.session import session_scope
 from radservice.dictation import service as dictations
 from radservice.dictation.audio import store_upload
 from radservice.dictation.flows import TranscribeFlow
-from radservice.dictation.models import Dictation, Section
+from radservice.dictation.models import Dictation, DictationStatus, Section
 from radservice.jobs.models import Job
 from radservice.jobs.service import ClaimedJob
 from radservice.jobs.worker import JobContext, PermanentJobError
@@ -136,3 +136,21 @@ def test_dictation_shows_failure_after_the_last_attempt(factory: sessionmaker[Se
     with factory() as session:
         dictation = session.get_one(Dictation, dictation_id)
         assert (dictation.status, dictation.error) == ("failed", "transcription failed: RuntimeError")
+
+
+def test_a_partial_from_before_a_reset_is_not_published(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    dictation_id, _ = _dictation(factory, tmp_path)
+    with session_scope(factory) as session:
+        assert dictations.publish_partial(session=session, dictation_id=dictation_id, epoch=0,
+                                          committed="no effusion", text="no effusion or")
+        dictations.set_live_status(session=session, dictation_id=dictation_id,
+                                   status=DictationStatus.RECORDING, reset=True)
+        # the worker's pass that was running when "reset" came finishes now, for epoch 0
+        assert not dictations.publish_partial(session=session, dictation_id=dictation_id, epoch=0,
+                                              committed="no effusion or pneumothorax", text="no effusion or pneum")
+        state = dictations.live_state(session=session, dictation_id=dictation_id)
+        assert state is not None and (state.stream_epoch, state.partial_text, state.partial_committed) == (1, "", "")
+        assert dictations.publish_partial(session=session, dictation_id=dictation_id, epoch=1,
+                                          committed="", text="the heart")
+        state = dictations.live_state(session=session, dictation_id=dictation_id)
+        assert state is not None and state.partial_text == "the heart"
