@@ -99,12 +99,13 @@ class LocalAgreement:
     def text(self) -> str:
         return join_words(self.committed + self.tentative)
 
-    def _pass(self, audio: Samples, beam_size: int | None) -> list[Word]:
-        """Decode the window; keep the held words' fresh times; the words after them, in audio time."""
+    def _pass(self, audio: Samples, beam_size: int | None) -> tuple[list[Word], list[Word]]:
+        """Decode the window: the held words (with fresh times when the pass spelled them out the
+        same way: a pass that heard more places them better) and the words after them, in audio time."""
         start = self.buffer_start
         window = audio[int(start * SAMPLE_RATE):]
         if window.size < SAMPLE_RATE // 4:
-            return []
+            return self.held, []
         prefix = join_words(self.held)
         prompt = f"{self.prompt} {join_words(self.settled)[-PROMPT_TAIL_CHARS:]}".strip()
         uncommitted_s = window.size / SAMPLE_RATE - (self.held[-1].end - start if self.held else 0.0)
@@ -112,13 +113,13 @@ class LocalAgreement:
                                            max_new_tokens=int(12 + TOKENS_PER_S * max(uncommitted_s, 0.5)))
         words = [Word(w.word, round(w.start + start, 2), round(w.end + start, 2), w.probability) for w in words]
         n = _split_prefix(words, prefix) if prefix else 0
-        if n == len(self.held):  # same words, times from a pass that heard more: better cuts
-            self.held = [Word(h.word, w.start, w.end, h.probability) for h, w in zip(self.held, words[:n], strict=True)]
-        return words[n:]
+        if n != len(self.held):
+            return self.held, words[n:]
+        return [Word(h.word, w.start, w.end, h.probability) for h, w in zip(self.held, words, strict=False)], words[n:]
 
     def step(self, audio: Samples) -> bool:
         """One partial pass over the audio so far; True when the committed text grew."""
-        hypothesis = self._pass(audio, self.partial_beam)  # (updates self.held: extend it after)
+        self.held, hypothesis = self._pass(audio, self.partial_beam)
         audio_end = audio.size / SAMPLE_RATE
         agreed = 0
         for old, new in zip(self.tentative, hypothesis, strict=False):
@@ -159,8 +160,8 @@ class LocalAgreement:
     def finish(self, audio: Samples) -> list[Word]:
         """The final pass over what is not committed yet (configured beam); every word, committed."""
         self._cut(audio, keep_last=False)
-        tail = self._pass(audio, None)  # (updates self.held: extend it after)
-        self.held.extend(tail)
+        held, tail = self._pass(audio, None)
+        self.held = held + tail
         self.tentative = []
         return self.committed
 
