@@ -55,6 +55,7 @@ class RisSettings(_Section):
     receiving_application: str = "RIS"
     receiving_facility: str = "HOSPITAL"
     ack_timeout_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
 
 
 class DicomSettings(_Section):
@@ -103,6 +104,14 @@ class WorkerSettings(_Section):
     serve_workers: int = Field(1, ge=0)
 
 
+class OutboxSettings(_Section):
+    poll_interval_s: float = Field(1.0, gt=0)
+    retry_initial_s: float = Field(5.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    give_up_after_h: float = Field(72.0, gt=0)
+    lease_s: float = Field(120.0, ge=1)
+
+
 class AuthSettings(_Section):
     token_ttl_hours: int = Field(720, ge=0)
 
@@ -128,6 +137,7 @@ class Settings(BaseSettings):
     report: ReportSettings = Field(default_factory=ReportSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
     #: The file these settings were read from (None: built-in defaults only).

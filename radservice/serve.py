@@ -1,4 +1,5 @@
-"""`radservice serve`: the HTTP API and the HL7 MLLP listener in one process (composition root)."""
+"""`radservice serve`: the HTTP API, the HL7 MLLP listener and the outbox senders in one process
+(composition root)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -15,11 +17,13 @@ from sqlalchemy import Engine
 
 from integrations.hl7.listener import MllpListener
 from integrations.hl7.routing import Hl7Router
+from integrations.hl7.sender import RisSender
 from radservice.api.app import create_app
 from radservice.config import Settings
 from radservice.db.session import make_sessionmaker
 from radservice.jobs.processes import WorkerPool
 from radservice.jobs.scheduled import start_scheduler
+from radservice.outbox.flows import DeliveryLoop
 
 log = logging.getLogger("radservice.serve")
 
@@ -89,6 +93,10 @@ async def run(settings: Settings, engine: Engine) -> int:
     if settings.worker.serve_workers:
         app.state.listeners["worker"] = lambda: pool.alive() > 0
     scheduler = start_scheduler(settings, make_sessionmaker(engine))
+    senders = start_senders(settings, engine)
+    app.state.outbox_wake = lambda: wake_senders(senders)
+    for delivery in senders:
+        app.state.listeners[f"outbox-{delivery.sender.destination}"] = delivery.is_alive
 
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]), name="api")
     while not api.started and not api_task.done():
@@ -98,6 +106,7 @@ async def run(settings: Settings, engine: Engine) -> int:
         log.error("HTTP API stopped during start-up")
         await mllp.close()
         scheduler.shutdown(wait=False)
+        stop_senders(senders)
         pool.stop(timeout=10)
         return 1
     host, port = api_sock.getsockname()[:2]
@@ -110,9 +119,37 @@ async def run(settings: Settings, engine: Engine) -> int:
     log.info("shutting down")
     await mllp.close()
     scheduler.shutdown(wait=False)
+    await asyncio.to_thread(stop_senders, senders)
     await asyncio.to_thread(pool.stop, 15)
     api.should_exit = True
     await api_task
     stop_task.cancel()
     log.info("stopped")
     return 0
+
+
+def start_senders(settings: Settings, engine: Engine) -> list[DeliveryLoop]:
+    """One delivery loop per destination (a thread each: a peer that is down delays only its own rows)."""
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    ris = RisSender(settings.ris, sending_application=settings.hl7.sending_application,
+                    sending_facility=settings.hl7.sending_facility)
+    if not settings.ris.host:
+        log.warning("ris.host is not configured: signed reports wait in the outbox until it is")
+    loops = [DeliveryLoop(sessions=make_sessionmaker(engine), sender=ris, settings=settings.outbox,
+                          owner=f"{owner}:ris")]
+    for loop in loops:
+        loop.start()
+    if settings.ris.host:
+        log.info("outbox: ORU^R01 to the RIS at %s:%d", settings.ris.host, settings.ris.port)
+    return loops
+
+
+def wake_senders(loops: list[DeliveryLoop]) -> None:
+    for loop in loops:
+        loop.wake()
+
+
+def stop_senders(loops: list[DeliveryLoop]) -> None:
+    """Stop each loop after the delivery it is in (each waits at most its peer's timeouts)."""
+    for loop in loops:
+        loop.join(timeout=30)

@@ -168,3 +168,24 @@ def child_pids(pid: int) -> list[int]:
         except (OSError, ValueError):
             pass
     return found
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_report(factory: sessionmaker[Session], accession: str, sections: dict[str, str]) -> int:
+    """The study's report draft from its template with these section texts (what dictation and
+    editing make), through the domain services; returns the report id."""
+    from radservice.db.session import session_scope
+    from radservice.pipeline.compose import Templates
+    from radservice.reports import service as reports
+    from radservice.worklist import service as worklist
+
+    with session_scope(factory) as session:
+        study = worklist.find_study(session=session, accession_number=accession, accession_issuer=None)
+        assert study is not None, accession
+        template = Templates.load(REPO / "config" / "templates").pick(
+            modality=study.modality, procedure_code=study.procedure_code, procedure_text=study.procedure_text)
+        report = reports.draft_for(session=session, study=study, template=template)
+        reports.edit(session=session, report=report, sections=sections, user_id=None)
+        return report.id

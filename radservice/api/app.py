@@ -34,6 +34,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     # name -> "is it up?"; listeners started beside the API register here for /readyz.
     listeners: dict[str, Callable[[], bool]] = {}
     app.state.listeners = listeners
+    # Set by `serve` to wake its outbox senders when a signature queues rows; a no-op elsewhere.
+    app.state.outbox_wake = lambda: None
     app.state.metrics = metrics.install(app)
     app.include_router(health.router)
     app.include_router(me.router)

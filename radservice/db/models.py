@@ -4,8 +4,10 @@ from radservice.audit.models import AuditEvent
 from radservice.db.base import Base
 from radservice.dictation.models import Dictation
 from radservice.jobs.models import Job
-from radservice.reports.models import Report
+from radservice.outbox.models import Delivery
+from radservice.reports.models import Report, ReportVersion
 from radservice.users.models import ApiToken, User
 from radservice.worklist.models import Patient, Study
 
-__all__ = ["ApiToken", "AuditEvent", "Base", "Dictation", "Job", "Patient", "Report", "Study", "User"]
+__all__ = ["ApiToken", "AuditEvent", "Base", "Delivery", "Dictation", "Job", "Patient", "Report", "ReportVersion",
+           "Study", "User"]

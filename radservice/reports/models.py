@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from radservice.db.base import Base, UtcDateTime, one_of, utcnow
@@ -46,3 +46,42 @@ class Report(Base):
     updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
 
     study: Mapped[Study] = relationship()
+
+
+class VersionKind(StrEnum):
+    """What signing made a version: the preliminary or final report, or an addendum to a final one."""
+
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    ADDENDUM = "addendum"
+
+
+#: HL7 result status (OBR-25 / OBX-11) of each kind of version.
+RESULT_STATUS = {VersionKind.PRELIMINARY: "P", VersionKind.FINAL: "F", VersionKind.ADDENDUM: "C"}
+
+
+class ReportVersion(Base):
+    """One signed version of a report, immutable once written: what was signed, by whom, when,
+    and the identifiers chosen at signing (the SR's SOP Instance UID; the HL7 control IDs live on
+    its outbox rows), so that every retry resends the same ones."""
+
+    __tablename__ = "report_versions"
+    __table_args__ = (UniqueConstraint("report_id", "version"), one_of("kind", VersionKind))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: P, F or C (HL7 table 0123)
+    result_status: Mapped[str] = mapped_column(String(1))
+    # [[key, title], ...] and {key: text} as signed.
+    titles: Mapped[list[list[str]]] = mapped_column(JSON)
+    sections: Mapped[dict[str, str]] = mapped_column(JSON)
+    signed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    # The signer as they were named when they signed (an account renamed later changes no report).
+    signer_username: Mapped[str] = mapped_column(String(64))
+    signer_name: Mapped[str] = mapped_column(String(200), default="")
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sr_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+
+    report: Mapped[Report] = relationship()

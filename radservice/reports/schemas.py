@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from radservice.reports.models import Report
+from radservice.reports.models import Report, ReportVersion
 
 
 class SectionTitle(BaseModel):
@@ -21,6 +22,24 @@ class RefinementNote(BaseModel):
     rule: str
     before: str
     after: str
+
+
+class VersionPublic(BaseModel):
+    """One signed version: immutable."""
+
+    version: int
+    kind: str
+    #: HL7 result status: P preliminary, F final, C correction (addendum)
+    result_status: str
+    signed_by: str
+    signer_name: str
+    signed_at: datetime
+    sr_instance_uid: str
+
+    @classmethod
+    def of(cls, v: ReportVersion) -> VersionPublic:
+        return cls(version=v.version, kind=v.kind, result_status=v.result_status, signed_by=v.signer_username,
+                   signer_name=v.signer_name, signed_at=v.signed_at, sr_instance_uid=v.sr_instance_uid)
 
 
 class ReportPublic(BaseModel):
@@ -38,19 +57,24 @@ class ReportPublic(BaseModel):
     #: "rules" (nothing for the LLM yet), "llm", or "rules-only: <why the LLM's text was not used>".
     refinement: str
     dictation_ids: list[str]
+    #: Who signed the current version (None for a draft).
     signed_by: str | None
+    signed_at: datetime | None
+    versions: list[VersionPublic]
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, r: Report) -> ReportPublic:
+    def of(cls, r: Report, versions: list[ReportVersion] | None = None) -> ReportPublic:
+        signed = [VersionPublic.of(v) for v in versions or []]
         order = [key for key, _ in r.titles]
         return cls(report_id=r.id, accession_number=r.study.accession_number, status=r.status, version=r.version,
                    revision=r.revision, template=r.template,
                    sections={key: r.sections.get(key, "") for key in order},
                    section_titles=[SectionTitle(key=k, title=t) for k, t in r.titles],
                    refinement_notes=[RefinementNote(**n) for n in r.notes], refinement=r.refinement,
-                   dictation_ids=list(r.dictation_ids), signed_by=None, created_at=r.created_at,
+                   dictation_ids=list(r.dictation_ids), signed_by=signed[-1].signed_by if signed else None,
+                   signed_at=signed[-1].signed_at if signed else None, versions=signed, created_at=r.created_at,
                    updated_at=r.updated_at)
 
 
@@ -71,3 +95,13 @@ class ImpressionSuggestion(BaseModel):
     #: The revision the suggestion was drawn from (send it with the PATCH that accepts it).
     revision: int
     status: str = "suggestion"
+
+
+class SignRequest(BaseModel):
+    status: Literal["preliminary", "final"]
+    revision: int | None = Field(None, description="the revision the signer read (recommended): 409 if it changed")
+
+
+class AddendumRequest(BaseModel):
+    text: str = Field(min_length=1)
+

@@ -4,14 +4,19 @@ edits by the radiologist. Keyword-only, on the caller's session; the caller comm
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from radservice.db.base import utcnow
+from radservice.outbox import service as outbox
 from radservice.pipeline.compose import Template
 from radservice.pipeline.refine.changes import Change
-from radservice.reports.models import Report, ReportStatus
+from radservice.reports.models import RESULT_STATUS, Report, ReportStatus, ReportVersion, VersionKind
+from radservice.users.models import Role, User
 from radservice.worklist.models import Study, StudyStatus
 
 #: The job that refines a stored transcript and merges it into the report (reports.flows.DraftFlow).
@@ -20,10 +25,12 @@ DRAFT_REPORT = "draft_report"
 _BEFORE_DICTATED = (StudyStatus.SCHEDULED.value, StudyStatus.IN_PROGRESS.value)
 #: Most text one section may hold (a pasted book is a mistake, not a report).
 MAX_SECTION_CHARS = 20_000
+#: Section keys of addenda: addendum_1, addendum_2, ...
+ADDENDUM_PREFIX = "addendum_"
 
 
 class ReportError(Exception):
-    """A report operation refused; ``kind`` is ``not_draft``, ``stale`` or ``invalid``."""
+    """A report operation refused; ``kind`` is ``not_draft``, ``stale``, ``invalid``, ``forbidden`` or ``state``."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -138,3 +145,114 @@ def edit(*, session: Session, report: Report, sections: Mapping[str, str], user_
     report.revision += 1
     report.updated_by = user_id
     return report
+
+
+#: Who may sign which kind of version: a resident signs preliminary reports only.
+SIGNERS = {
+    VersionKind.PRELIMINARY: (Role.RADIOLOGIST.value, Role.RESIDENT.value),
+    VersionKind.FINAL: (Role.RADIOLOGIST.value,),
+    VersionKind.ADDENDUM: (Role.RADIOLOGIST.value,),
+}
+#: Report status each kind of version leaves, and the study status with it.
+_AFTER = {
+    VersionKind.PRELIMINARY: (ReportStatus.PRELIMINARY, StudyStatus.PRELIMINARY),
+    VersionKind.FINAL: (ReportStatus.FINAL, StudyStatus.FINAL),
+    VersionKind.ADDENDUM: (ReportStatus.AMENDED, StudyStatus.FINAL),
+}
+#: The report statuses each kind of version may follow.
+_SIGNABLE_FROM = {
+    VersionKind.PRELIMINARY: (ReportStatus.DRAFT.value,),
+    VersionKind.FINAL: (ReportStatus.DRAFT.value, ReportStatus.PRELIMINARY.value),
+    VersionKind.ADDENDUM: (ReportStatus.FINAL.value, ReportStatus.AMENDED.value),
+}
+
+
+def new_sr_instance_uid() -> str:
+    """A DICOM UID under the 2.25 root (PS3.5 B.2: a UUID as a decimal integer), unique without a registry."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def versions(*, session: Session, report_id: int) -> list[ReportVersion]:
+    return list(session.scalars(select(ReportVersion).where(ReportVersion.report_id == report_id)
+                                .order_by(ReportVersion.version)))
+
+
+def _check_signer(kind: VersionKind, user: User, report: Report) -> None:
+    if user.role not in SIGNERS[kind]:
+        raise ReportError("forbidden", f"role '{user.role}' may not sign a {kind.value} version "
+                                       f"(needs: {', '.join(SIGNERS[kind])})")
+    if report.status not in _SIGNABLE_FROM[kind]:
+        wanted = " or ".join(_SIGNABLE_FROM[kind])
+        raise ReportError("state", f"report {report.id} is {report.status}: a {kind.value} version needs a "
+                                   f"{wanted} report" + (" (corrections go in an addendum)"
+                                                         if kind is not VersionKind.ADDENDUM else ""))
+    if report.study.status == StudyStatus.CANCELLED.value:
+        raise ReportError("state", f"study {report.study.accession_number} is cancelled: its report cannot be signed")
+
+
+def _new_version(*, session: Session, report: Report, kind: VersionKind, user: User, destinations: Sequence[str],
+                 give_up_after: timedelta) -> ReportVersion:
+    signed = versions(session=session, report_id=report.id)
+    number = signed[-1].version + 1 if signed else report.version
+    version = ReportVersion(report_id=report.id, version=number, kind=kind.value, result_status=RESULT_STATUS[kind],
+                            titles=[list(t) for t in report.titles], sections=dict(report.sections),
+                            signed_by=user.id, signer_username=user.username, signer_name=user.display_name,
+                            signed_at=utcnow(), sr_instance_uid=new_sr_instance_uid())
+    session.add(version)
+    session.flush()
+    report_status, study_status = _AFTER[kind]
+    report.status, report.version = report_status.value, number
+    report.revision += 1
+    report.updated_by = user.id
+    report.study.status = study_status.value
+    outbox.add_for_version(session=session, version=version, study=report.study, destinations=list(destinations),
+                           give_up_after=give_up_after)
+    return version
+
+
+def sign(*, session: Session, report: Report, kind: VersionKind, user: User, destinations: Sequence[str],
+         give_up_after: timedelta, revision: int | None = None) -> ReportVersion:
+    """Sign the report's current text as a preliminary or final version and queue its deliveries
+    (one outbox row per destination, in the same transaction).
+
+    Raises
+    ------
+    ReportError
+        ``forbidden`` (the role may not sign this), ``state`` (already final, cancelled study),
+        ``stale`` (``revision`` is not the current one), ``invalid`` (nothing to sign).
+    """
+    if kind is VersionKind.ADDENDUM:
+        raise ReportError("invalid", "an addendum is signed with its text (POST .../addenda)")
+    _check_signer(kind, user, report)
+    if revision is not None and revision != report.revision:
+        raise ReportError("stale", f"report {report.id} is at revision {report.revision}, not {revision}: "
+                                   "read it again before signing")
+    if not any(text.strip() for text in report.sections.values()):
+        raise ReportError("invalid", f"report {report.id} has no text to sign")
+    return _new_version(session=session, report=report, kind=kind, user=user, destinations=destinations,
+                        give_up_after=give_up_after)
+
+
+def add_addendum(*, session: Session, report: Report, text: str, user: User, destinations: Sequence[str],
+                 give_up_after: timedelta) -> ReportVersion:
+    """Sign an addendum to a final report: a new version holding the whole report and every
+    addendum so far (result status C), queued for delivery like any signed version.
+
+    Raises
+    ------
+    ReportError
+        ``forbidden``, ``state`` (the report is not final yet), ``invalid`` (empty or too long).
+    """
+    _check_signer(VersionKind.ADDENDUM, user, report)
+    text = text.strip()
+    if not text:
+        raise ReportError("invalid", "an addendum needs text")
+    if len(text) > MAX_SECTION_CHARS:
+        raise ReportError("invalid", f"an addendum is longer than {MAX_SECTION_CHARS} characters")
+    number = sum(1 for key, _ in report.titles if key.startswith(ADDENDUM_PREFIX)) + 1
+    key = f"{ADDENDUM_PREFIX}{number}"
+    when = utcnow().strftime("%Y-%m-%d %H:%M UTC")
+    report.titles = [*report.titles, [key, f"Addendum {number} ({when}, {user.display_name or user.username})"]]
+    report.sections = {**report.sections, key: text}
+    return _new_version(session=session, report=report, kind=VersionKind.ADDENDUM, user=user,
+                        destinations=destinations, give_up_after=give_up_after)

@@ -1,30 +1,51 @@
-"""Reports: read one, edit a draft's sections. Every read of report text is audited."""
+"""Reports: read one, edit a draft's sections, sign, add addenda, follow the deliveries.
+Every read of report text is audited."""
 
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from integrations.ollama.client import make_model
 from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from radservice.audit import service as audit
+from radservice.config import Settings
+from radservice.outbox import service as outbox
+from radservice.outbox.models import Destination
+from radservice.outbox.schemas import DeliveryPublic
 from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import LlmRefiner, Prompts
 from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
 from radservice.reports import service as reports
-from radservice.reports.models import Report
-from radservice.reports.schemas import ImpressionSuggestion, ReportEdit, ReportPublic
+from radservice.reports.models import Report, VersionKind
+from radservice.reports.schemas import AddendumRequest, ImpressionSuggestion, ReportEdit, ReportPublic, SignRequest
 from radservice.users.models import Role, User
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
 Editor = Annotated[User, Depends(require_role(Role.RADIOLOGIST, Role.RESIDENT, Role.EDITOR))]
+Signer = Annotated[User, Depends(require_role(Role.RADIOLOGIST, Role.RESIDENT))]
 
-_CODES = {"not_draft": status.HTTP_409_CONFLICT, "stale": status.HTTP_409_CONFLICT,
-          "invalid": status.HTTP_422_UNPROCESSABLE_CONTENT}
+_CODES = {"not_draft": status.HTTP_409_CONFLICT, "stale": status.HTTP_409_CONFLICT, "state": status.HTTP_409_CONFLICT,
+          "invalid": status.HTTP_422_UNPROCESSABLE_CONTENT, "forbidden": status.HTTP_403_FORBIDDEN}
+
+
+def _destinations(settings: Settings) -> list[str]:
+    """Where every signed version goes: the RIS (a row waits, visibly, while ``ris.host`` is unset)."""
+    return [Destination.RIS.value]
+
+
+def _give_up_after(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.outbox.give_up_after_h)
+
+
+def _wake_senders(request: Request) -> None:
+    """Tell the senders in this process that rows are due (others find them at their next poll)."""
+    request.app.state.outbox_wake()
 
 
 @functools.cache
@@ -47,7 +68,7 @@ def get_report(report_id: int, user: CurrentUser, session: SessionDep) -> Report
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.read",
                  entity_type="report", entity_id=str(report.id))
     session.commit()
-    return ReportPublic.of(report)
+    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
 
 
 @router.patch("/reports/{report_id}", response_model=ReportPublic)
@@ -64,7 +85,55 @@ def edit_report(report_id: int, body: ReportEdit, user: Editor, session: Session
                  detail={"sections": sorted(body.sections), "revision": report.revision})
     session.commit()
     session.refresh(report)
-    return ReportPublic.of(report)
+    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+
+
+@router.post("/reports/{report_id}/sign", response_model=ReportPublic)
+def sign_report(report_id: int, body: SignRequest, user: Signer, session: SessionDep, settings: SettingsDep,
+                request: Request) -> ReportPublic:
+    """Sign the report's text as a preliminary (radiologist or resident) or final (radiologist)
+    version. The version is immutable; its deliveries are queued in the same transaction.
+    403 for a role that may not sign it, 409 when the report is already final or ``revision`` is stale."""
+    report = _report_or_404(session, report_id)
+    try:
+        version = reports.sign(session=session, report=report, kind=VersionKind(body.status), user=user,
+                               destinations=_destinations(settings), give_up_after=_give_up_after(settings),
+                               revision=body.revision)
+    except reports.ReportError as exc:
+        raise HTTPException(_CODES[exc.kind], detail=str(exc)) from None
+    audit.record(session=session, actor=user.username, user_id=user.id, action=f"report.signed_{body.status}",
+                 entity_type="report", entity_id=str(report.id),
+                 detail={"accession": report.study.accession_number, "version": version.version})
+    session.commit()
+    _wake_senders(request)
+    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+
+
+@router.post("/reports/{report_id}/addenda", response_model=ReportPublic, status_code=status.HTTP_201_CREATED)
+def add_addendum(report_id: int, body: AddendumRequest, user: Signer, session: SessionDep, settings: SettingsDep,
+                 request: Request) -> ReportPublic:
+    """Sign an addendum to a final report: a new version (HL7 result status C) with the whole report
+    and its addenda, delivered after the versions before it. 409 before the report is final."""
+    report = _report_or_404(session, report_id)
+    try:
+        version = reports.add_addendum(session=session, report=report, text=body.text, user=user,
+                                       destinations=_destinations(settings), give_up_after=_give_up_after(settings))
+    except reports.ReportError as exc:
+        raise HTTPException(_CODES[exc.kind], detail=str(exc)) from None
+    audit.record(session=session, actor=user.username, user_id=user.id, action="report.addendum",
+                 entity_type="report", entity_id=str(report.id),
+                 detail={"accession": report.study.accession_number, "version": version.version})
+    session.commit()
+    _wake_senders(request)
+    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+
+
+@router.get("/reports/{report_id}/deliveries", response_model=list[DeliveryPublic])
+def report_deliveries(report_id: int, user: CurrentUser, session: SessionDep) -> list[DeliveryPublic]:
+    """One row per signed version and destination: status, attempts, last error, next attempt."""
+    report = _report_or_404(session, report_id)
+    rows = outbox.for_report(session=session, report_id=report.id)
+    return [DeliveryPublic.of(d, outbox.waiting_for(session=session, delivery=d)) for d in rows]
 
 
 @router.post("/reports/{report_id}/suggest-impression", response_model=ImpressionSuggestion)

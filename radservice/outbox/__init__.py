@@ -1,0 +1,1 @@
+"""Durable delivery of signed report versions: one row per version per destination."""

@@ -1,0 +1,258 @@
+"""Outbox operations: rows written with a signature, claimed by a sender under a lease, their
+outcomes, an admin's retry. Keyword-only, on the caller's session; the caller commits unless
+a function says it commits.
+
+Per study and destination, versions leave in order: a row is due only when every earlier
+version's row for the same destination is acknowledged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from radservice.db.base import utcnow
+from radservice.outbox.models import Delivery, DeliveryStatus
+from radservice.reports.models import Report, ReportVersion
+from radservice.worklist.models import Study
+
+#: Longest error text kept on a row.
+MAX_ERROR = 1000
+_OPEN = (DeliveryStatus.PENDING.value, DeliveryStatus.SENT.value)
+
+
+def new_message_id() -> str:
+    """An HL7 message control ID: 20 characters (the v2.3 limit), unique without coordination."""
+    return uuid.uuid4().hex[:20].upper()
+
+
+def add_for_version(*, session: Session, version: ReportVersion, study: Study, destinations: list[str],
+                    give_up_after: timedelta) -> list[Delivery]:
+    """One pending row per destination for a newly signed version, each with its fixed message id."""
+    now = utcnow()
+    rows = [Delivery(version_id=version.id, report_id=version.report_id, study_id=study.id, version=version.version,
+                     accession_number=study.accession_number, destination=destination,
+                     status=DeliveryStatus.PENDING.value, message_id=new_message_id(), attempts=0,
+                     next_attempt_at=now, give_up_at=now + give_up_after, last_error="", ack_code="",
+                     created_at=now, updated_at=now)
+            for destination in destinations]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def _earlier_open() -> object:
+    earlier = aliased(Delivery)
+    return exists().where(earlier.study_id == Delivery.study_id, earlier.destination == Delivery.destination,
+                          earlier.version < Delivery.version, earlier.status != DeliveryStatus.ACKED.value)
+
+
+def claim_due(*, session: Session, destination: str, owner: str, lease: timedelta, limit: int = 20,
+              now: datetime | None = None) -> list[int]:
+    """Take due rows of one destination for ``owner`` (status ``sent``, attempts + 1) and commit.
+
+    Due: pending (or sent by a sender whose lease expired), its next attempt reached, and no
+    earlier version of the same study still open for this destination. Oldest first.
+    """
+    now = now or utcnow()
+    lease_free = or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now)
+    query = (select(Delivery.id)
+             .where(Delivery.destination == destination, Delivery.status.in_(_OPEN), Delivery.next_attempt_at <= now,
+                    lease_free, ~_earlier_open())  # type: ignore[operator]
+             .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit).with_for_update(skip_locked=True))
+    candidates = list(session.scalars(query))
+    claimed = []
+    for delivery_id in candidates:
+        # A conditional update: two senders that read the same row cannot both take it.
+        taken = session.execute(
+            update(Delivery).where(Delivery.id == delivery_id, Delivery.status.in_(_OPEN), lease_free)
+            .values(status=DeliveryStatus.SENT.value, lease_owner=owner, lease_expires_at=now + lease,
+                    attempts=Delivery.attempts + 1, last_attempt_at=now, updated_at=now)
+        ).rowcount  # type: ignore[attr-defined]
+        if taken:
+            claimed.append(delivery_id)
+    session.commit()
+    return claimed
+
+
+def _held(delivery_id: int, owner: str) -> object:
+    return and_(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENT.value,
+                Delivery.lease_owner == owner)
+
+
+def record_acked(*, session: Session, delivery_id: int, owner: str, ack_code: str, note: str = "") -> bool:
+    """The peer accepted the delivery; False when the row is no longer ours."""
+    now = utcnow()
+    done: int = session.execute(update(Delivery).where(_held(delivery_id, owner)).values(  # type: ignore[arg-type]
+        status=DeliveryStatus.ACKED.value, ack_code=ack_code, last_error=note[:MAX_ERROR], acked_at=now,
+        lease_owner=None, lease_expires_at=None, updated_at=now)).rowcount  # type: ignore[attr-defined]
+    return done == 1
+
+
+def record_refused(*, session: Session, delivery_id: int, owner: str, ack_code: str, error: str) -> bool:
+    """The peer refused the delivery (AE, AR): failed until a person retries it."""
+    now = utcnow()
+    done: int = session.execute(update(Delivery).where(_held(delivery_id, owner)).values(  # type: ignore[arg-type]
+        status=DeliveryStatus.FAILED.value, ack_code=ack_code, last_error=error[:MAX_ERROR],
+        lease_owner=None, lease_expires_at=None, updated_at=now)).rowcount  # type: ignore[attr-defined]
+    return done == 1
+
+
+def backoff(attempts: int, *, initial: timedelta, maximum: timedelta) -> timedelta:
+    """The wait after the ``attempts``-th failure: ``initial`` doubled per earlier failure, at most ``maximum``."""
+    wait: timedelta = initial * (2 ** max(0, min(attempts - 1, 30)))
+    return min(wait, maximum)
+
+
+def record_retry(*, session: Session, delivery_id: int, owner: str, error: str, initial: timedelta,
+                 maximum: timedelta) -> str | None:
+    """A passing failure (peer down, no answer): pending again after the backoff, or failed once the
+    row is past its ``give_up_at``. Returns the new status, None when the row is no longer ours."""
+    row = session.execute(select(Delivery.attempts, Delivery.give_up_at, Delivery.created_at)
+                          .where(_held(delivery_id, owner))).first()  # type: ignore[arg-type]
+    if row is None:
+        return None
+    now = utcnow()
+    wait = backoff(row.attempts, initial=initial, maximum=maximum)
+    if now >= row.give_up_at:
+        hours = (now - row.created_at).total_seconds() / 3600
+        status, error = DeliveryStatus.FAILED, f"gave up after {row.attempts} attempts in {hours:.1f} h: {error}"
+    else:
+        status = DeliveryStatus.PENDING
+    session.execute(update(Delivery).where(_held(delivery_id, owner)).values(  # type: ignore[arg-type]
+        status=status.value, last_error=error[:MAX_ERROR], ack_code="", lease_owner=None, lease_expires_at=None,
+        next_attempt_at=min(now + wait, row.give_up_at) if status is DeliveryStatus.PENDING else now,
+        updated_at=now))
+    return status.value
+
+
+class OutboxError(Exception):
+    """An outbox operation refused; ``kind`` is ``not_found`` or ``not_failed``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def retry(*, session: Session, delivery_id: int, give_up_after: timedelta) -> Delivery:
+    """Send a failed row again now (an admin's decision), with a fresh ``give_up_after``.
+
+    Raises
+    ------
+    OutboxError
+        ``not_found``, or ``not_failed`` (only a failed row is retried by hand).
+    """
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise OutboxError("not_found", f"no outbox row {delivery_id}")
+    if delivery.status != DeliveryStatus.FAILED.value:
+        raise OutboxError("not_failed", f"outbox row {delivery_id} is {delivery.status}: only a failed row is retried")
+    now = utcnow()
+    delivery.status = DeliveryStatus.PENDING.value
+    delivery.next_attempt_at = now
+    delivery.give_up_at = now + give_up_after
+    delivery.updated_at = now
+    session.flush()
+    return delivery
+
+
+def for_report(*, session: Session, report_id: int) -> list[Delivery]:
+    return list(session.scalars(select(Delivery).where(Delivery.report_id == report_id)
+                                .order_by(Delivery.version, Delivery.destination)))
+
+
+def waiting_for(*, session: Session, delivery: Delivery) -> int | None:
+    """The earliest version of the same study whose row (same destination) is not acked yet, if
+    ``delivery`` is open and waits for it."""
+    if delivery.status not in _OPEN:
+        return None
+    version: int | None = session.scalar(
+        select(Delivery.version).where(Delivery.study_id == delivery.study_id,
+                                       Delivery.destination == delivery.destination,
+                                       Delivery.version < delivery.version,
+                                       Delivery.status != DeliveryStatus.ACKED.value)
+        .order_by(Delivery.version).limit(1))
+    return version
+
+
+def list_rows(*, session: Session, status: list[str] | None = None, destination: str | None = None,
+              accession: str | None = None, limit: int = 100, offset: int = 0) -> list[Delivery]:
+    """Outbox rows, newest first, by status, destination and accession number."""
+    query = select(Delivery).order_by(Delivery.id.desc()).limit(limit).offset(offset)
+    if status:
+        query = query.where(Delivery.status.in_(status))
+    if destination:
+        query = query.where(Delivery.destination == destination)
+    if accession:
+        query = query.where(Delivery.accession_number == accession)
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class OutgoingReport:
+    """Everything a sender needs to write one signed version for one peer, read from the database
+    in one go (the sender then works without a session)."""
+
+    delivery_id: int
+    destination: str
+    message_id: str
+    version: int
+    kind: str
+    result_status: str
+    sections: tuple[Section, ...]
+    signer_username: str
+    signer_name: str
+    signed_at: datetime
+    sr_instance_uid: str
+    accession_number: str
+    accession_issuer: str
+    placer_order_number: str
+    filler_order_number: str
+    requested_procedure_id: str
+    scheduled_step_id: str
+    study_instance_uid: str | None
+    procedure_code: str
+    procedure_text: str
+    modality: str
+    priority: str
+    reason: str
+    ordered_at: datetime | None
+    patient_id: str
+    patient_issuer: str
+    family_name: str
+    given_name: str
+    birth_date: date | None
+    sex: str
+
+
+def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
+    """The outgoing report of one outbox row."""
+    delivery = session.get_one(Delivery, delivery_id)
+    version = delivery.report_version
+    study = session.get_one(Report, version.report_id).study
+    patient = study.patient
+    sections = tuple(Section(key, title, version.sections.get(key, "")) for key, title in version.titles
+                     if version.sections.get(key, "").strip())
+    return OutgoingReport(
+        delivery_id=delivery.id, destination=delivery.destination, message_id=delivery.message_id,
+        version=version.version, kind=version.kind, result_status=version.result_status, sections=sections,
+        signer_username=version.signer_username, signer_name=version.signer_name, signed_at=version.signed_at,
+        sr_instance_uid=version.sr_instance_uid, accession_number=study.accession_number,
+        accession_issuer=study.accession_issuer, placer_order_number=study.placer_order_number,
+        filler_order_number=study.filler_order_number, requested_procedure_id=study.requested_procedure_id,
+        scheduled_step_id=study.scheduled_step_id, study_instance_uid=study.study_instance_uid,
+        procedure_code=study.procedure_code, procedure_text=study.procedure_text, modality=study.modality,
+        priority=study.priority, reason=study.reason, ordered_at=study.ordered_at, patient_id=patient.patient_id,
+        patient_issuer=patient.issuer, family_name=patient.family_name, given_name=patient.given_name,
+        birth_date=patient.birth_date, sex=patient.sex)

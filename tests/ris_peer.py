@@ -1,0 +1,120 @@
+"""The RIS in the tests: python-hl7's asyncio MLLP server (an implementation independent of ours)
+in a thread, parsing every ORU it receives and answering AA, AE (with an ERR segment), AR, or
+nothing at all, as the test tells it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+import hl7
+from hl7.mllp import start_hl7_server
+
+#: python-hl7 turns ``\.br\`` into CR by default; a report's line breaks are LF.
+UNESCAPE_MAP = {".br": "\n"}
+
+
+@dataclass
+class Received:
+    message: hl7.Message
+    raw: str
+    connection: int
+
+    def field(self, segment: str, n: int, component: int = 1, subcomponent: int = 1) -> str:
+        """One unescaped value of the first segment named ``segment``."""
+        seg = self.message.segment(segment)
+        value = str(seg.extract_field(field_num=n, component_num=component, subcomponent_num=subcomponent))
+        return str(self.message.unescape(value, app_map=UNESCAPE_MAP))
+
+    def obx(self) -> list[hl7.Segment]:
+        return list(self.message.segments("OBX"))
+
+    def obx_value(self, seg: hl7.Segment, n: int, component: int = 1) -> str:
+        raw = str(seg.extract_field(field_num=n, component_num=component))
+        return str(self.message.unescape(raw, app_map=UNESCAPE_MAP))
+
+    def sections(self) -> dict[str, str]:
+        """OBX-3.1 (the LOINC code) -> OBX-5 text of every FT OBX."""
+        return {self.obx_value(s, 3): self.obx_value(s, 5) for s in self.obx() if str(s[2]) == "FT"}
+
+
+@dataclass
+class RisPeer:
+    """Listens on ``port`` once started; ``answer`` is AA, AE, AR or "silent"."""
+
+    port: int
+    answer: str = "AA"
+    received: list[Received] = field(default_factory=list)
+    connections: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _server: asyncio.AbstractServer | None = None
+
+    def start(self) -> RisPeer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(
+                start_hl7_server(self._client, "127.0.0.1", self.port, encoding="utf-8"))
+            ready.set()
+            loop.run_forever()
+            self._server.close()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="ris-peer", daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "the RIS peer did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def __enter__(self) -> RisPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _client(self, reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
+        self.connections += 1
+        connection = self.connections
+        try:
+            while not reader.at_eof():
+                try:
+                    message = await reader.readmessage()
+                except asyncio.IncompleteReadError:
+                    break
+                self.received.append(Received(message, str(message), connection))
+                if self.answer == "silent":
+                    continue
+                writer.writemessage(self._ack(message))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def _ack(self, message: hl7.Message) -> hl7.Message:
+        control_id = str(message.segment("MSH")[10])
+        stamp = time.strftime("%Y%m%d%H%M%S")
+        text = f"MSH|^~\\&|RIS|HOSPITAL|RADSERVICE|RADIOLOGY|{stamp}||ACK^R01^ACK|ACK{control_id}|P|2.5.1\r"
+        if self.answer == "AA":
+            text += f"MSA|AA|{control_id}\r"
+        else:
+            text += (f"MSA|{self.answer}|{control_id}\r"
+                     "ERR||OBR^1^3|204^Unknown key identifier^HL70357|E||||Order not found in RIS\r")
+        return hl7.parse(text)
+
+    def wait_for(self, count: int, timeout: float = 15) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the RIS received {len(self.received)} message(s), not {count}")
+            time.sleep(0.02)
+        return self.received
