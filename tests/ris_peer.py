@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 import hl7
 from hl7.mllp import start_hl7_server
 
-#: python-hl7 turns ``\.br\`` into CR by default; a report's line breaks are LF.
-UNESCAPE_MAP = {".br": "\n"}
+
+
+def _text(value: object) -> str:
+    # python-hl7's extract_field unescapes, turning \.br\ into CR (which cannot occur in a field
+    # otherwise: it ends segments); a report's line breaks are LF.
+    return str(value).replace("\r", "\n")
 
 
 @dataclass
@@ -25,15 +29,13 @@ class Received:
     def field(self, segment: str, n: int, component: int = 1, subcomponent: int = 1) -> str:
         """One unescaped value of the first segment named ``segment``."""
         seg = self.message.segment(segment)
-        value = str(seg.extract_field(field_num=n, component_num=component, subcomponent_num=subcomponent))
-        return str(self.message.unescape(value, app_map=UNESCAPE_MAP))
+        return _text(seg.extract_field(field_num=n, component_num=component, subcomponent_num=subcomponent))
 
     def obx(self) -> list[hl7.Segment]:
         return list(self.message.segments("OBX"))
 
     def obx_value(self, seg: hl7.Segment, n: int, component: int = 1) -> str:
-        raw = str(seg.extract_field(field_num=n, component_num=component))
-        return str(self.message.unescape(raw, app_map=UNESCAPE_MAP))
+        return _text(seg.extract_field(field_num=n, component_num=component))
 
     def sections(self) -> dict[str, str]:
         """OBX-3.1 (the LOINC code) -> OBX-5 text of every FT OBX."""
@@ -51,6 +53,7 @@ class RisPeer:
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _server: asyncio.AbstractServer | None = None
+    _writers: set[hl7.mllp.HL7StreamWriter] = field(default_factory=set)
 
     def start(self) -> RisPeer:
         ready = threading.Event()
@@ -62,8 +65,6 @@ class RisPeer:
                 start_hl7_server(self._client, "127.0.0.1", self.port, encoding="utf-8"))
             ready.set()
             loop.run_forever()
-            self._server.close()
-            loop.run_until_complete(self._server.wait_closed())
             loop.close()
 
         self._thread = threading.Thread(target=run, name="ris-peer", daemon=True)
@@ -72,10 +73,25 @@ class RisPeer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop = None
+        """Close the listener and every connection (as a RIS going down does)."""
+        if self._loop is None or self._thread is None:
+            return
+        loop = self._loop
+
+        async def shut() -> None:
+            assert self._server is not None
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shut(), loop)
+        self._thread.join(10)
+        self._loop = None
 
     def __enter__(self) -> RisPeer:
         return self.start()
@@ -86,6 +102,7 @@ class RisPeer:
     async def _client(self, reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
         self.connections += 1
         connection = self.connections
+        self._writers.add(writer)
         try:
             while not reader.at_eof():
                 try:
@@ -97,7 +114,10 @@ class RisPeer:
                     continue
                 writer.writemessage(self._ack(message))
                 await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     def _ack(self, message: hl7.Message) -> hl7.Message:
