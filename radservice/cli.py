@@ -178,6 +178,7 @@ def check(config: ConfigOption = None) -> None:
     finally:
         engine.dispose()
     failures += _check_llm(settings)
+    failures += _check_ris(settings)
     if failures:
         raise typer.Exit(1)
 
@@ -206,6 +207,24 @@ def _check_llm(settings: Settings) -> int:
         typer.echo(f"llm: FAILED ({where} has no model {settings.llm.model!r}; pull it or change llm.model)")
         return 1
     typer.echo(f"llm: ok ({where}, model {settings.llm.model} present)")
+    return 0
+
+
+def _check_ris(settings: Settings) -> int:
+    """Open (and close) an MLLP connection to the RIS; 1 on failure, 0 when fine or not configured."""
+    import socket
+
+    ris = settings.ris
+    if not ris.host:
+        typer.echo("ris: not configured (ris.host is empty: signed reports wait in the outbox until it is set)")
+        return 0
+    try:
+        with socket.create_connection((ris.host, ris.port), timeout=ris.connect_timeout_s):
+            pass
+    except OSError as exc:
+        typer.echo(f"ris: FAILED (no MLLP connection to {ris.host}:{ris.port}: {exc.strerror or type(exc).__name__})")
+        return 1
+    typer.echo(f"ris: ok (MLLP connection to {ris.host}:{ris.port})")
     return 0
 
 

@@ -13,7 +13,6 @@ import hl7
 from hl7.mllp import start_hl7_server
 
 
-
 def _text(value: object) -> str:
     # python-hl7's extract_field unescapes, turning \.br\ into CR (which cannot occur in a field
     # otherwise: it ends segments); a report's line breaks are LF.

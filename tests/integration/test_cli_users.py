@@ -58,6 +58,21 @@ def test_db_upgrade_and_check(tmp_path: Path, db_url: str) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
     after = radservice("check", "--config", config, cwd=tmp_path)
     assert "schema up to date" in after.stdout and "llm: off" in after.stdout
+    assert "ris: not configured" in after.stdout
+
+
+def test_check_opens_an_mllp_connection_to_the_ris(tmp_path: Path) -> None:
+    from tests.ris_peer import RisPeer
+
+    port = free_port()
+    config = write_config(tmp_path, port=free_port(),
+                          extra=f'[llm]\nenabled = false\n[ris]\nhost = "127.0.0.1"\nport = {port}\n')
+    down = radservice("check", "--config", str(config), cwd=tmp_path)
+    assert down.returncode == 1 and f"ris: FAILED (no MLLP connection to 127.0.0.1:{port}" in down.stdout, down.stdout
+    with RisPeer(port) as ris:
+        up = radservice("check", "--config", str(config), cwd=tmp_path)
+        assert up.returncode == 0 and f"ris: ok (MLLP connection to 127.0.0.1:{port})" in up.stdout, up.stdout
+    assert ris.connections == 1 and ris.received == []
 
 
 @pytest.mark.parametrize("api", ["ollama", "openai"])

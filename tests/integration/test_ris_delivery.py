@@ -25,7 +25,8 @@ from tests.support import T0, add_report, free_port, make_user
 pytestmark = pytest.mark.integration
 
 #: Every HL7 delimiter, line breaks (one blank line), non-ASCII letters.
-FINDINGS = "Lungs: 4 mm nodule | right ^ upper & lobe ~ stable \\ unchanged.\n\nPleura: no effusion. Größe 5 × 3 cm, Ødem ñ."
+FINDINGS = ("Lungs: 4 mm nodule | right ^ upper & lobe ~ stable \\ unchanged.\n\n"
+            "Pleura: no effusion. Größe 5 × 3 cm, Ødem ñ.")
 IMPRESSION = "1. Nodule, follow-up in 12 months.\n2. Ärztlich: no acute finding."
 STUDY_UID = "1.2.826.0.1.3680043.8.498.12345"
 
