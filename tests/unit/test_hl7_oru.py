@@ -25,7 +25,8 @@ def _report(**changes: object) -> OutgoingReport:
         filler_order_number="F&1", requested_procedure_id="RP1", scheduled_step_id="SPS1",
         study_instance_uid="1.2.3.4", procedure_code="CTCHEST", procedure_text="CT chest ~ abdomen",
         modality="CT", priority="R", reason="cough\\fever", ordered_at=datetime(2026, 11, 30, 8, 0, tzinfo=UTC),
-        patient_id="MRN1", patient_issuer="HOSP", family_name="O'Brien^Jr", given_name="Zoë", birth_date=date(1970, 1, 2),
+        patient_id="MRN1", patient_issuer="HOSP", family_name="O'Brien^Jr", given_name="Zoë",
+        birth_date=date(1970, 1, 2),
         sex="M")
     return replace(base, **changes)  # type: ignore[arg-type]
 
