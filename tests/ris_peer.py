@@ -24,6 +24,8 @@ class Received:
     message: hl7.Message
     raw: str
     connection: int
+    #: time.perf_counter() once the ACK was written (None while unanswered)
+    acked_at: float | None = None
 
     def field(self, segment: str, n: int, component: int = 1, subcomponent: int = 1) -> str:
         """One unescaped value of the first segment named ``segment``."""
@@ -108,11 +110,13 @@ class RisPeer:
                     message = await reader.readmessage()
                 except asyncio.IncompleteReadError:
                     break
-                self.received.append(Received(message, str(message), connection))
+                received = Received(message, str(message), connection)
+                self.received.append(received)
                 if self.answer == "silent":
                     continue
                 writer.writemessage(self._ack(message))
                 await writer.drain()
+                received.acked_at = time.perf_counter()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
