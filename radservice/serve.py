@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
 from sqlalchemy import Engine
@@ -95,7 +95,8 @@ async def run(settings: Settings, engine: Engine) -> int:
     if settings.worker.serve_workers:
         app.state.listeners["worker"] = lambda: pool.alive() > 0
     scheduler = start_scheduler(settings, make_sessionmaker(engine))
-    senders = start_senders(settings, engine)
+    senders = start_senders(settings, engine, observers=[
+        lambda destination, status: app.state.metrics.outbox_deliveries.labels(destination, status).inc()])
     app.state.outbox_wake = lambda: wake_senders(senders)
     for delivery in senders:
         app.state.listeners[f"outbox-{delivery.sender.destination}"] = delivery.is_alive
@@ -130,7 +131,8 @@ async def run(settings: Settings, engine: Engine) -> int:
     return 0
 
 
-def start_senders(settings: Settings, engine: Engine) -> list[DeliveryLoop]:
+def start_senders(settings: Settings, engine: Engine,
+                  observers: Sequence[Callable[[str, str], None]] = ()) -> list[DeliveryLoop]:
     """One delivery loop per destination (a thread each: a peer that is down delays only its own rows)."""
     owner = f"{socket.gethostname()}:{os.getpid()}"
     ris = RisSender(settings.ris, sending_application=settings.hl7.sending_application,
@@ -138,7 +140,7 @@ def start_senders(settings: Settings, engine: Engine) -> list[DeliveryLoop]:
     if not settings.ris.host:
         log.warning("ris.host is not configured: signed reports wait in the outbox until it is")
     loops = [DeliveryLoop(sessions=make_sessionmaker(engine), sender=ris, settings=settings.outbox,
-                          owner=f"{owner}:ris")]
+                          owner=f"{owner}:ris", observers=observers)]
     for loop in loops:
         loop.start()
     if settings.ris.host:
@@ -152,6 +154,7 @@ def wake_senders(loops: list[DeliveryLoop]) -> None:
 
 
 def stop_senders(loops: list[DeliveryLoop]) -> None:
-    """Stop each loop after the delivery it is in (each waits at most its peer's timeouts)."""
+    """Stop each loop after the delivery it is in, waiting a few seconds at most: a delivery cut
+    short stays claimed until its lease expires and is sent again then (same control ID)."""
     for loop in loops:
-        loop.join(timeout=30)
+        loop.join(timeout=5)

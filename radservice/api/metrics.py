@@ -29,6 +29,10 @@ class ApiMetrics:
             "radservice_hl7_messages_total", "Inbound HL7 messages by type and ACK code.",
             ["message_type", "ack_code"], registry=self.registry,
         )
+        self.outbox_deliveries = Counter(
+            "radservice_outbox_deliveries_total", "Delivery attempts of signed reports by destination and outcome "
+            "(acked, failed, pending = to be retried).", ["destination", "outcome"], registry=self.registry,
+        )
         Info("radservice_build", "radservice version.", registry=self.registry).info({"version": __version__})
 
     def render(self) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -18,6 +19,7 @@ from typing import Protocol
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radservice.audit import service as audit
 from radservice.config import OutboxSettings
 from radservice.db.session import session_scope
 from radservice.outbox import service as outbox
@@ -71,11 +73,16 @@ class DeliveryLoop:
         ``[outbox]``: poll interval, backoff, lease.
     owner
         This loop's name in lease records (unique per process and destination).
+    observers
+        Called with ``(destination, status)`` after each attempt (metrics); their errors are
+        logged, never fatal.
     """
 
     def __init__(self, *, sessions: sessionmaker[Session], sender: Sender, settings: OutboxSettings, owner: str,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 observers: Sequence[Callable[[str, str], None]] = ()) -> None:
         self.sessions = sessions
+        self.observers = list(observers)
         self.sender = sender
         self.settings = settings
         self.owner = owner
@@ -149,6 +156,14 @@ class DeliveryLoop:
                                              error=result.detail,
                                              initial=timedelta(seconds=self.settings.retry_initial_s),
                                              maximum=timedelta(seconds=self.settings.retry_max_s))
+            if status is not None:
+                # the report left (or tried to leave) for a peer: PHI disclosure is audited
+                audit.record(session=session, actor="outbox", action=f"report.delivery_{status}", entity_type="report",
+                             entity_id=str(report.report_id),
+                             detail={"accession": report.accession_number, "version": report.version,
+                                     "destination": report.destination, "message_id": report.message_id,
+                                     "ack_code": result.code})
+        self._notify(status)
         # identifiers only: accession, version, control ID (never report text or names)
         if status is None:
             log.warning("outbox %s: delivery %d finished after its lease was lost; outcome not recorded",
@@ -158,3 +173,12 @@ class DeliveryLoop:
             log.log(level, "outbox %s: %s v%d (message %s) %s in %.1f ms%s", self.sender.destination,
                     report.accession_number, report.version, report.message_id, status, ms,
                     f": {result.detail}" if result.outcome != "acked" else "")
+
+    def _notify(self, status: str | None) -> None:
+        if status is None:
+            return
+        for observer in self.observers:
+            try:
+                observer(self.sender.destination, status)
+            except Exception:  # an observer (metrics) must never stop deliveries
+                log.exception("outbox %s: observer failed", self.sender.destination)

@@ -205,6 +205,7 @@ class OutgoingReport:
     in one go (the sender then works without a session)."""
 
     delivery_id: int
+    report_id: int
     destination: str
     message_id: str
     version: int
@@ -245,7 +246,8 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
     sections = tuple(Section(key, title, version.sections.get(key, "")) for key, title in version.titles
                      if version.sections.get(key, "").strip())
     return OutgoingReport(
-        delivery_id=delivery.id, destination=delivery.destination, message_id=delivery.message_id,
+        delivery_id=delivery.id, report_id=delivery.report_id, destination=delivery.destination,
+        message_id=delivery.message_id,
         version=version.version, kind=version.kind, result_status=version.result_status, sections=sections,
         signer_username=version.signer_username, signer_name=version.signer_name, signed_at=version.signed_at,
         sr_instance_uid=version.sr_instance_uid, accession_number=study.accession_number,

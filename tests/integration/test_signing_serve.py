@@ -47,6 +47,16 @@ def test_a_report_signed_in_serve_reaches_the_ris(tmp_path: Path, db_url: str) -
         assert oru.sections()["18782-3"] == "No change | stable."
         assert oru.field("MSH", 10) == rows[0]["message_id"]
         assert http.get("/api/v1/worklist").json()["items"] == []
+        metrics = httpx.get(running.base_url + "/metrics", timeout=5).text
+        assert 'radservice_outbox_deliveries_total{destination="ris",outcome="acked"} 1.0' in metrics
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine)() as session:
+        from sqlalchemy import select
+
+        from radservice.audit.models import AuditEvent
+        actions = session.scalars(select(AuditEvent.action).where(AuditEvent.entity_id == str(report_id))).all()
+    engine.dispose()
+    assert "report.signed_final" in actions and "report.delivery_acked" in actions
     log = running.log()
     assert "outbox: ORU^R01 to the RIS at 127.0.0.1" in log and "SRV-ACC v1" in log
     # no report text or patient names in the log

@@ -16,7 +16,7 @@ NASTY = "a|b^c&d~e\\f\nsecond line é"
 
 def _report(**changes: object) -> OutgoingReport:
     base = OutgoingReport(
-        delivery_id=1, destination="ris", message_id="ABCDEF0123456789ABCD", version=2, kind="final",
+        delivery_id=1, report_id=1, destination="ris", message_id="ABCDEF0123456789ABCD", version=2, kind="final",
         result_status="F",
         sections=(Section("findings", "Findings", NASTY), Section("impression", "Impression", "Normal."),
                   Section("lungs_extra", "Lungs extra", "x")),
