@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-    packages=(espeak-ng sox)
+    packages=(espeak-ng sox dcmtk dicom3tools)
 fi
 missing=()
 for pkg in "${packages[@]}"; do

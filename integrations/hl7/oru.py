@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from integrations.hl7.ack import hl7_timestamp
 from integrations.hl7.message import DEFAULT_ENCODING, build_segment, escape
-from radservice.outbox.service import OutgoingReport
+from radservice.outbox.service import OutgoingReport, signer_name_parts
 
 #: OBX-3 of each section key (LOINC, as DICOM CID 7001 maps its headings); others get a local code.
 SECTION_CODES = {
@@ -55,14 +55,6 @@ def section_code(key: str) -> tuple[str, str, str]:
     return key.upper()[:20], key.replace("_", " ").capitalize(), "99RADSVC"
 
 
-def _split_name(display_name: str, username: str) -> tuple[str, str]:
-    """(family, given) of a signer: the last word of the display name is the family name."""
-    words = [w for w in display_name.replace(",", " ").split() if w.lower().rstrip(".") not in ("dr", "prof")]
-    if not words:
-        return username, ""
-    return words[-1], " ".join(words[:-1])
-
-
 def _cwe(code: str, text: str, system: str) -> list[str]:
     return [escape(code), escape(text), escape(system)]
 
@@ -72,7 +64,7 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
     e = DEFAULT_ENCODING
     signed = hl7_timestamp(report.signed_at)
     status = report.result_status
-    family, given = _split_name(report.signer_name, report.signer_username)
+    family, given = signer_name_parts(report.signer_name, report.signer_username)
     # XCN / CNN of the signer: ID^family^given (CNN inside OBR-32 uses subcomponents)
     signer_xcn = [escape(report.signer_username), escape(family), escape(given)]
     signer_cnn = e.subcomponent.join(signer_xcn)

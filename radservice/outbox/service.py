@@ -192,6 +192,15 @@ def list_rows(*, session: Session, status: list[str] | None = None, destination:
     return list(session.scalars(query))
 
 
+def signer_name_parts(display_name: str, username: str) -> tuple[str, str]:
+    """(family, given) of a signer: the last word of the display name is the family name (titles
+    such as "Dr." dropped); the username when there is no display name."""
+    words = [w for w in display_name.replace(",", " ").split() if w.lower().rstrip(".") not in ("dr", "prof")]
+    if not words:
+        return username, ""
+    return words[-1], " ".join(words[:-1])
+
+
 @dataclass(frozen=True)
 class Section:
     key: str
@@ -216,6 +225,8 @@ class OutgoingReport:
     signer_name: str
     signed_at: datetime
     sr_instance_uid: str
+    #: The SR of the version this one replaces (its predecessor document), if any.
+    previous_sr_instance_uid: str | None
     accession_number: str
     accession_issuer: str
     placer_order_number: str
@@ -245,12 +256,16 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
     patient = study.patient
     sections = tuple(Section(key, title, version.sections.get(key, "")) for key, title in version.titles
                      if version.sections.get(key, "").strip())
+    previous = session.scalar(select(ReportVersion.sr_instance_uid).where(
+        ReportVersion.report_id == version.report_id, ReportVersion.version < version.version)
+        .order_by(ReportVersion.version.desc()).limit(1))
     return OutgoingReport(
         delivery_id=delivery.id, report_id=delivery.report_id, destination=delivery.destination,
         message_id=delivery.message_id,
         version=version.version, kind=version.kind, result_status=version.result_status, sections=sections,
         signer_username=version.signer_username, signer_name=version.signer_name, signed_at=version.signed_at,
-        sr_instance_uid=version.sr_instance_uid, accession_number=study.accession_number,
+        sr_instance_uid=version.sr_instance_uid, previous_sr_instance_uid=previous,
+        accession_number=study.accession_number,
         accession_issuer=study.accession_issuer, placer_order_number=study.placer_order_number,
         filler_order_number=study.filler_order_number, requested_procedure_id=study.requested_procedure_id,
         scheduled_step_id=study.scheduled_step_id, study_instance_uid=study.study_instance_uid,

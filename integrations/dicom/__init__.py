@@ -1,0 +1,1 @@
+"""DICOM adapters: the report as a Structured Report, and the network services (pynetdicom)."""
