@@ -179,6 +179,7 @@ def check(config: ConfigOption = None) -> None:
         engine.dispose()
     failures += _check_llm(settings)
     failures += _check_ris(settings)
+    failures += _check_pacs(settings)
     if failures:
         raise typer.Exit(1)
 
@@ -225,6 +226,30 @@ def _check_ris(settings: Settings) -> int:
         typer.echo(f"ris: FAILED (no MLLP connection to {ris.host}:{ris.port}: {exc.strerror or type(exc).__name__})")
         return 1
     typer.echo(f"ris: ok (MLLP connection to {ris.host}:{ris.port})")
+    return 0
+
+
+def _check_pacs(settings: Settings) -> int:
+    """C-ECHO to the PACS; 1 on failure, 0 when fine or not configured."""
+    from integrations.dicom.scu import PacsClient, PacsUnavailable
+
+    pacs = settings.pacs
+    where = f"{pacs.ae_title}@{pacs.host}:{pacs.port}"
+    if not pacs.host:
+        typer.echo("pacs: not configured (pacs.host is empty: signed reports' SRs wait in the outbox until it is set)")
+        return 0
+    client = PacsClient(pacs, settings.dicom)
+    try:
+        status = client.echo()
+    except PacsUnavailable as exc:
+        typer.echo(f"pacs: FAILED (C-ECHO to {where}: {exc})")
+        return 1
+    finally:
+        client.close()
+    if status != 0:
+        typer.echo(f"pacs: FAILED (C-ECHO to {where} answered status 0x{status:04X})")
+        return 1
+    typer.echo(f"pacs: ok (C-ECHO to {where} as {settings.dicom.ae_title})")
     return 0
 
 

@@ -69,6 +69,9 @@ class PacsSettings(_Section):
     port: int = Field(4242, ge=0, le=65535)
     ae_title: str = Field("ORTHANC", min_length=1, max_length=16)
     find_on_intake: bool = False
+    connect_timeout_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    idle_timeout_s: float = Field(60.0, gt=0)
 
 
 class WhisperSettings(_Section):

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 import uvicorn
 from sqlalchemy import Engine
 
+from integrations.dicom.listener import DicomListener
+from integrations.dicom.scu import PacsSender
 from integrations.hl7.listener import MllpListener
 from integrations.hl7.routing import Hl7Router
 from integrations.hl7.sender import RisSender
@@ -88,6 +90,17 @@ async def run(settings: Settings, engine: Engine) -> int:
     app.state.listeners["hl7"] = mllp.is_up
     host, port = mllp_sock.getsockname()[:2]
     log.info("HL7 MLLP listening on %s:%d", host, port)
+    dicom = DicomListener(settings.dicom)
+    try:
+        host, port = dicom.start()
+    except OSError as exc:
+        await mllp.close()
+        api_sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ListenError(f"DICOM listener: cannot listen on {settings.dicom.listen_host}:"
+                          f"{settings.dicom.listen_port}: {reason}") from None
+    app.state.listeners["dicom"] = dicom.is_up
+    log.info("DICOM listening on %s:%d as %s (C-ECHO)", host, port, settings.dicom.ae_title)
 
     # Workers are child processes (models never live in the API process); duties run on a scheduler.
     pool = WorkerPool(settings, settings.worker.serve_workers)
@@ -108,6 +121,7 @@ async def run(settings: Settings, engine: Engine) -> int:
         api_task.result()
         log.error("HTTP API stopped during start-up")
         await mllp.close()
+        dicom.stop()
         scheduler.shutdown(wait=False)
         stop_senders(senders)
         pool.stop(timeout=10)
@@ -121,6 +135,7 @@ async def run(settings: Settings, engine: Engine) -> int:
         pool.check()
     log.info("shutting down")
     await mllp.close()
+    await asyncio.to_thread(dicom.stop)
     scheduler.shutdown(wait=False)
     await asyncio.to_thread(stop_senders, senders)
     await asyncio.to_thread(pool.stop, 15)
@@ -139,12 +154,17 @@ def start_senders(settings: Settings, engine: Engine,
                     sending_facility=settings.hl7.sending_facility)
     if not settings.ris.host:
         log.warning("ris.host is not configured: signed reports wait in the outbox until it is")
-    loops = [DeliveryLoop(sessions=make_sessionmaker(engine), sender=ris, settings=settings.outbox,
-                          owner=f"{owner}:ris", observers=observers)]
+    pacs = PacsSender(settings.pacs, settings.dicom, institution=settings.hl7.sending_facility)
+    if not settings.pacs.host:
+        log.warning("pacs.host is not configured: signed reports' SRs wait in the outbox until it is")
+    loops = [DeliveryLoop(sessions=make_sessionmaker(engine), sender=sender, settings=settings.outbox,
+                          owner=f"{owner}:{sender.destination}", observers=observers) for sender in (ris, pacs)]
     for loop in loops:
         loop.start()
     if settings.ris.host:
         log.info("outbox: ORU^R01 to the RIS at %s:%d", settings.ris.host, settings.ris.port)
+    if settings.pacs.host:
+        log.info("outbox: SR C-STORE to %s at %s:%d", settings.pacs.ae_title, settings.pacs.host, settings.pacs.port)
     return loops
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-    packages=(espeak-ng sox dcmtk dicom3tools)
+    packages=(espeak-ng sox dcmtk dicom3tools orthanc)
 fi
 missing=()
 for pkg in "${packages[@]}"; do

@@ -5,8 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
-# dciodvfy and dsrdump check every SR the project writes (tests skip without them, CI fails)
-scripts/system-packages.sh dcmtk dicom3tools || echo "test.sh: could not install dcmtk / dicom3tools" >&2
+# Orthanc (a real PACS), dcmtk (storescp, dsrdump) and dciodvfy: the DICOM tests' peers and
+# validators (tests skip without them, CI fails)
+scripts/system-packages.sh dcmtk dicom3tools orthanc || echo "test.sh: could not install dcmtk / dicom3tools / orthanc" >&2
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then

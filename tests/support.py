@@ -119,7 +119,8 @@ def write_config(tmp_path: Path, *, port: int, db_url: str | None = None, hl7_po
         f'[storage]\ndata_dir = "{tmp_path}/data"\n'
         f'[hl7]\nlisten_host = "127.0.0.1"\nlisten_port = {hl7_port or free_port()}\n{hl7_extra}\n'
         f"[worker]\nserve_workers = {workers}\n{worker_extra}\n"
-        f"{extra}"
+        + ("" if "[dicom]" in extra else f'[dicom]\nlisten_host = "127.0.0.1"\nlisten_port = {free_port()}\n')
+        + f"{extra}"
     )
     return path
 

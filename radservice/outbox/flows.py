@@ -36,6 +36,8 @@ class SendResult:
     outcome: str
     code: str = ""
     detail: str = ""
+    #: A Study Instance UID the sender had to find or make (the study had none): kept on the study.
+    study_instance_uid: str | None = None
 
     @classmethod
     def accepted(cls, code: str, detail: str = "") -> SendResult:
@@ -147,6 +149,9 @@ class DeliveryLoop:
                 kept = outbox.record_acked(session=session, delivery_id=delivery_id, owner=self.owner,
                                            ack_code=result.code, note=result.detail)
                 status: str | None = "acked" if kept else None
+                if kept and result.study_instance_uid:
+                    outbox.remember_study_uid(session=session, delivery_id=delivery_id,
+                                              uid=result.study_instance_uid)
             elif result.outcome == "refused":
                 kept = outbox.record_refused(session=session, delivery_id=delivery_id, owner=self.owner,
                                              ack_code=result.code, error=result.detail)

@@ -21,6 +21,7 @@ class DeliveryStatus(StrEnum):
 
 class Destination(StrEnum):
     RIS = "ris"  # HL7 ORU^R01 over MLLP
+    PACS = "pacs"  # DICOM Basic Text SR, C-STORE
 
 
 class Delivery(Base):

@@ -93,6 +93,14 @@ def record_acked(*, session: Session, delivery_id: int, owner: str, ack_code: st
     return done == 1
 
 
+def remember_study_uid(*, session: Session, delivery_id: int, uid: str) -> None:
+    """Keep a Study Instance UID a sender found (C-FIND) or made on a study that had none, so every
+    later version and message names the same study."""
+    study_id = session.scalar(select(Delivery.study_id).where(Delivery.id == delivery_id))
+    session.execute(update(Study).where(Study.id == study_id, Study.study_instance_uid.is_(None))
+                    .values(study_instance_uid=uid))
+
+
 def record_refused(*, session: Session, delivery_id: int, owner: str, ack_code: str, error: str) -> bool:
     """The peer refused the delivery (AE, AR): failed until a person retries it."""
     now = utcnow()

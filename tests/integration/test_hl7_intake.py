@@ -189,4 +189,4 @@ def test_metrics_count_messages_by_type_and_ack(service: Service) -> None:
         time.sleep(0.1)
     assert 'radservice_hl7_messages_total{ack_code="AA",message_type="ORM^O01"} 1.0' in text
     ready = httpx.get(service.proc.base_url + "/readyz", timeout=5).json()
-    assert ready["checks"] == {"database": "ok", "hl7": "ok", "outbox-ris": "ok"}
+    assert ready["checks"] == {"database": "ok", "hl7": "ok", "dicom": "ok", "outbox-ris": "ok", "outbox-pacs": "ok"}

@@ -68,9 +68,9 @@ def test_sign_preliminary_then_final_writes_versions_and_outbox_rows(
 
     deliveries = client.get(f"{url}/deliveries", headers=people["radiologist"]).json()
     assert [(d["version"], d["destination"], d["status"], d["attempts"]) for d in deliveries] == [
-        (1, "ris", "pending", 0), (2, "ris", "pending", 0)]
-    assert deliveries[1]["waiting_for_version"] == 1 and deliveries[0]["waiting_for_version"] is None
-    ids = [d["message_id"] for d in deliveries]
+        (1, "pacs", "pending", 0), (1, "ris", "pending", 0), (2, "pacs", "pending", 0), (2, "ris", "pending", 0)]
+    assert [d["waiting_for_version"] for d in deliveries] == [None, None, 1, 1]
+    ids = [d["message_id"] for d in deliveries if d["destination"] == "ris"]
     assert len(set(ids)) == 2 and all(len(i) == 20 for i in ids)
     with factory() as session:
         versions = session.scalars(select(ReportVersion).order_by(ReportVersion.version)).all()
@@ -102,7 +102,7 @@ def test_addenda_need_a_final_report_and_carry_the_whole_report(
     titles = {t["key"]: t["title"] for t in body["section_titles"]}
     assert titles["addendum_2"].startswith("Addendum 2 (") and "u.radiologist" in titles["addendum_2"]
     with factory() as session:
-        rows = session.scalars(select(Delivery).order_by(Delivery.version)).all()
+        rows = session.scalars(select(Delivery).where(Delivery.destination == "ris").order_by(Delivery.version)).all()
         assert [(r.version, r.status) for r in rows] == [(1, "pending"), (2, "pending"), (3, "pending")]
         last = session.scalars(select(ReportVersion).where(ReportVersion.version == 3)).one()
         assert set(last.sections) >= {"findings", "impression", "addendum_1", "addendum_2"}
@@ -134,9 +134,9 @@ def test_admin_outbox_lists_filters_and_retries_only_failed_rows(
                            headers=people["radiologist"]).status_code == 200
     assert client.get("/api/v1/admin/outbox", headers=people["radiologist"]).status_code == 403
     rows = client.get("/api/v1/admin/outbox", headers=people["admin"]).json()
-    assert [r["accession_number"] for r in rows] == ["OUT-2", "OUT-1"]
-    one = client.get("/api/v1/admin/outbox", params={"accession": "OUT-1", "status": "pending"},
-                     headers=people["admin"]).json()
+    assert [r["accession_number"] for r in rows] == ["OUT-2", "OUT-2", "OUT-1", "OUT-1"]
+    one = client.get("/api/v1/admin/outbox", params={"accession": "OUT-1", "status": "pending",
+                                                     "destination": "ris"}, headers=people["admin"]).json()
     assert [r["accession_number"] for r in one] == ["OUT-1"]
     assert client.get("/api/v1/admin/outbox", params={"status": "failed"}, headers=people["admin"]).json() == []
     assert client.get("/api/v1/admin/outbox", params={"status": "lost"}, headers=people["admin"]).status_code == 422

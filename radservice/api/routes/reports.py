@@ -35,8 +35,9 @@ _CODES = {"not_draft": status.HTTP_409_CONFLICT, "stale": status.HTTP_409_CONFLI
 
 
 def _destinations(settings: Settings) -> list[str]:
-    """Where every signed version goes: the RIS (a row waits, visibly, while ``ris.host`` is unset)."""
-    return [Destination.RIS.value]
+    """Where every signed version goes: the RIS and the PACS (a row waits, visibly, while its
+    peer's host is unset)."""
+    return [Destination.RIS.value, Destination.PACS.value]
 
 
 def _give_up_after(settings: Settings) -> timedelta:

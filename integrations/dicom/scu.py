@@ -1,0 +1,226 @@
+"""DICOM services we call on the PACS (pynetdicom): C-STORE of our SRs on a reused association,
+C-FIND of a study by accession number, C-ECHO; and the outbox's sender for destination ``pacs``.
+
+Every call has a timeout (connection, ACSE, DIMSE, network); TCP_NODELAY is set on our
+association sockets (measured here: 92 ms per store with Nagle, 6-7.5 ms without). Status
+meanings are a table of data, as pynetdicom keeps them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    BasicTextSRStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from integrations.dicom.sr import SrError, build_sr
+from radservice.config import DicomSettings, PacsSettings
+from radservice.outbox.flows import SendResult
+from radservice.outbox.service import OutgoingReport
+
+log = logging.getLogger("radservice.dicom")
+
+#: Namespace of the Study Instance UIDs we must make up (no UID in the order, none in the PACS).
+_STUDY_NAMESPACE = uuid.UUID("0b6f5d0e-8a3e-4f65-b7a4-58cbbd0f1f42")
+
+#: C-STORE statuses (PS3.4 GG.4-1 and B.2-1): what each means for the outbox.
+STORE_STATUS = {
+    0x0000: ("acked", "success"),
+    0xB000: ("acked", "warning: coercion of data elements"),
+    0xB006: ("acked", "warning: elements discarded"),
+    0xB007: ("acked", "warning: data set does not match SOP class"),
+    0x0117: ("refused", "invalid SOP instance"),
+    0x0122: ("refused", "SOP class not supported"),
+    0x0124: ("refused", "not authorized"),
+    0x0210: ("later", "duplicate invocation"),
+    0x0211: ("refused", "unrecognized operation"),
+    0x0212: ("refused", "mistyped argument"),
+    0x0213: ("later", "resource limitation"),
+}
+
+
+def store_outcome(status: int) -> tuple[str, str]:
+    """(outcome, meaning) of a C-STORE status: ``acked``, ``refused`` or ``later``."""
+    if status in STORE_STATUS:
+        return STORE_STATUS[status]
+    if 0xA700 <= status <= 0xA7FF:
+        return "later", "refused: out of resources"
+    if 0xA900 <= status <= 0xA9FF:
+        return "refused", "error: data set does not match SOP class"
+    if 0xC000 <= status <= 0xCFFF:
+        return "refused", "error: cannot understand"
+    if 0xB000 <= status <= 0xBFFF:
+        return "acked", "warning"
+    return "refused", "failure"
+
+
+class PacsUnavailable(Exception):
+    """No association (refused, rejected, timed out) or it broke during the operation."""
+
+
+def _nodelay(assoc: Association) -> None:
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PacsClient:
+    """Our AE towards one PACS: an association opened on first use and reused while it lasts.
+
+    Parameters
+    ----------
+    pacs, dicom
+        ``[pacs]`` (host, port, called AE title, timeouts) and ``[dicom]`` (our AE title).
+    """
+
+    def __init__(self, pacs: PacsSettings, dicom: DicomSettings) -> None:
+        self.pacs = pacs
+        ae = AE(ae_title=dicom.ae_title)
+        for context in (BasicTextSRStorage, StudyRootQueryRetrieveInformationModelFind, Verification):
+            ae.add_requested_context(context)
+        ae.connection_timeout = pacs.connect_timeout_s
+        ae.acse_timeout = pacs.timeout_s
+        ae.dimse_timeout = pacs.timeout_s
+        ae.network_timeout = pacs.idle_timeout_s
+        self.ae = ae
+        self._assoc: Association | None = None
+        self._lock = threading.Lock()
+
+    def _association(self) -> Association:
+        if self._assoc is not None and self._assoc.is_established:
+            return self._assoc
+        assoc = self.ae.associate(self.pacs.host, self.pacs.port, ae_title=self.pacs.ae_title)
+        if not assoc.is_established:
+            where = f"{self.pacs.ae_title}@{self.pacs.host}:{self.pacs.port}"
+            if assoc.is_rejected:
+                raise PacsUnavailable(f"association rejected by {where}")
+            if assoc.is_aborted:
+                raise PacsUnavailable(f"association aborted by {where}")
+            raise PacsUnavailable(f"no association with {where} (refused or timed out)")
+        _nodelay(assoc)
+        self._assoc = assoc
+        return assoc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._assoc is not None and self._assoc.is_established:
+                self._assoc.release()
+            self._assoc = None
+
+    def store(self, ds: Dataset) -> int:
+        """C-STORE one dataset; the status, or PacsUnavailable when no answer came."""
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._assoc is not None and self._assoc.is_established
+                assoc = self._association()
+                status = assoc.send_c_store(ds)
+                if "Status" in status:
+                    return int(status.Status)
+                self._assoc = None
+                if not (reused and attempt == 1):  # a kept association the PACS dropped: once more
+                    break
+            raise PacsUnavailable(f"no C-STORE response from {self.pacs.host}:{self.pacs.port} "
+                                  f"within {self.pacs.timeout_s:g} s (association lost)")
+
+    def find_studies(self, accession_number: str) -> list[str]:
+        """Study Instance UIDs of the studies with this accession number (Study Root, STUDY level)."""
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.AccessionNumber = accession_number
+        query.StudyInstanceUID = ""
+        found: list[str] = []
+        with self._lock:
+            assoc = self._association()
+            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                if "Status" not in status:
+                    self._assoc = None
+                    raise PacsUnavailable(f"no C-FIND response from {self.pacs.host}:{self.pacs.port}")
+                if status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                    uid = str(identifier.get("StudyInstanceUID", ""))
+                    if uid and uid not in found:
+                        found.append(uid)
+        return found
+
+    def echo(self) -> int:
+        """C-ECHO; the status."""
+        with self._lock:
+            status = self._association().send_c_echo()
+            if "Status" not in status:
+                self._assoc = None
+                raise PacsUnavailable(f"no C-ECHO response from {self.pacs.host}:{self.pacs.port}")
+            return int(status.Status)
+
+
+@dataclass(frozen=True)
+class StudyUid:
+    """Where the Study Instance UID of an SR came from: ``order``, ``c-find`` or ``made``."""
+
+    uid: str
+    source: str
+
+
+def made_study_uid(accession_number: str, issuer: str) -> str:
+    """A Study Instance UID for a study nobody named: the same for the same accession every time."""
+    return f"2.25.{uuid.uuid5(_STUDY_NAMESPACE, f'{issuer}/{accession_number}').int}"
+
+
+class PacsSender:
+    """The outbox's sender for destination ``pacs``: our SR, C-STORE on a reused association.
+
+    Success (and warning) statuses -> acked; failure statuses -> refused, except resource
+    shortages; a refused, rejected or broken association or no answer in time -> later.
+    The Study Instance UID is the order's, else the PACS's (C-FIND by accession), else one
+    made from the accession number (said on the delivery).
+    """
+
+    destination = "pacs"
+
+    def __init__(self, pacs: PacsSettings, dicom: DicomSettings, *, institution: str = "") -> None:
+        self.client = PacsClient(pacs, dicom) if pacs.host else None
+        self.institution = institution
+
+    def study_uid(self, report: OutgoingReport) -> StudyUid:
+        if report.study_instance_uid:
+            return StudyUid(report.study_instance_uid, "order")
+        assert self.client is not None
+        found = self.client.find_studies(report.accession_number)
+        if found:
+            return StudyUid(found[0], "c-find")
+        return StudyUid(made_study_uid(report.accession_number, report.accession_issuer), "made")
+
+    def send(self, report: OutgoingReport) -> SendResult:
+        if self.client is None:
+            return SendResult.later("pacs.host is not configured: set [pacs] host, port and ae_title")
+        try:
+            study = self.study_uid(report)
+            ds = build_sr(report, study_instance_uid=study.uid, institution=self.institution)
+            status = self.client.store(ds)
+        except PacsUnavailable as exc:
+            return SendResult.later(str(exc))
+        except SrError as exc:
+            return SendResult.refused("", f"cannot build the SR: {exc}")
+        outcome, meaning = store_outcome(status)
+        code = f"0x{status:04X}"
+        notes = {"c-find": f"Study Instance UID {study.uid} found in the PACS by accession number",
+                 "made": f"warning: no Study Instance UID in the order or the PACS; made {study.uid}"}
+        note = "; ".join(n for n in (notes.get(study.source, ""), meaning if status else "") if n)
+        if outcome == "acked":
+            return SendResult(outcome="acked", code=code, detail=note,
+                              study_instance_uid=study.uid if study.source != "order" else None)
+        if outcome == "later":
+            return SendResult.later(f"C-STORE status {code}: {meaning}")
+        return SendResult.refused(code, f"C-STORE status {code}: {meaning}")
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
