@@ -76,7 +76,7 @@ def orthanc(workdir: Path, *, dicom_port: int | None = None, check_called_aet: b
         "IndexDirectory": str(workdir / "storage"), "DicomAet": ae_title, "DicomPort": dicom_port,
         "HttpPort": http_port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
         "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowEcho": True,
-        "DicomCheckCalledAet": check_called_aet, "DicomScpTimeout": 30, "Plugins": [], "SaveJobs": False,
+        "DicomCheckCalledAet": check_called_aet, "DicomScpTimeout": 2, "Plugins": [], "SaveJobs": False,
         "StableAge": 1, "ConcurrentJobs": 1, "HttpThreadsCount": 4,
     }
     path = workdir / "orthanc.json"

@@ -104,9 +104,7 @@ class PacsClient:
             where = f"{self.pacs.ae_title}@{self.pacs.host}:{self.pacs.port}"
             if assoc.is_rejected:
                 raise PacsUnavailable(f"association rejected by {where}")
-            if assoc.is_aborted:
-                raise PacsUnavailable(f"association aborted by {where}")
-            raise PacsUnavailable(f"no association with {where} (refused or timed out)")
+            raise PacsUnavailable(f"no association with {where} (connection refused, timed out or aborted)")
         _nodelay(assoc)
         self._assoc = assoc
         return assoc

@@ -51,8 +51,8 @@ class Delivery(Base):
     #: After this, a delivery that still fails for a passing reason (peer down) fails for good.
     give_up_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
-    #: The peer's answer code (AA, AE, AR) when it gave one.
-    ack_code: Mapped[str] = mapped_column(String(4), default="")
+    #: The peer's answer: HL7 MSA-1 (AA, AE, AR) or a DICOM status (0x0000), when it gave one.
+    ack_code: Mapped[str] = mapped_column(String(8), default="")
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -177,7 +177,8 @@ def test_ris_down_at_signing_then_up_is_delivered_once(
     report_id = _add(factory, "DOWN-1")
     sender_loop()
     _sign(client, report_id, doctor, "final")
-    _wait(lambda: _deliveries(client, report_id, doctor)[0]["attempts"] >= 2, "two failed attempts")
+    _wait(lambda: (lambda r: r["attempts"] >= 2 and r["status"] == "pending")(
+        _deliveries(client, report_id, doctor)[0]), "two failed attempts")
     (row,) = _deliveries(client, report_id, doctor)
     assert row["status"] == "pending" and "cannot connect" in row["last_error"], row
     assert row["next_attempt_at"] is not None

@@ -53,7 +53,7 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('give_up_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=False),
-    sa.Column('ack_code', sa.String(length=4), nullable=False),
+    sa.Column('ack_code', sa.String(length=8), nullable=False),
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
