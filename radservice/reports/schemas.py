@@ -61,11 +61,14 @@ class ReportPublic(BaseModel):
     signed_by: str | None
     signed_at: datetime | None
     versions: list[VersionPublic]
+    #: What a person should know about its deliveries (e.g. a Study Instance UID that had to be made).
+    warnings: list[str]
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, r: Report, versions: list[ReportVersion] | None = None) -> ReportPublic:
+    def of(cls, r: Report, versions: list[ReportVersion] | None = None,
+           warnings: list[str] | None = None) -> ReportPublic:
         signed = [VersionPublic.of(v) for v in versions or []]
         order = [key for key, _ in r.titles]
         return cls(report_id=r.id, accession_number=r.study.accession_number, status=r.status, version=r.version,
@@ -74,7 +77,8 @@ class ReportPublic(BaseModel):
                    section_titles=[SectionTitle(key=k, title=t) for k, t in r.titles],
                    refinement_notes=[RefinementNote(**n) for n in r.notes], refinement=r.refinement,
                    dictation_ids=list(r.dictation_ids), signed_by=signed[-1].signed_by if signed else None,
-                   signed_at=signed[-1].signed_at if signed else None, versions=signed, created_at=r.created_at,
+                   signed_at=signed[-1].signed_at if signed else None, versions=signed,
+                   warnings=list(warnings or []), created_at=r.created_at,
                    updated_at=r.updated_at)
 
 

@@ -168,6 +168,8 @@ def test_no_uid_anywhere_makes_one_and_says_so(
         _wait(_all_acked(client, report_id, doctor), "the C-STORE")
         (row,) = _rows(client, report_id, doctor)
         assert row["last_error"].startswith("warning: no Study Instance UID"), row
+        report = client.get(f"/api/v1/reports/{report_id}", headers=doctor).json()
+        assert report["warnings"] == [row["last_error"]]
         (instance,) = pacs.instances()
         assert pacs.dataset(instance).StudyInstanceUID == made_study_uid("SR-NONE", "")
 

@@ -4,7 +4,9 @@ readiness, metrics, audit, and `radservice check` reaching both peers."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -37,6 +39,12 @@ def test_a_report_signed_in_serve_reaches_the_ris_and_the_pacs(tmp_path: Path, d
         with serve(config, tmp_path) as running:
             ready = httpx.get(running.base_url + "/readyz", timeout=5).json()
             assert ready["checks"]["outbox-ris"] == "ok" and ready["checks"]["dicom"] == "ok", ready
+            # our DICOM listener answers dcmtk's echoscu (an independent SCU)
+            dicom_port = tomllib.loads(config.read_text())["dicom"]["listen_port"]
+            echo = subprocess.run(["echoscu", "-v", "-aec", "RADSERVICE", "127.0.0.1", str(dicom_port)],
+                                  capture_output=True, text=True, timeout=30)
+            assert echo.returncode == 0 and "Received Echo Response (Success)" in echo.stderr + echo.stdout, \
+                echo.stderr
             with RisClient(hl7_port) as client:
                 assert read_ack(client.send(order("SRV-1", "SRV-ACC"))).code == "AA"
             engine = make_engine(db_url)

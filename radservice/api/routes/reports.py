@@ -62,6 +62,14 @@ def _report_or_404(session: SessionDep, report_id: int) -> Report:
     return report
 
 
+def _public(session: SessionDep, report: Report) -> ReportPublic:
+    """The report as the API shows it: versions, and the warnings its deliveries left."""
+    warnings = [d.last_error for d in outbox.for_report(session=session, report_id=report.id)
+                if d.last_error.startswith("warning:")]
+    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id),
+                           list(dict.fromkeys(warnings)))
+
+
 @router.get("/reports/{report_id}", response_model=ReportPublic)
 def get_report(report_id: int, user: CurrentUser, session: SessionDep) -> ReportPublic:
     """The report's sections, status, version and revision, and the refinement notes."""
@@ -69,7 +77,7 @@ def get_report(report_id: int, user: CurrentUser, session: SessionDep) -> Report
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.read",
                  entity_type="report", entity_id=str(report.id))
     session.commit()
-    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+    return _public(session, report)
 
 
 @router.patch("/reports/{report_id}", response_model=ReportPublic)
@@ -86,7 +94,7 @@ def edit_report(report_id: int, body: ReportEdit, user: Editor, session: Session
                  detail={"sections": sorted(body.sections), "revision": report.revision})
     session.commit()
     session.refresh(report)
-    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+    return _public(session, report)
 
 
 @router.post("/reports/{report_id}/sign", response_model=ReportPublic)
@@ -107,7 +115,7 @@ def sign_report(report_id: int, body: SignRequest, user: Signer, session: Sessio
                  detail={"accession": report.study.accession_number, "version": version.version})
     session.commit()
     _wake_senders(request)
-    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+    return _public(session, report)
 
 
 @router.post("/reports/{report_id}/addenda", response_model=ReportPublic, status_code=status.HTTP_201_CREATED)
@@ -126,7 +134,7 @@ def add_addendum(report_id: int, body: AddendumRequest, user: Signer, session: S
                  detail={"accession": report.study.accession_number, "version": version.version})
     session.commit()
     _wake_senders(request)
-    return ReportPublic.of(report, reports.versions(session=session, report_id=report.id))
+    return _public(session, report)
 
 
 @router.get("/reports/{report_id}/deliveries", response_model=list[DeliveryPublic])
