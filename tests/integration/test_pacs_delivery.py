@@ -207,3 +207,68 @@ def _image(study_uid: str, accession: str) -> Dataset:
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
+
+
+@pytest.fixture
+def scripted_scp() -> Iterator[Callable[[Callable[[Any], int]], int]]:
+    """A pynetdicom storage SCP whose C-STORE answer the test scripts (a status, or a long wait)."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import BasicTextSRStorage  # type: ignore[attr-defined]
+
+    servers = []
+
+    def start(answer: Callable[[Any], int]) -> int:
+        ae = AE(ae_title="SCRIPTED")
+        ae.add_supported_context(BasicTextSRStorage)
+        port = free_port()
+        servers.append(ae.start_server(("127.0.0.1", port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, answer)]))
+        return port
+
+    yield start
+    for server in servers:
+        server.shutdown()  # type: ignore[union-attr]
+
+
+def test_a_failure_status_fails_the_delivery_with_its_meaning(
+        client: TestClient, factory: sessionmaker[Session], pacs_loop: Callable[..., DeliveryLoop],
+        doctor: dict[str, str], scripted_scp: Callable[[Callable[[Any], int]], int]) -> None:
+    report_id = _add(factory, "SR-A900")
+    answers: list[str] = []
+
+    def refuse(event: Any) -> int:
+        answers.append(event.request.AffectedSOPInstanceUID)
+        return 0xA900
+
+    pacs_loop(scripted_scp(refuse), ae_title="SCRIPTED")
+    _sign(client, report_id, doctor, "final")
+    _wait(lambda: _rows(client, report_id, doctor)[0]["status"] == "failed", "the failure")
+    time.sleep(0.6)  # several backoff periods: a refused store is not retried
+    (row,) = _rows(client, report_id, doctor)
+    assert row["ack_code"] == "0xA900" and "does not match SOP class" in row["last_error"], row
+    assert row["attempts"] == 1 and len(answers) == 1
+
+
+def test_a_pacs_that_does_not_answer_in_time_is_retried(
+        client: TestClient, factory: sessionmaker[Session], pacs_loop: Callable[..., DeliveryLoop],
+        doctor: dict[str, str], scripted_scp: Callable[[Callable[[Any], int]], int]) -> None:
+    report_id = _add(factory, "SR-SLOW")
+    calls: list[float] = []
+
+    def slow_then_fine(event: Any) -> int:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            time.sleep(2.5)  # beyond the client's timeout_s = 1
+        return 0x0000
+
+    settings_port = scripted_scp(slow_then_fine)
+    loop = pacs_loop(settings_port, ae_title="SCRIPTED")
+    loop.sender.client.ae.dimse_timeout = 1  # type: ignore[attr-defined]
+    _sign(client, report_id, doctor, "final")
+    _wait(lambda: _rows(client, report_id, doctor)[0]["attempts"] >= 1
+          and _rows(client, report_id, doctor)[0]["status"] != "sent", "the first attempt")
+    first = _rows(client, report_id, doctor)[0]
+    assert first["status"] == "pending" and "no C-STORE response" in first["last_error"], first
+    _wait(_all_acked(client, report_id, doctor), "the C-STORE on a retry")
+    (row,) = _rows(client, report_id, doctor)
+    assert row["attempts"] == 2 and len(calls) == 2
