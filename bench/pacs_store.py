@@ -50,14 +50,14 @@ def main() -> None:
         _measure(client, 5, fresh=False)  # warm-up
         results["reused association, TCP_NODELAY"] = _measure(client, args.stores, fresh=False)
         client.close()
-        original = scu._nodelay
-        scu._nodelay = lambda assoc: None  # type: ignore[assignment]
+        original = scu.set_nodelay
+        scu.set_nodelay = lambda assoc: None  # type: ignore[assignment]
         try:
             client = scu.PacsClient(settings, DicomSettings())
             results["reused association, Nagle on"] = _measure(client, args.stores, fresh=False)
             client.close()
         finally:
-            scu._nodelay = original
+            scu.set_nodelay = original
         client = scu.PacsClient(settings, DicomSettings())
         results["new association per store, TCP_NODELAY"] = _measure(client, args.stores, fresh=True)
         base = statistics.median(results["reused association, TCP_NODELAY"])

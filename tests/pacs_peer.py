@@ -21,7 +21,7 @@ import httpx
 import pydicom
 
 from tests.conftest import IN_CI
-from tests.support import free_port
+from tests.support import free_port, wait_until_up
 
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
 STORESCP = shutil.which("storescp")
@@ -88,18 +88,8 @@ def orthanc(workdir: Path, *, dicom_port: int | None = None, check_called_aet: b
                                 env={**os.environ, "TCP_NODELAY": "1"})
     running = Orthanc(dicom_port, http_port, ae_title, proc, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"Orthanc exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(running.url + "/system", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Orthanc did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_up(proc, running.url + "/system", what="Orthanc", wait_s=30,
+                      log=lambda: log_path.read_text()[-3000:])
         yield running
     finally:
         proc.send_signal(signal.SIGTERM)

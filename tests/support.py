@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -36,6 +37,32 @@ def radservice(*args: str, env: dict[str, str] | None = None, cwd: Path | None =
         [sys.executable, "-m", "radservice.cli", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
     )
+
+
+def wait_until_up(proc: subprocess.Popen[str] | subprocess.Popen[bytes], url: str, *, what: str, wait_s: float,
+                  log: Callable[[], str]) -> None:
+    """Wait until ``url`` answers 200; fail with ``log()`` when ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}:\n{log()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not up after {wait_s}s:\n{log()}")
+        time.sleep(0.1)
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.03)
 
 
 class ServeProcess:
@@ -71,18 +98,7 @@ def serve(config_path: Path, workdir: Path, *, env: dict[str, str] | None = None
     )
     running = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited with {proc.returncode}:\n{running.log()}")
-            try:
-                if httpx.get(running.base_url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"serve not healthy after {wait_s}s:\n{running.log()}")
-            time.sleep(0.1)
+        wait_until_up(proc, running.base_url + "/healthz", what="serve", wait_s=wait_s, log=running.log)
         yield running
     finally:
         # as its docstring says: SIGTERM, so serve stops its workers (a killed serve leaves them
@@ -190,3 +206,18 @@ def add_report(factory: sessionmaker[Session], accession: str, sections: dict[st
         report = reports.draft_for(session=session, study=study, template=template)
         reports.edit(session=session, report=report, sections=sections, user_id=None)
         return report.id
+
+
+def start_delivery_loop(app_state: Any, sessions: sessionmaker[Session], sender: Any,
+                        outbox: dict[str, float], owner: str) -> Any:
+    """An outbox delivery loop for ``sender`` with short timings, started; the in-process API
+    (``app_state``: a TestClient's app.state) signs with the same [outbox] settings and wakes it."""
+    from radservice.config import OutboxSettings
+    from radservice.outbox.flows import DeliveryLoop
+
+    settings = OutboxSettings(**{"poll_interval_s": 0.05, "retry_initial_s": 0.2, "retry_max_s": 0.8, **outbox})
+    loop = DeliveryLoop(sessions=sessions, sender=sender, settings=settings, owner=owner)
+    loop.start()
+    app_state.settings = app_state.settings.model_copy(update={"outbox": settings})
+    app_state.outbox_wake = loop.wake
+    return loop

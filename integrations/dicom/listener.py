@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from integrations.dicom.scu import set_nodelay
 from radservice.config import DicomSettings
 
 log = logging.getLogger("radservice.dicom")
@@ -21,10 +21,7 @@ def _on_echo(event: Event) -> int:
 
 
 def _on_open(event: Event) -> None:
-    # pynetdicom never sets TCP_NODELAY; every small PDU would wait for a delayed ACK.
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    set_nodelay(event.assoc)
 
 
 class DicomListener:

@@ -68,7 +68,9 @@ class PacsUnavailable(Exception):
     """No association (refused, rejected, timed out) or it broke during the operation."""
 
 
-def _nodelay(assoc: Association) -> None:
+def set_nodelay(assoc: Association) -> None:
+    """TCP_NODELAY on an association's socket (pynetdicom never sets it; each small PDU would
+    wait for the peer's delayed ACK)."""
     sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -105,7 +107,7 @@ class PacsClient:
             if assoc.is_rejected:
                 raise PacsUnavailable(f"association rejected by {where}")
             raise PacsUnavailable(f"no association with {where} (connection refused, timed out or aborted)")
-        _nodelay(assoc)
+        set_nodelay(assoc)
         self._assoc = assoc
         return assoc
 
@@ -213,8 +215,7 @@ class PacsSender:
                  "made": f"warning: no Study Instance UID in the order or the PACS; made {study.uid}"}
         note = "; ".join(n for n in (notes.get(study.source, ""), meaning if status else "") if n)
         if outcome == "acked":
-            return SendResult(outcome="acked", code=code, detail=note,
-                              study_instance_uid=study.uid if study.source != "order" else None)
+            return SendResult.accepted(code, note, study.uid if study.source != "order" else None)
         if outcome == "later":
             return SendResult.later(f"C-STORE status {code}: {meaning}")
         return SendResult.refused(code, f"C-STORE status {code}: {meaning}")

@@ -70,9 +70,9 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
     signer_cnn = e.subcomponent.join(signer_xcn)
     placer = [escape(report.placer_order_number)] if report.placer_order_number else ""
     filler = [escape(report.filler_order_number)] if report.filler_order_number else ""
-    code = report.procedure_code or report.procedure_text
-    service = (_cwe(report.procedure_code, report.procedure_text, "L") if report.procedure_code
-               else ["", escape(report.procedure_text)]) if code else ""
+    # OBR-4 / OBR-44: the procedure as the order coded it, else its text alone
+    service: str | list[str] = (_cwe(report.procedure_code, report.procedure_text, "L") if report.procedure_code
+                                else ["", escape(report.procedure_text)] if report.procedure_text else "")
     observed = hl7_timestamp(report.ordered_at) if report.ordered_at else signed
 
     msh = "|".join(["MSH", e.component + e.repetition + e.escape + e.subcomponent, escape(header.sending_application),

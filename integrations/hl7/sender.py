@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from integrations.hl7.message import MessageError, parse
+from integrations.hl7.message import MessageError, decode, parse
 from integrations.hl7.mllp import FrameReader, FrameTooLarge, wrap
 from integrations.hl7.oru import OruHeader, build_oru
 from radservice.config import RisSettings
@@ -46,8 +46,8 @@ def read_ack(payload: bytes) -> Ack:
     MessageError
         The frame is not an HL7 message with an MSA segment.
     """
-    text = payload.decode("utf-8", errors="strict") if _is_utf8(payload) else payload.decode("latin-1")
-    message = parse(text)
+    text, codec = decode(payload)  # by the answer's MSH-18, as inbound messages are read
+    message = parse(text, codec)
     msa = message.first("MSA")
     if msa is None:
         raise MessageError("AR", 100, "answer has no MSA segment")
@@ -60,14 +60,6 @@ def read_ack(payload: bytes) -> Ack:
         parts = [err.get(8), condition or legacy, f"at {where}" if where else ""]
         reasons.append(" ".join(p for p in parts if p))
     return Ack(code=msa.get(1).upper(), control_id=msa.get(2), text="; ".join(r for r in reasons if r))
-
-
-def _is_utf8(payload: bytes) -> bool:
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class MllpConnection:

@@ -40,8 +40,8 @@ class SendResult:
     study_instance_uid: str | None = None
 
     @classmethod
-    def accepted(cls, code: str, detail: str = "") -> SendResult:
-        return cls("acked", code, detail)
+    def accepted(cls, code: str, detail: str = "", study_instance_uid: str | None = None) -> SendResult:
+        return cls("acked", code, detail, study_instance_uid)
 
     @classmethod
     def refused(cls, code: str, detail: str) -> SendResult:

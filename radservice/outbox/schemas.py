@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -34,10 +35,16 @@ class DeliveryPublic(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, d: Delivery, waiting_for: int | None = None) -> DeliveryPublic:
+    def many(cls, rows: list[Delivery], waiting_for: Mapping[int, int]) -> list[DeliveryPublic]:
+        """``waiting_for``: what :func:`radservice.outbox.service.waiting_for` says of the rows."""
+        return [cls.of(d, waiting_for) for d in rows]
+
+    @classmethod
+    def of(cls, d: Delivery, waiting_for: Mapping[int, int]) -> DeliveryPublic:
         return cls(id=d.id, report_id=d.report_id, accession_number=d.accession_number, version=d.version,
                    destination=d.destination, status=d.status, message_id=d.message_id, attempts=d.attempts,
                    last_error=d.last_error, ack_code=d.ack_code,
                    next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
-                   waiting_for_version=waiting_for, give_up_at=d.give_up_at, last_attempt_at=d.last_attempt_at,
+                   waiting_for_version=waiting_for.get(d.id), give_up_at=d.give_up_at,
+                   last_attempt_at=d.last_attempt_at,
                    acked_at=d.acked_at, created_at=d.created_at)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from radservice.db.base import utcnow
 from radservice.outbox.models import Delivery, DeliveryStatus
-from radservice.reports.models import Report, ReportVersion
+from radservice.reports.models import ReportVersion
 from radservice.worklist.models import Study
 
 #: Longest error text kept on a row.
@@ -173,18 +173,25 @@ def for_report(*, session: Session, report_id: int) -> list[Delivery]:
                                 .order_by(Delivery.version, Delivery.destination)))
 
 
-def waiting_for(*, session: Session, delivery: Delivery) -> int | None:
-    """The earliest version of the same study whose row (same destination) is not acked yet, if
-    ``delivery`` is open and waits for it."""
-    if delivery.status not in _OPEN:
-        return None
-    version: int | None = session.scalar(
-        select(Delivery.version).where(Delivery.study_id == delivery.study_id,
-                                       Delivery.destination == delivery.destination,
-                                       Delivery.version < delivery.version,
-                                       Delivery.status != DeliveryStatus.ACKED.value)
-        .order_by(Delivery.version).limit(1))
-    return version
+def waiting_for(*, session: Session, deliveries: list[Delivery]) -> dict[int, int]:
+    """Row id -> the earliest earlier version of the same study (same destination) not acked yet,
+    for each open row that waits for one; one query for all the rows."""
+    open_rows = [d for d in deliveries if d.status in _OPEN]
+    if not open_rows:
+        return {}
+    unacked: dict[tuple[int, str], list[int]] = {}
+    for study_id, destination, version in session.execute(
+            select(Delivery.study_id, Delivery.destination, Delivery.version)
+            .where(Delivery.study_id.in_({d.study_id for d in open_rows}),
+                   Delivery.status != DeliveryStatus.ACKED.value)
+            .order_by(Delivery.version)):
+        unacked.setdefault((study_id, destination), []).append(version)
+    found = {}
+    for d in open_rows:
+        earlier = [v for v in unacked.get((d.study_id, d.destination), []) if v < d.version]
+        if earlier:
+            found[d.id] = earlier[0]
+    return found
 
 
 def list_rows(*, session: Session, status: list[str] | None = None, destination: str | None = None,
@@ -260,7 +267,7 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
     """The outgoing report of one outbox row."""
     delivery = session.get_one(Delivery, delivery_id)
     version = delivery.report_version
-    study = session.get_one(Report, version.report_id).study
+    study = session.get_one(Study, delivery.study_id)
     patient = study.patient
     sections = tuple(Section(key, title, version.sections.get(key, "")) for key, title in version.titles
                      if version.sections.get(key, "").strip())

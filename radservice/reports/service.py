@@ -192,8 +192,8 @@ def _check_signer(kind: VersionKind, user: User, report: Report) -> None:
 
 def _new_version(*, session: Session, report: Report, kind: VersionKind, user: User, destinations: Sequence[str],
                  give_up_after: timedelta) -> ReportVersion:
-    signed = versions(session=session, report_id=report.id)
-    number = signed[-1].version + 1 if signed else report.version
+    # a draft is drafted as its first version; every later signature is the next one
+    number = report.version if report.status == ReportStatus.DRAFT.value else report.version + 1
     version = ReportVersion(report_id=report.id, version=number, kind=kind.value, result_status=RESULT_STATUS[kind],
                             titles=[list(t) for t in report.titles], sections=dict(report.sections),
                             signed_by=user.id, signer_username=user.username, signer_name=user.display_name,

@@ -63,7 +63,7 @@ class ScriptedPeer:
 
 
 @pytest.fixture
-def peer(request: pytest.FixtureRequest) -> Iterator[Callable[[Script], ScriptedPeer]]:
+def peer() -> Iterator[Callable[[Script], ScriptedPeer]]:
     peers: list[ScriptedPeer] = []
 
     def make(script: Script) -> ScriptedPeer:

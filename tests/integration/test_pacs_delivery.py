@@ -18,14 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.dicom.scu import PacsSender, made_study_uid
 from integrations.dicom.sr import read_sections
-from radservice.config import Settings
+from radservice.config import DicomSettings, PacsSettings
 from radservice.db.session import session_scope
 from radservice.outbox.flows import DeliveryLoop
 from radservice.worklist import service as worklist
 from radservice.worklist.models import Study
-from tests.integration.test_ris_delivery import FINDINGS, IMPRESSION, STUDY_UID, _order, _sign, _wait
+from tests.integration.test_ris_delivery import FINDINGS, IMPRESSION, STUDY_UID, _order, _sign
 from tests.pacs_peer import MISSING, orthanc, storescp
-from tests.support import add_report, free_port, make_user
+from tests.support import add_report, free_port, make_user, start_delivery_loop, wait_for
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed "
@@ -45,16 +45,10 @@ def pacs_loop(factory: sessionmaker[Session], client: TestClient) -> Iterator[Ca
     loops: list[DeliveryLoop] = []
 
     def start(port: int, ae_title: str = "ORTHANC") -> DeliveryLoop:
-        settings = Settings(pacs={"host": "127.0.0.1", "port": port, "ae_title": ae_title, "timeout_s": 5,
-                                  "connect_timeout_s": 1},
-                            outbox={"poll_interval_s": 0.05, "retry_initial_s": 0.2, "retry_max_s": 0.8})
-        loop = DeliveryLoop(sessions=factory, sender=PacsSender(settings.pacs, settings.dicom), owner="test:pacs",
-                            settings=settings.outbox)
-        loop.start()
-        state = client.app.state  # type: ignore[attr-defined]
-        state.outbox_wake = loop.wake
-        loops.append(loop)
-        return loop
+        pacs = PacsSettings(host="127.0.0.1", port=port, ae_title=ae_title, timeout_s=5, connect_timeout_s=1)
+        loops.append(start_delivery_loop(client.app.state, factory,  # type: ignore[attr-defined]
+                                         PacsSender(pacs, DicomSettings()), {}, owner="test:pacs"))
+        return loops[-1]
 
     yield start
     for loop in loops:
@@ -85,7 +79,7 @@ def test_signed_versions_are_stored_in_orthanc_and_read_back(
         added = client.post(f"/api/v1/reports/{report_id}/addenda", json={"text": "Addendum: Größe | stable."},
                             headers=doctor)
         assert added.status_code == 201
-        _wait(lambda: len(_rows(client, report_id, doctor)) == 2 and _all_acked(client, report_id, doctor)(),
+        wait_for(lambda: len(_rows(client, report_id, doctor)) == 2 and _all_acked(client, report_id, doctor)(),
               "both versions stored")
         rows = _rows(client, report_id, doctor)
         assert [(r["version"], r["ack_code"], r["attempts"]) for r in rows] == [(1, "0x0000", 1), (2, "0x0000", 1)]
@@ -115,12 +109,12 @@ def test_pacs_down_at_signing_then_up_is_stored_once(
     port = free_port()
     pacs_loop(port)
     _sign(client, report_id, doctor, "final")
-    _wait(lambda: (lambda r: r["attempts"] >= 2 and r["status"] == "pending")(_rows(client, report_id, doctor)[0]),
-          "two failed attempts")
+    wait_for(lambda: (lambda r: r["attempts"] >= 2 and r["status"] == "pending")(
+        _rows(client, report_id, doctor)[0]), "two failed attempts")
     (row,) = _rows(client, report_id, doctor)
     assert row["status"] == "pending" and "no association" in row["last_error"], row
     with orthanc(tmp_path / "orthanc", dicom_port=port) as pacs:
-        _wait(_all_acked(client, report_id, doctor), "the C-STORE", timeout=20)
+        wait_for(_all_acked(client, report_id, doctor), "the C-STORE", timeout=20)
         time.sleep(0.5)
         assert len(pacs.instances()) == 1
 
@@ -132,8 +126,8 @@ def test_an_association_the_pacs_refuses_is_retried(
     with orthanc(tmp_path / "orthanc", check_called_aet=True, ae_title="REALPACS") as pacs:
         pacs_loop(pacs.dicom_port, ae_title="WRONGAET")
         _sign(client, report_id, doctor, "final")
-        _wait(lambda: (lambda r: r["attempts"] >= 3 and r["status"] == "pending")(_rows(client, report_id, doctor)[0]),
-              "three refused associations")
+        wait_for(lambda: (lambda r: r["attempts"] >= 3 and r["status"] == "pending")(
+            _rows(client, report_id, doctor)[0]), "three refused associations")
         (row,) = _rows(client, report_id, doctor)
         assert row["status"] == "pending" and "rejected" in row["last_error"], row
         assert pacs.instances() == []
@@ -148,7 +142,7 @@ def test_a_study_without_uid_in_the_order_is_found_by_c_find(
         pacs.upload(_image(image_study, "SR-FIND"))
         pacs_loop(pacs.dicom_port)
         _sign(client, report_id, doctor, "final")
-        _wait(_all_acked(client, report_id, doctor), "the C-STORE")
+        wait_for(_all_acked(client, report_id, doctor), "the C-STORE")
         (row,) = _rows(client, report_id, doctor)
         assert "found in the PACS by accession number" in row["last_error"], row
         srs = [pacs.dataset(i) for i in pacs.instances() if pacs.dataset(i).Modality == "SR"]
@@ -165,7 +159,7 @@ def test_no_uid_anywhere_makes_one_and_says_so(
     with orthanc(tmp_path / "orthanc") as pacs:
         pacs_loop(pacs.dicom_port)
         _sign(client, report_id, doctor, "final")
-        _wait(_all_acked(client, report_id, doctor), "the C-STORE")
+        wait_for(_all_acked(client, report_id, doctor), "the C-STORE")
         (row,) = _rows(client, report_id, doctor)
         assert row["last_error"].startswith("warning: no Study Instance UID"), row
         report = client.get(f"/api/v1/reports/{report_id}", headers=doctor).json()
@@ -182,7 +176,7 @@ def test_storescp_receives_a_readable_sr(
     with storescp(folder) as port:
         pacs_loop(port, ae_title="STORESCP")
         _sign(client, report_id, doctor, "preliminary")
-        _wait(_all_acked(client, report_id, doctor), "the C-STORE")
+        wait_for(_all_acked(client, report_id, doctor), "the C-STORE")
     (path,) = [p for p in folder.iterdir() if p.is_file()]
     ds = pydicom.dcmread(path)
     assert ds.VerificationFlag == "UNVERIFIED" and ds.StudyInstanceUID == STUDY_UID
@@ -242,7 +236,7 @@ def test_a_failure_status_fails_the_delivery_with_its_meaning(
 
     pacs_loop(scripted_scp(refuse), ae_title="SCRIPTED")
     _sign(client, report_id, doctor, "final")
-    _wait(lambda: _rows(client, report_id, doctor)[0]["status"] == "failed", "the failure")
+    wait_for(lambda: _rows(client, report_id, doctor)[0]["status"] == "failed", "the failure")
     time.sleep(0.6)  # several backoff periods: a refused store is not retried
     (row,) = _rows(client, report_id, doctor)
     assert row["ack_code"] == "0xA900" and "does not match SOP class" in row["last_error"], row
@@ -265,10 +259,10 @@ def test_a_pacs_that_does_not_answer_in_time_is_retried(
     loop = pacs_loop(settings_port, ae_title="SCRIPTED")
     loop.sender.client.ae.dimse_timeout = 1  # type: ignore[attr-defined]
     _sign(client, report_id, doctor, "final")
-    _wait(lambda: _rows(client, report_id, doctor)[0]["attempts"] >= 1
+    wait_for(lambda: _rows(client, report_id, doctor)[0]["attempts"] >= 1
           and _rows(client, report_id, doctor)[0]["status"] != "sent", "the first attempt")
     first = _rows(client, report_id, doctor)[0]
     assert first["status"] == "pending" and "no C-STORE response" in first["last_error"], first
-    _wait(_all_acked(client, report_id, doctor), "the C-STORE on a retry")
+    wait_for(_all_acked(client, report_id, doctor), "the C-STORE on a retry")
     (row,) = _rows(client, report_id, doctor)
     assert row["attempts"] == 2 and len(calls) == 2

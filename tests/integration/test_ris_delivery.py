@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.hl7.sender import RisSender
-from radservice.config import Settings
+from radservice.config import RisSettings
 from radservice.db.session import session_scope
 from radservice.outbox.flows import DeliveryLoop
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import OrderControl, OrderData, PatientData, Priority
 from tests.ris_peer import RisPeer
-from tests.support import T0, add_report, free_port, make_user
+from tests.support import T0, add_report, free_port, make_user, start_delivery_loop, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,23 +53,17 @@ def ris_port() -> int:
 
 
 @pytest.fixture
-def sender_loop(factory: sessionmaker[Session], client: TestClient, ris_port: int,
-                request: pytest.FixtureRequest) -> Iterator[Callable[..., DeliveryLoop]]:
+def sender_loop(factory: sessionmaker[Session], client: TestClient,
+                ris_port: int) -> Iterator[Callable[..., DeliveryLoop]]:
     """Starts the RIS delivery loop (short timeouts and backoff) and lets signatures wake it."""
     loops: list[DeliveryLoop] = []
 
     def start(**outbox: float) -> DeliveryLoop:
-        settings = Settings(ris={"host": "127.0.0.1", "port": ris_port, "ack_timeout_s": 0.5, "connect_timeout_s": 1},
-                            outbox={"poll_interval_s": 0.05, "retry_initial_s": 0.2, "retry_max_s": 0.8, **outbox})
-        sender = RisSender(settings.ris, sending_application="RADSERVICE", sending_facility="RADIOLOGY")
-        loop = DeliveryLoop(sessions=factory, sender=sender, settings=settings.outbox, owner="test:ris")
-        loop.start()
-        # the API signs with the same [outbox] settings (give_up_after_h) and wakes this loop
-        state = client.app.state  # type: ignore[attr-defined]
-        state.settings = state.settings.model_copy(update={"outbox": settings.outbox})
-        state.outbox_wake = loop.wake
-        loops.append(loop)
-        return loop
+        ris = RisSettings(host="127.0.0.1", port=ris_port, ack_timeout_s=0.5, connect_timeout_s=1)
+        sender = RisSender(ris, sending_application="RADSERVICE", sending_facility="RADIOLOGY")
+        loops.append(start_delivery_loop(client.app.state, factory, sender, outbox,  # type: ignore[attr-defined]
+                                         owner="test:ris"))
+        return loops[-1]
 
     yield start
     for loop in loops:
@@ -94,14 +88,6 @@ def _deliveries(client: TestClient, report_id: int, headers: dict[str, str]) -> 
     return rows
 
 
-def _wait(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.03)
-
-
 def _sign(client: TestClient, report_id: int, headers: dict[str, str], status: str) -> None:
     response = client.post(f"/api/v1/reports/{report_id}/sign", json={"status": status}, headers=headers)
     assert response.status_code == 200, response.text
@@ -124,7 +110,7 @@ def test_each_signed_version_reaches_the_ris_with_its_fields_and_exact_text(
                             headers=doctor)
         assert added.status_code == 201, added.text
         received = ris.wait_for(3)
-        _wait(lambda: all(d["status"] == "acked" for d in _deliveries(client, report_id, doctor)), "three ACKs")
+        wait_for(lambda: all(d["status"] == "acked" for d in _deliveries(client, report_id, doctor)), "three ACKs")
     deliveries = _deliveries(client, report_id, doctor)
     assert [(d["version"], d["ack_code"], d["attempts"]) for d in deliveries] == [(1, "AA", 1), (2, "AA", 1),
                                                                                   (3, "AA", 1)]
@@ -177,13 +163,13 @@ def test_ris_down_at_signing_then_up_is_delivered_once(
     report_id = _add(factory, "DOWN-1")
     sender_loop()
     _sign(client, report_id, doctor, "final")
-    _wait(lambda: (lambda r: r["attempts"] >= 2 and r["status"] == "pending")(
+    wait_for(lambda: (lambda r: r["attempts"] >= 2 and r["status"] == "pending")(
         _deliveries(client, report_id, doctor)[0]), "two failed attempts")
     (row,) = _deliveries(client, report_id, doctor)
     assert row["status"] == "pending" and "cannot connect" in row["last_error"], row
     assert row["next_attempt_at"] is not None
     with RisPeer(ris_port) as ris:
-        _wait(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "acked", "the ACK", timeout=20)
+        wait_for(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "acked", "the ACK", timeout=20)
         time.sleep(0.5)  # more polls: nothing more may go out
         assert len(ris.received) == 1
         assert ris.received[0].field("MSH", 10) == row["message_id"]
@@ -198,7 +184,7 @@ def test_ae_fails_with_the_ris_reason_and_an_admin_retry_resends_the_same_messag
     with RisPeer(ris_port, answer="AE") as ris:
         sender_loop()
         _sign(client, report_id, doctor, "final")
-        _wait(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "failed", "the failure")
+        wait_for(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "failed", "the failure")
         (row,) = _deliveries(client, report_id, doctor)
         assert row["ack_code"] == "AE" and row["attempts"] == 1
         assert "Order not found in RIS" in row["last_error"] and "204" in row["last_error"], row
@@ -206,7 +192,7 @@ def test_ae_fails_with_the_ris_reason_and_an_admin_retry_resends_the_same_messag
         assert [f["id"] for f in failed] == [row["id"]]
         ris.answer = "AA"
         assert client.post(f"/api/v1/admin/outbox/{row['id']}/retry", headers=admin).status_code == 200
-        _wait(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "acked", "the ACK after the retry")
+        wait_for(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "acked", "the ACK after the retry")
         assert [m.field("MSH", 10) for m in ris.received] == [row["message_id"]] * 2
         assert ris.received[0].raw == ris.received[1].raw
     assert _deliveries(client, report_id, doctor)[0]["attempts"] == 2
@@ -219,7 +205,7 @@ def test_ar_fails_and_is_not_retried(
     with RisPeer(ris_port, answer="AR") as ris:
         sender_loop()
         _sign(client, report_id, doctor, "final")
-        _wait(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "failed", "the failure")
+        wait_for(lambda: _deliveries(client, report_id, doctor)[0]["status"] == "failed", "the failure")
         time.sleep(1.0)  # several backoff periods: still one attempt
         assert len(ris.received) == 1
     (row,) = _deliveries(client, report_id, doctor)
@@ -269,11 +255,11 @@ def test_an_addendum_signed_while_version_one_is_pending_goes_out_after_it(
     _sign(client, report_id, doctor, "final")
     added = client.post(f"/api/v1/reports/{report_id}/addenda", json={"text": "Late addendum."}, headers=doctor)
     assert added.status_code == 201
-    _wait(lambda: _deliveries(client, report_id, doctor)[0]["attempts"] >= 1, "a first attempt")
+    wait_for(lambda: _deliveries(client, report_id, doctor)[0]["attempts"] >= 1, "a first attempt")
     first, second = _deliveries(client, report_id, doctor)
     assert second["waiting_for_version"] == 1 and second["attempts"] == 0, second
     with RisPeer(ris_port) as ris:
         received = ris.wait_for(2, timeout=20)
-        _wait(lambda: all(d["status"] == "acked" for d in _deliveries(client, report_id, doctor)), "both ACKs")
+        wait_for(lambda: all(d["status"] == "acked" for d in _deliveries(client, report_id, doctor)), "both ACKs")
     assert [m.field("OBR", 25) for m in received] == ["F", "C"]
     assert [m.field("MSH", 10) for m in received] == [first["message_id"], second["message_id"]]

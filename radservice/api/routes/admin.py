@@ -49,7 +49,7 @@ def list_outbox(admin: AdminUser, session: SessionDep,
     rows = outbox.list_rows(session=session, status=[s.value for s in status_ or []],
                             destination=destination.value if destination else None, accession=accession,
                             limit=limit, offset=offset)
-    return [DeliveryPublic.of(d, outbox.waiting_for(session=session, delivery=d)) for d in rows]
+    return DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
 
 
 @router.post("/outbox/{delivery_id}/retry", response_model=DeliveryPublic)
@@ -67,4 +67,4 @@ def retry_outbox(delivery_id: int, admin: AdminUser, session: SessionDep, settin
                  detail={"accession": delivery.accession_number, "version": delivery.version})
     session.commit()
     request.app.state.outbox_wake()
-    return DeliveryPublic.of(delivery, outbox.waiting_for(session=session, delivery=delivery))
+    return DeliveryPublic.many([delivery], outbox.waiting_for(session=session, deliveries=[delivery]))[0]

@@ -142,7 +142,7 @@ def report_deliveries(report_id: int, user: CurrentUser, session: SessionDep) ->
     """One row per signed version and destination: status, attempts, last error, next attempt."""
     report = _report_or_404(session, report_id)
     rows = outbox.for_report(session=session, report_id=report.id)
-    return [DeliveryPublic.of(d, outbox.waiting_for(session=session, delivery=d)) for d in rows]
+    return DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
 
 
 @router.post("/reports/{report_id}/suggest-impression", response_model=ImpressionSuggestion)
