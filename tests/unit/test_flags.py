@@ -1,0 +1,60 @@
+"""Words to check before signing: flagged, never changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from radservice.pipeline.refine.flags import flag_words, ordered_side
+
+
+def words(text: str, probabilities: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """Transcript words (leading spaces as Whisper writes them), 0.5 s each, p 0.95 unless given."""
+    probabilities = probabilities or {}
+    return [{"word": f" {w}", "start": i * 0.5, "end": i * 0.5 + 0.4, "probability": probabilities.get(i, 0.95)}
+            for i, w in enumerate(text.split())]
+
+
+def test_a_confident_dictation_has_no_flags() -> None:
+    assert flag_words(words("No pleural effusion. Small right pleural effusion. Left lung is clear.")) == []
+
+
+def test_a_side_word_heard_with_low_confidence_is_flagged_with_its_time() -> None:
+    (flag,) = flag_words(words("Small right pleural effusion.", {1: 0.31}))
+    assert (flag.word, flag.start) == ("right", 0.5)
+    assert "side word" in flag.reason and "0.31" in flag.reason
+    change = flag.as_change()
+    assert (change.rule, change.before) == ("flag", "right") and "0.5 s" in change.after
+
+
+def test_a_soundalike_of_a_side_next_to_anatomy_is_flagged_but_not_elsewhere() -> None:
+    (flag,) = flag_words(words("There is a small light pleural effusion."))
+    assert flag.word == "light" and "misheard" in flag.reason
+    assert flag_words(words("The bright echogenic focus is seen. Write this down later.")) == []
+    assert [f.word for f in flag_words(words("Nodule in the bright upper lobe."))] == ["bright"]
+
+
+def test_an_unsure_negation_and_an_unsure_sentence_start_are_flagged() -> None:
+    flags = flag_words(words("Not enlarged. Pneumothorax is seen.", {0: 0.4, 2: 0.2}))
+    assert [(f.word, "negation" in f.reason, "sentence" in f.reason) for f in flags] == \
+        [("Not", True, False), ("Pneumothorax", False, True)]
+
+
+def test_an_improbable_passage_is_flagged_once() -> None:
+    flags = flag_words(words("The liver is normal. My old M5s might be real.",
+                             {5: 0.1, 6: 0.2, 7: 0.15, 8: 0.3, 9: 0.2}))
+    assert len(flags) == 1 and "unclear passage" in flags[0].reason and flags[0].word == "old"
+
+
+def test_a_side_against_the_ordered_side_is_flagged() -> None:
+    flags = flag_words(words("Tear of the right medial meniscus. The left knee is normal."),
+                       procedure="MRI LEFT KNEE WITHOUT CONTRAST")
+    assert [f.word for f in flags] == ["right"] and "left-sided" in flags[0].reason
+    assert flag_words(words("Right kidney normal. Left kidney normal."), procedure="US RENAL BILATERAL") == []
+
+
+def test_ordered_side() -> None:
+    assert ordered_side("MRI LEFT KNEE") == "left"
+    assert ordered_side("XR RT WRIST 3 VIEWS") == "right"
+    assert ordered_side("CT CHEST") is None
+    assert ordered_side("MAMMO BILATERAL SCREENING") is None
+    assert ordered_side("XR LEFT AND RIGHT HANDS") is None

@@ -1,0 +1,58 @@
+"""Cutting a dictation into pieces Whisper decodes one window each (no model needed)."""
+
+from __future__ import annotations
+
+from radservice.pipeline.transcribe import CHUNK_S, SPEECH_PAD_S, plan_chunks, speech_after
+
+RATE = 16_000
+
+
+def seconds(pieces: list[tuple[int, int]]) -> list[tuple[float, float]]:
+    return [(round(a / RATE, 2), round(b / RATE, 2)) for a, b in pieces]
+
+
+def sentences(*spans: tuple[float, float]) -> list[tuple[int, int]]:
+    return [(int(a * RATE), int(b * RATE)) for a, b in spans]
+
+
+def test_a_short_dictation_is_one_piece_padded_around_its_speech() -> None:
+    speech = sentences((1.0, 5.0), (5.4, 12.0))
+    assert seconds(plan_chunks(speech, 14 * RATE)) == [(1.0 - SPEECH_PAD_S, 12.0 + SPEECH_PAD_S)]
+
+
+def test_a_32_second_dictation_is_cut_in_the_pause_nearest_its_middle_not_after_30_seconds() -> None:
+    # sentences of 3.6 s with 0.4 s pauses: the old way decoded 0-30 s, then 2 s alone
+    speech = sentences(*[(i * 4.0, i * 4.0 + 3.6) for i in range(8)])
+    pieces = seconds(plan_chunks(speech, 33 * RATE))
+    assert len(pieces) == 2
+    (a0, a1), (b0, b1) = pieces
+    assert a1 == b0 == 15.8  # the middle of the pause between the 4th and 5th sentence
+    assert (a0, b1) == (0.0, round(31.6 + SPEECH_PAD_S, 2))
+
+
+def test_every_piece_fits_one_window_and_the_pieces_cover_all_speech_without_gaps() -> None:
+    speech = sentences(*[(i * 2.5, i * 2.5 + 2.2) for i in range(60)])  # 150 s of short sentences
+    pieces = plan_chunks(speech, 151 * RATE)
+    assert all(b - a <= CHUNK_S * RATE for a, b in pieces)
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(pieces, pieces[1:], strict=False))
+    assert pieces[0][0] <= speech[0][0] and pieces[-1][1] >= speech[-1][1]
+    lengths = [b - a for a, b in pieces]
+    assert max(lengths) - min(lengths) <= 3 * RATE  # about equal, no sliver at the end
+    for a, _ in pieces[1:]:  # every cut falls in a pause, never inside a sentence
+        assert not any(s < a < e for s, e in speech)
+
+
+def test_speech_longer_than_a_window_without_a_pause_is_cut_where_it_must() -> None:
+    speech = sentences((0.0, 70.0))
+    pieces = plan_chunks(speech, 70 * RATE)
+    assert all(b - a <= CHUNK_S * RATE for a, b in pieces)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 70 * RATE
+
+
+def test_no_speech_no_pieces() -> None:
+    assert plan_chunks([], 10 * RATE) == []
+
+
+def test_speech_after_counts_only_speech_in_the_range() -> None:
+    speech = sentences((0.0, 2.0), (3.0, 5.0))
+    assert speech_after(speech, int(1.5 * RATE), int(4.0 * RATE)) == int(1.5 * RATE)
