@@ -169,6 +169,7 @@ class Pipeline:
         self.prompt = prompt
         self.flags = flags
         self.flag_count = 0
+        self.sure_words = True
         self.vocabulary = load_vocabulary(REPO / "config" / "vocabulary")
         self.templates = Templates.load(REPO / "config" / "templates")
         self.macros = load_macros(REPO / "config" / "macros.toml")
@@ -183,8 +184,9 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         template = self.templates.pick(modality=item["modality"], procedure_text=item["procedure"])
         terms = study_terms(self.vocabulary, modality=item["modality"], procedure=item["procedure"])
-        refined = Rules(terms=terms, macros=self.macros).refine(transcript.text, section="findings",
-                                                                 template=template)
+        refined = Rules(terms=terms, macros=self.macros).refine(
+            transcript.text, section="findings", template=template,
+            words=[w.__dict__ for w in transcript.words] if self.sure_words else ())
         draft = report_text(refined.sections, template)
         flags = flag_words([w.__dict__ for w in transcript.words], procedure=item["procedure"]) \
             if self.flags else []
@@ -251,6 +253,8 @@ def main() -> None:
     parser.add_argument("--inline-words", action="store_true",
                         help="word timestamps while decoding (the service's settings before issue 25)")
     parser.add_argument("--no-prompt", action="store_true", help="no vocabulary prompt")
+    parser.add_argument("--correct-sure-words", action="store_true",
+                        help="let the vocabulary correct words the recogniser was sure of")
     parser.add_argument("--no-flags", action="store_true", help="no flags for words to check")
     parser.add_argument("--limit", type=int, default=0, help="only the first N dictations of each set")
     parser.add_argument("--per-file", action="store_true", help="a line per dictation (tuning set only, please)")
@@ -261,6 +265,7 @@ def main() -> None:
     load_s = time.perf_counter() - started
     transcriber.warm_up()
     pipeline = Pipeline(transcriber, prompt=not args.no_prompt, flags=not args.no_flags)
+    pipeline.sure_words = not args.correct_sure_words
     vocabulary_terms = {written_words(t) for tl in pipeline.vocabulary for t in tl.terms}
     medical_terms = set(medwer.load_terms(medwer.default_terms_path())[0]) | vocabulary_terms
     names = ["eval", "tuning"] if args.set == "both" else [args.set]

@@ -75,7 +75,8 @@ class PacsSettings(_Section):
 
 
 class WhisperSettings(_Section):
-    model: str = "tiny.en"
+    model: str = "base"
+    live_model: str = "tiny.en"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
     beam_size: int = Field(5, ge=1)

@@ -27,7 +27,10 @@ def handlers(settings: Settings) -> Mapping[str, Handler]:
     transcriber = make_transcriber(settings)
     flow = TranscribeFlow(transcriber=transcriber, data_dir=settings.storage.data_dir,
                           vocabulary=vocabulary, hotwords=settings.whisper.hotwords)
-    live = LiveTranscribeFlow(decoder=transcriber, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
+    # uploads may use a slower, more accurate model; live passes need one that keeps up with speech
+    decoder = transcriber if settings.whisper.live_model == settings.whisper.model \
+        else make_transcriber(settings, settings.whisper.live_model)
+    live = LiveTranscribeFlow(decoder=decoder, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
     model = make_model(settings.llm)
     log.info("report refinement: %s", f"rules, then {model.name} behind the guard" if model else "rules only "
              "(llm.enabled = false)")

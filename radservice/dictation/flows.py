@@ -252,11 +252,12 @@ class LiveTranscribeFlow:
         return {"dictation_id": dictation_id, "interrupted": True, "text": ""}
 
 
-def make_transcriber(settings: Settings) -> WhisperTranscriber:
-    """Load and warm up the configured model (once per worker process)."""
+def make_transcriber(settings: Settings, model: str | None = None) -> WhisperTranscriber:
+    """Load and warm up a model (once per worker process): ``whisper.model`` unless another is named."""
     w = settings.whisper
-    transcriber = WhisperTranscriber(model=w.model, device=w.device, compute_type=w.compute_type,
+    name = model or w.model
+    transcriber = WhisperTranscriber(model=name, device=w.device, compute_type=w.compute_type,
                                      beam_size=w.beam_size, cpu_threads=w.cpu_threads)
     warm = transcriber.warm_up()
-    log.info("whisper %s loaded in %.1fs, warmed up in %.1fs", w.model, transcriber.load_s, warm)
+    log.info("whisper %s loaded in %.1fs, warmed up in %.1fs", name, transcriber.load_s, warm)
     return transcriber

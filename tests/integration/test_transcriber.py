@@ -64,3 +64,21 @@ def test_the_bundled_base_model_loads_from_its_two_packages_and_transcribes() ->
 def test_a_model_folder_without_a_model_is_refused_with_its_name(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no CTranslate2 model"):
         WhisperTranscriber(model=str(tmp_path))
+
+
+def test_uploads_on_base_and_live_passes_on_tiny_en_when_configured(tmp_path: Path) -> None:
+    from radservice.config import load_settings
+    from radservice.dictation.flows import LiveTranscribeFlow, TranscribeFlow
+    from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
+    from radservice.handlers import handlers
+
+    config = tmp_path / "radservice.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path}"\n[whisper]\nmodel = "base"\nlive_model = "tiny.en"\n'
+                      f'vocabulary_dir = "{REPO}/config/vocabulary"\n[llm]\nenabled = false\n'
+                      f'[report]\ntemplates_dir = "{REPO}/config/templates"\n'
+                      f'macros_file = "{REPO}/config/macros.toml"\n')
+    flows = handlers(load_settings(config))
+    upload, live = flows[TRANSCRIBE], flows[TRANSCRIBE_LIVE]
+    assert isinstance(upload, TranscribeFlow) and isinstance(live, LiveTranscribeFlow)
+    assert upload.transcriber.name == "faster-whisper:base:int8"
+    assert live.decoder.name == "faster-whisper:tiny.en:int8"

@@ -24,6 +24,7 @@ def test_documented_default_file_loads_and_matches_builtin_defaults() -> None:
     assert settings.dicom.listen_port == 11112
     assert settings.database.url == "sqlite:///var/radservice.db"
     assert settings.hl7.accession_field == "OBR-18"
+    assert (settings.whisper.model, settings.whisper.live_model) == ("base", "tiny.en")
 
 
 def test_values_come_from_the_file(tmp_path: Path) -> None:

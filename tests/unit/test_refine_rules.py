@@ -235,3 +235,32 @@ def test_every_written_reference_passes_the_corrector_unchanged(corrector: TermC
             corrected, changes = corrector.correct(text)
             # "Gray white" -> "Gray-white" is the only kind of change allowed: spelling, not words
             assert corrected.replace("-", " ") == text.replace("-", " "), (item["id"], changes)
+
+
+def _words(text: str, p: float, unsure: dict[str, float] | None = None) -> list[dict[str, object]]:
+    unsure = unsure or {}
+    return [{"word": f" {w}", "start": i * 0.5, "end": i * 0.5 + 0.4,
+             "probability": unsure.get(w.strip(".,").lower(), p)} for i, w in enumerate(text.split())]
+
+
+def test_a_word_the_recogniser_was_sure_of_is_not_corrected() -> None:
+    rules = Rules(terms=["pleural effusion", "pneumothorax"])
+    said = "Small plural diffusion period. No new methorex period."
+    unsure = rules.refine(said, section="findings", template=CT_CHEST, words=_words(said, 0.95, {
+        "plural": 0.41, "diffusion": 0.52, "new": 0.3, "methorex": 0.2}))
+    assert unsure.sections["findings"] == "Small pleural effusion. No pneumothorax."
+    sure = rules.refine(said, section="findings", template=CT_CHEST, words=_words(said, 0.95, {"new": 0.3,
+                                                                                          "methorex": 0.2}))
+    assert sure.sections["findings"] == "Small plural diffusion. No pneumothorax."  # "plural" p 0.95: kept
+    assert [c.before for c in sure.changes if c.rule == "vocabulary"] == ["new methorex"]
+    # without word probabilities (typed text, an older dictation) the rules correct as before
+    assert rules.refine(said, section="findings", template=CT_CHEST).sections["findings"] == \
+        "Small pleural effusion. No pneumothorax."
+
+
+def test_a_word_is_sure_only_if_it_was_heard_clearly_every_time() -> None:
+    from radservice.pipeline.refine.rules import sure_words
+
+    words = _words("plural effusion. plural.", 0.95) + [{"word": " diffusion", "probability": 0.5}]
+    words[2]["probability"] = 0.4
+    assert sure_words(words) == frozenset({"effusion"})

@@ -56,3 +56,34 @@ def test_no_speech_no_pieces() -> None:
 def test_speech_after_counts_only_speech_in_the_range() -> None:
     speech = sentences((0.0, 2.0), (3.0, 5.0))
     assert speech_after(speech, int(1.5 * RATE), int(4.0 * RATE)) == int(1.5 * RATE)
+
+
+def test_a_window_that_ends_early_is_decoded_once_more_and_never_in_a_loop() -> None:
+    import numpy as np
+
+    from radservice.pipeline.transcribe import WhisperTranscriber, Word
+
+    calls: list[float] = []
+
+    class EndsEarly(WhisperTranscriber):
+        """A decoder that always stops after the word ending at 9.7 s (speech goes on to 20 s)."""
+
+        def __init__(self) -> None:
+            self.inline_words = False
+            self.beam_size = 5
+            self.name = "ends-early"
+
+        def speech(self, samples: object) -> list[tuple[int, int]]:
+            return [(0, 20 * RATE)]
+
+        def _context(self, prompt: str, texts: list[str]) -> str:
+            return prompt
+
+        def _decode_piece(self, piece: object, offset_s: float, **_: object) -> list[Word]:
+            calls.append(offset_s)
+            return [Word(" Small", max(offset_s, 9.0), 9.3, 0.9), Word(" effusion.", 9.3, 9.7, 0.9)]
+
+    transcript = EndsEarly().transcribe(np.zeros(21 * RATE, dtype=np.float32))
+    assert len(calls) == 2  # the piece, then its rest once: no endless re-decoding of the same rest
+    assert calls[1] == round(9.7 - SPEECH_PAD_S, 2)
+    assert transcript.text == "Small effusion."  # what the rest repeated is not written twice

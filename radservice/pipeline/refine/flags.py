@@ -71,7 +71,13 @@ class Flag:
 
 
 def _key(word: str) -> str:
-    return re.sub(r"[^a-z']", "", word.lower())
+    return re.sub(r"[^a-z'/-]", "", word.lower())
+
+
+def _side_part(key: str) -> str:
+    """A joined word by its side part ("left-sided" -> "left"), else its letters."""
+    parts = re.split(r"[-/]", key)
+    return next((p for p in parts if p in SIDES), "".join(parts))
 
 
 def ordered_side(procedure: str) -> str | None:
@@ -96,7 +102,8 @@ def flag_words(words: Sequence[dict[str, Any]], *, procedure: str = "") -> list[
     procedure
         The ordered procedure's text, for a side that disagrees with the order.
     """
-    keys = [_key(str(w["word"])) for w in words]
+    # "left-sided", "right/left": each part of a joined word counts
+    keys = [_side_part(_key(str(w["word"]))) for w in words]
     probs = [float(w.get("probability", 1.0)) for w in words]
     side = ordered_side(procedure)
     flags: dict[int, str] = {}
@@ -104,17 +111,18 @@ def flag_words(words: Sequence[dict[str, Any]], *, procedure: str = "") -> list[
         p = probs[i]
         near = set(keys[i + 1:i + 4])
         if key in SIDES and p < SIDE_MIN_P:
-            flags[i] = f"side word heard with low confidence (p={p:.2f})"
+            flags[i] = f"side word heard with low confidence ({p:.0%})"
         elif key in SIDE_SOUNDALIKES and near & ANATOMY:
             flags[i] = f"'{key}' next to anatomy may be a misheard 'left' or 'right'"
         elif key in NEGATORS and p < NEGATION_MIN_P:
-            flags[i] = f"negation heard with low confidence (p={p:.2f})"
+            flags[i] = f"negation heard with low confidence ({p:.0%})"
         elif _starts_sentence(words, i) and p < SENTENCE_START_MIN_P and key not in _NOT_FINDINGS:
-            flags[i] = f"unclear start of a sentence (p={p:.2f}): a word such as 'no' may have been lost"
+            flags[i] = f"unclear start of a sentence ({p:.0%}): a word such as 'no' may have been lost"
         elif side and key in SIDES - {side, "bilateral", "bilaterally"}:
-            flags[i] = f"'{key}' in a {side}-sided {procedure.strip().lower()}: check the side"
+            flags[i] = f"dictated '{key}'; the order is {procedure.strip()}: check the side"
     for start in _unclear_runs(probs):
-        flags.setdefault(start, f"unclear passage of {UNCLEAR_RUN} or more words (mean p < {UNCLEAR_MEAN_P})")
+        if start not in flags:
+            flags[start] = f"unclear passage of {UNCLEAR_RUN} or more words from here (low confidence)"
     return [Flag(str(words[i]["word"]).strip(), float(words[i]["start"]), reason)
             for i, reason in sorted(flags.items())]
 

@@ -6,8 +6,9 @@ make is returned as a note (rule, before, after).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from radservice.pipeline.compose import Template
 from radservice.pipeline.refine import spoken
@@ -54,6 +55,21 @@ def tidy(text: str) -> str:
     return text.strip()
 
 
+#: A word heard with at least this probability every time is not corrected (tiny.en: a clearly said
+#: common word 0.9 and more; the misheard parts of terms were below it on the tuning set).
+SURE_P = 0.9
+
+
+def sure_words(words: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """Words (lower case, letters only) heard with probability >= ``SURE_P`` wherever they occur."""
+    seen: dict[str, bool] = {}
+    for w in words:
+        key = re.sub(r"[^a-z'-]", "", str(w.get("word", "")).lower())
+        if key:
+            seen[key] = seen.get(key, True) and float(w.get("probability", 0.0)) >= SURE_P
+    return frozenset(k for k, ok in seen.items() if ok)
+
+
 class Rules:
     """The rules for one study: its vocabulary, the site's macros.
 
@@ -69,18 +85,22 @@ class Rules:
         self.corrector = TermCorrector(terms)
         self.macros = macros or {}
 
-    def refine(self, transcript: str, *, section: str, template: Template) -> Refined:
+    def refine(self, transcript: str, *, section: str, template: Template,
+               words: Sequence[Mapping[str, Any]] = ()) -> Refined:
         """A transcript as report text, split into the template's sections.
 
         ``section`` is where the dictation starts; spoken headings ("impression colon") move on.
+        ``words`` are the transcript's words with their probabilities: a word the recogniser was
+        sure of everywhere it was heard is never corrected.
         """
+        sure = sure_words(words)
         subheadings = [h for s in template.sections for h in s.subheadings]
         parsed, changes = spoken.parse(transcript, section=section, headings=template.headings(),
                                        subheadings=subheadings)
         sections: dict[str, str] = {}
         for key, text in parsed.items():
-            for step in (lambda t: expand_macros(t, self.macros), self.corrector.correct, written_numbers,
-                         capitalise):
+            for step in (lambda t: expand_macros(t, self.macros), lambda t: self.corrector.correct(t, sure=sure),
+                         written_numbers, capitalise):
                 text, made = step(text)
                 changes.extend(made)
             sections[key] = tidy(text)

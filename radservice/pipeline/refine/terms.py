@@ -85,9 +85,15 @@ class TermCorrector:
         self.exact = {t.text.lower() for t in self.terms}
         self.min_ratio = min_ratio
         self.min_ratio_single = min_ratio_single
+        self._sure: frozenset[str] = frozenset()
 
-    def correct(self, text: str) -> tuple[str, list[Change]]:
-        """``text`` with misheard terms replaced, and the list of replacements."""
+    def correct(self, text: str, *, sure: frozenset[str] = frozenset()) -> tuple[str, list[Change]]:
+        """``text`` with misheard terms replaced, and the list of replacements.
+
+        ``sure`` holds words (lower case) the recogniser was sure of: a run with one of them is
+        never changed.
+        """
+        self._sure = sure
         words = list(_WORD.finditer(text))
         out: list[str] = []
         changes: list[Change] = []
@@ -141,7 +147,7 @@ class TermCorrector:
             if re.search(r"[^A-Za-z' -]", between):
                 break
             lowered = [m.group(0).lower() for m in run]
-            if any(w in PROTECTED for w in lowered):
+            if any(w in PROTECTED or w in self._sure for w in lowered):
                 break
             if all(w in self.known for w in lowered) or " ".join(lowered) in self.exact:
                 continue
