@@ -164,18 +164,19 @@ class Totals:
 class Pipeline:
     """The worker's path for one dictation: transcribe with the study's prompt, then the rules."""
 
-    def __init__(self, transcriber: WhisperTranscriber, *, prompt: bool, flags: bool = True) -> None:
+    def __init__(self, transcriber: WhisperTranscriber, *, prompt: bool, flags: bool = True,
+                 sure_words: bool = True) -> None:
         self.transcriber = transcriber
         self.prompt = prompt
         self.flags = flags
+        self.sure_words = sure_words
         self.flag_count = 0
-        self.sure_words = True
         self.vocabulary = load_vocabulary(REPO / "config" / "vocabulary")
         self.templates = Templates.load(REPO / "config" / "templates")
         self.macros = load_macros(REPO / "config" / "macros.toml")
 
-    def run(self, item: dict[str, str]) -> tuple[str, str, float, set[int]]:
-        """(raw transcript, report draft, transcription seconds, flagged word positions)."""
+    def run(self, item: dict[str, str]) -> tuple[str, str, float, float, set[int]]:
+        """(raw transcript, report draft, audio seconds, transcription seconds, flagged word positions)."""
         samples = decode_parts([Path(item["path"])], item["format"])
         prompt = build_prompt(self.vocabulary, modality=item["modality"], procedure=item["procedure"]) \
             if self.prompt else ""
@@ -191,7 +192,8 @@ class Pipeline:
         flags = flag_words([w.__dict__ for w in transcript.words], procedure=item["procedure"]) \
             if self.flags else []
         self.flag_count += len(flags)
-        return transcript.text, draft, elapsed, draft_positions(transcript.words, flags, draft)
+        return (transcript.text, draft, samples.size / 16_000, elapsed,
+                draft_positions(transcript.words, flags, draft))
 
 
 def draft_positions(words: list[Word], flags: list[Flag], draft: str) -> set[int]:
@@ -221,8 +223,7 @@ def run_set(name: str, pipeline: Pipeline, args: argparse.Namespace) -> Totals:
         print(f"\n## {name}\n{'dictation':44} {'voice':16} {'effect':9} {'rtf':>5} {'raw':>6} {'written':>7} "
               f"{'errors':>6}")
     for item in items:
-        raw, draft, elapsed, flagged = pipeline.run(item)
-        audio_s = decode_parts([Path(item["path"])], item["format"]).size / 16_000
+        raw, draft, audio_s, elapsed, flagged = pipeline.run(item)
         totals.audio_s += audio_s
         totals.seconds += elapsed
         ref_spoken = normalise(item["spoken"]).split()
@@ -264,8 +265,8 @@ def main() -> None:
     transcriber = WhisperTranscriber(model=args.model, beam_size=args.beam_size, inline_words=args.inline_words)
     load_s = time.perf_counter() - started
     transcriber.warm_up()
-    pipeline = Pipeline(transcriber, prompt=not args.no_prompt, flags=not args.no_flags)
-    pipeline.sure_words = not args.correct_sure_words
+    pipeline = Pipeline(transcriber, prompt=not args.no_prompt, flags=not args.no_flags,
+                        sure_words=not args.correct_sure_words)
     vocabulary_terms = {written_words(t) for tl in pipeline.vocabulary for t in tl.terms}
     medical_terms = set(medwer.load_terms(medwer.default_terms_path())[0]) | vocabulary_terms
     names = ["eval", "tuning"] if args.set == "both" else [args.set]

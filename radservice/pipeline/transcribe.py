@@ -35,6 +35,9 @@ SPEECH_PAD_S = 0.3
 PAUSE_MS = 200
 #: Speech (s) after a piece's last aligned word that is decoded again as a piece of its own.
 MISSED_SPEECH_S = 1.0
+#: Alignment times are in 20 ms steps: a word of a rest that starts this much before the last
+#: written word's end is still a new word.
+ALIGN_SLACK_S = 0.02
 #: Text of the earlier pieces that goes into a piece's prompt, after the study's vocabulary.
 PROMPT_TAIL_CHARS = 200
 #: Prompt tokens Whisper keeps (the last ones), less a few for safety.
@@ -54,6 +57,11 @@ class Word:
     start: float
     end: float
     probability: float
+
+
+def _word(word: str, start: float, end: float, probability: float) -> Word:
+    """A word as stored: times to 10 ms, probability to three places."""
+    return Word(word, round(float(start), 2), round(float(end), 2), round(float(probability), 3))
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,7 @@ class WhisperTranscriber:
         self.name = f"faster-whisper:{model}:{compute_type}"
         self.beam_size = beam_size
         self.inline_words = inline_words
+        self._tokenizer: Any = None  # faster-whisper's Tokenizer, made on the first alignment
         self.warmup_s = 0.0
 
     def warm_up(self) -> float:
@@ -222,7 +231,7 @@ class WhisperTranscriber:
                                              prompt=self._context(prompt, texts), hotwords=hotwords,
                                              beam_size=beam_size)
             if rest:  # a rest starts just before the last word's end: what is written already is not again
-                piece_words = [w for w in piece_words if w.start >= covered_s - 0.02]
+                piece_words = [w for w in piece_words if w.start >= covered_s - ALIGN_SLACK_S]
             if piece_words:
                 texts.append("".join(w.word for w in piece_words).strip())
                 words += piece_words
@@ -281,8 +290,7 @@ class WhisperTranscriber:
         text = " ".join(s.text.strip() for s in decoded if s.text.strip())
         if not text:
             raise NoSpeech("no speech detected")
-        words = [Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3))
-                 for s in decoded for w in s.words or []]
+        words = [_word(w.word, w.start, w.end, w.probability) for s in decoded for w in s.words or []]
         return Transcript(text=text, words=words, duration_s=float(info.duration), language=info.language,
                           model=self.name)
 
@@ -298,7 +306,10 @@ class WhisperTranscriber:
         from faster_whisper.transcribe import merge_punctuations
 
         model = self._model
-        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                                        language="en")
+        tokenizer = self._tokenizer
         text_tokens = [t for t in tokens if t < tokenizer.eot]
         features = model.feature_extractor(piece)
         frames = min(features.shape[-1] - 1, model.feature_extractor.nb_max_frames)
@@ -307,8 +318,8 @@ class WhisperTranscriber:
         encoder_output = model.encode(pad_or_trim(features[:, :frames]))
         alignment = model.find_alignment(tokenizer, [text_tokens], encoder_output, frames)[0]
         merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
-        return [Word(w["word"], round(offset_s + float(w["start"]), 2), round(offset_s + float(w["end"]), 2),
-                     round(float(w["probability"]), 3)) for w in alignment if w["word"]]
+        return [_word(w["word"], offset_s + w["start"], offset_s + w["end"], w["probability"])
+                for w in alignment if w["word"]]
 
     def decode_window(self, audio: Samples, *, prompt: str = "", prefix: str = "", beam_size: int | None = None,
                       max_new_tokens: int = 200) -> list[Word]:
@@ -330,7 +341,7 @@ class WhisperTranscriber:
         first = next(iter(segments), None)  # the first window only: never ask for a second
         if first is None:
             return []
-        return [Word(w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3)) for w in first.words or []]
+        return [_word(w.word, w.start, w.end, w.probability) for w in first.words or []]
 
 
 def plan_chunks(speech: list[tuple[int, int]], total: int, *, rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:

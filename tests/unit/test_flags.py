@@ -64,3 +64,9 @@ def test_joined_side_words_are_flagged_like_side_words() -> None:
     assert [f.word for f in flag_words(words("A left-sided effusion.", {1: 0.2}))] == ["left-sided"]
     flags = flag_words(words("Small right-sided joint effusion."), procedure="MRI LEFT KNEE")
     assert [f.word for f in flags] == ["right-sided"]
+
+
+def test_an_unsure_new_at_a_sentence_start_is_flagged_but_new_paragraph_is_not() -> None:
+    # "No new consolidation" heard as "New consolidation": the lost "No" is exactly what to catch
+    flags = flag_words(words("Clear lungs. New consolidation. New paragraph. Impression.", {2: 0.2, 4: 0.2, 6: 0.1}))
+    assert [f.word for f in flags] == ["New"]

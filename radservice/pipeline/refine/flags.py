@@ -54,7 +54,7 @@ facet sacroiliac
 _SENTENCE_END = re.compile(r"[.?!:]$")
 #: Section headings and spoken commands: an unsure heading loses no finding.
 _NOT_FINDINGS = frozenset({"findings", "impression", "conclusion", "technique", "comparison", "history", "clinical",
-                           "indication", "new", "paragraph", "line", "period", "comma", "colon"})
+                           "indication", "paragraph", "line", "period", "comma", "colon"})
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def flag_words(words: Sequence[dict[str, Any]], *, procedure: str = "") -> list[
             flags[i] = f"'{key}' next to anatomy may be a misheard 'left' or 'right'"
         elif key in NEGATORS and p < NEGATION_MIN_P:
             flags[i] = f"negation heard with low confidence ({p:.0%})"
-        elif _starts_sentence(words, i) and p < SENTENCE_START_MIN_P and key not in _NOT_FINDINGS:
+        elif _starts_sentence(words, i) and p < SENTENCE_START_MIN_P and not _command(keys, i):
             flags[i] = f"unclear start of a sentence ({p:.0%}): a word such as 'no' may have been lost"
         elif side and key in SIDES - {side, "bilateral", "bilaterally"}:
             flags[i] = f"dictated '{key}'; the order is {procedure.strip()}: check the side"
@@ -125,6 +125,11 @@ def flag_words(words: Sequence[dict[str, Any]], *, procedure: str = "") -> list[
             flags[start] = f"unclear passage of {UNCLEAR_RUN} or more words from here (low confidence)"
     return [Flag(str(words[i]["word"]).strip(), float(words[i]["start"]), reason)
             for i, reason in sorted(flags.items())]
+
+
+def _command(keys: Sequence[str], i: int) -> bool:
+    """A heading or spoken command ("Impression", "new paragraph"): no finding to lose there."""
+    return keys[i] in _NOT_FINDINGS or (keys[i] == "new" and keys[i + 1:i + 2] in (["paragraph"], ["line"]))
 
 
 def _starts_sentence(words: Sequence[dict[str, Any]], i: int) -> bool:

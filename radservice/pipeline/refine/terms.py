@@ -85,7 +85,6 @@ class TermCorrector:
         self.exact = {t.text.lower() for t in self.terms}
         self.min_ratio = min_ratio
         self.min_ratio_single = min_ratio_single
-        self._sure: frozenset[str] = frozenset()
 
     def correct(self, text: str, *, sure: frozenset[str] = frozenset()) -> tuple[str, list[Change]]:
         """``text`` with misheard terms replaced, and the list of replacements.
@@ -93,14 +92,13 @@ class TermCorrector:
         ``sure`` holds words (lower case) the recogniser was sure of: a run with one of them is
         never changed.
         """
-        self._sure = sure
         words = list(_WORD.finditer(text))
         out: list[str] = []
         changes: list[Change] = []
         position = 0
         i = 0
         while i < len(words):
-            found = self._best_at(text, words, i)
+            found = self._best_at(text, words, i, sure)
             if found is None:
                 i += 1
                 continue
@@ -136,7 +134,8 @@ class TermCorrector:
             return (spelling + sound) / 2
         return None
 
-    def _best_at(self, text: str, words: list[re.Match[str]], i: int) -> tuple[int, _Term] | None:
+    def _best_at(self, text: str, words: list[re.Match[str]], i: int,
+                 sure: frozenset[str]) -> tuple[int, _Term] | None:
         best: tuple[float, int, _Term] | None = None
         for n in range(1, MAX_RUN + 1):
             run = words[i:i + n]
@@ -147,7 +146,7 @@ class TermCorrector:
             if re.search(r"[^A-Za-z' -]", between):
                 break
             lowered = [m.group(0).lower() for m in run]
-            if any(w in PROTECTED or w in self._sure for w in lowered):
+            if any(w in PROTECTED or w in sure for w in lowered):
                 break
             if all(w in self.known for w in lowered) or " ".join(lowered) in self.exact:
                 continue
