@@ -1,16 +1,19 @@
 """Accuracy on speech nobody tuned to: the held-out evaluation set beside the tuning set.
 
-    .venv/bin/python bench/accuracy.py [--set eval|tuning|both] [--model tiny.en|base|FOLDER]
+    .venv/bin/python bench/accuracy.py [--set eval|tuning|wide|both|all] [--model tiny.en|base|FOLDER]
                                        [--inline-words] [--beam-size 5] [--no-prompt] [--show] [--per-file]
 
-Two sets of synthetic dictations, each with its spoken and written reference:
+Three sets of synthetic dictations, each with its spoken and written reference:
 
 - tuning: fixtures/audio/manifest.toml (12 dictations; vocabulary, rules, prompts and thresholds
   were looked at and tuned on these),
+- wide: fixtures/tuning/manifest.toml (32 dictations written in the evaluation set's style with
+  other cases and partly other voices, for tuning corrections and thresholds; ``--per-file`` is
+  fine here),
 - evaluation: fixtures/eval/manifest.toml (64 dictations, written and frozen before any tuning,
   other voices, speeds, pitches, noise, reverberation, telephone band, five containers). Its
-  per-file errors are not read while editing vocabulary, rules or prompts: tune on the tuning set,
-  report on the evaluation set (``--per-file`` prints them; use it only on the tuning set).
+  per-file errors are not read while editing vocabulary, rules or prompts: tune on the tuning sets,
+  report on the evaluation set (``--per-file`` prints them; use it only on the tuning sets).
 
 Each dictation goes through the worker's path: the configured transcriber with the study's
 vocabulary prompt, then the deterministic rules with the study's template, vocabulary and the
@@ -56,7 +59,7 @@ from radservice.pipeline.transcribe import WhisperTranscriber, Word  # noqa: E40
 from radservice.pipeline.vocabulary import build_prompt, load_vocabulary, study_terms  # noqa: E402
 from tests.transcripts import normalise  # noqa: E402
 
-SETS = {"tuning": REPO / "fixtures" / "audio", "eval": REPO / "fixtures" / "eval"}
+SETS = {"tuning": REPO / "fixtures" / "audio", "wide": REPO / "fixtures" / "tuning", "eval": REPO / "fixtures" / "eval"}
 UNITS = frozenset({"mm", "cm", "ml", "hu", "cc", "degrees", "%"})
 NEGATION_WORDS = NEGATORS | {"negative"}
 
@@ -248,7 +251,8 @@ def run_set(name: str, pipeline: Pipeline, args: argparse.Namespace) -> Totals:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", choices=("eval", "tuning", "both"), default="both")
+    parser.add_argument("--set", default="all",
+                        help="eval, tuning, wide, a comma-separated list, both (eval,tuning) or all")
     parser.add_argument("--model", default="tiny.en", help="tiny.en, base (both bundled) or a CTranslate2 folder")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--inline-words", action="store_true",
@@ -258,7 +262,7 @@ def main() -> None:
                         help="let the vocabulary correct words the recogniser was sure of")
     parser.add_argument("--no-flags", action="store_true", help="no flags for words to check")
     parser.add_argument("--limit", type=int, default=0, help="only the first N dictations of each set")
-    parser.add_argument("--per-file", action="store_true", help="a line per dictation (tuning set only, please)")
+    parser.add_argument("--per-file", action="store_true", help="a line per dictation (tuning sets only, please)")
     parser.add_argument("--show", action="store_true", help="also print each transcript and draft")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -269,7 +273,9 @@ def main() -> None:
                         sure_words=not args.correct_sure_words)
     vocabulary_terms = {written_words(t) for tl in pipeline.vocabulary for t in tl.terms}
     medical_terms = set(medwer.load_terms(medwer.default_terms_path())[0]) | vocabulary_terms
-    names = ["eval", "tuning"] if args.set == "both" else [args.set]
+    names = {"both": ["eval", "tuning"], "all": ["eval", "tuning", "wide"]}.get(args.set, args.set.split(","))
+    if unknown := [n for n in names if n not in SETS]:
+        parser.error(f"unknown set {', '.join(unknown)}; choose from {', '.join(SETS)}")
     print(f"# {transcriber.name}, beam {args.beam_size}, words {'inline' if args.inline_words else 'aligned after'}"
           f", prompt {'off' if args.no_prompt else 'on'}; model load {load_s:.1f} s")
     results, flag_counts = {}, {}
