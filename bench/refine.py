@@ -72,8 +72,10 @@ def written_words(text: str) -> str:
 
 
 def report_text(sections: dict[str, str], template: Template) -> str:
+    """The draft as the service shows it: the template's sections in its order, then any other."""
     titles = {s.key: s.title for s in template.sections}
-    return "\n".join(f"{titles.get(k, k)}: {v}" for k, v in sections.items() if v)
+    order = [k for k in titles if k in sections] + [k for k in sections if k not in titles]
+    return "\n".join(f"{titles.get(k, k)}: {sections[k]}" for k in order if sections[k])
 
 
 def category_errors(reference: str, hypothesis: str, words: frozenset[str]) -> int:

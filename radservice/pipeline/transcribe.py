@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,9 @@ BUNDLED_BASE = "base"
 #: SHA-256 of the joined model.bin (145,217,532 bytes): a changed or mismatched half is refused.
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 #: The longest piece of a dictation decoded as one window (Whisper's encoder hears 30 s; a little
-#: room is left for the speech padding).
+#: room is left).
 CHUNK_S = 28.0
-#: Audio kept before the first and after the last speech of a piece.
+#: Audio before a window's last written word where the rest after it starts again.
 SPEECH_PAD_S = 0.3
 #: A pause at least this long is a place where a dictation may be cut into pieces.
 PAUSE_MS = 200
@@ -38,6 +39,12 @@ MISSED_SPEECH_S = 1.0
 #: Alignment times are in 20 ms steps: a word of a rest that starts this much before the last
 #: written word's end is still a new word.
 ALIGN_SLACK_S = 0.02
+#: A piece with at least this much speech (s) decoded as fewer than ``MIN_WORDS_PER_S`` words a
+#: second, or as one word said ``REPEATS`` times in a row, was not transcribed but hallucinated
+#: (a vocabulary prompt can lead Whisper into listing its terms): decoded again without it.
+CHECK_SPEECH_S = 3.0
+MIN_WORDS_PER_S = 1.0
+REPEATS = 4
 #: Text of the earlier pieces that goes into a piece's prompt, after the study's vocabulary.
 PROMPT_TAIL_CHARS = 200
 #: Prompt tokens Whisper keeps (the last ones), less a few for safety.
@@ -230,6 +237,15 @@ class WhisperTranscriber:
             piece_words = self._decode_piece(samples[begin:end], begin / SAMPLE_RATE,
                                              prompt=self._context(prompt, texts), hotwords=hotwords,
                                              beam_size=beam_size)
+            heard_s = speech_after(speech, begin, end) / SAMPLE_RATE
+            if prompt and implausible(piece_words, heard_s):
+                again = self._decode_piece(samples[begin:end], begin / SAMPLE_RATE,
+                                           prompt=self._context("", texts), hotwords=hotwords, beam_size=beam_size)
+                log.info("a %.1f s piece decoded as %d words with the vocabulary prompt, %d without: %s kept",
+                         heard_s, len(piece_words), len(again),
+                         "the second" if len(again) > len(piece_words) else "the first")
+                if len(again) > len(piece_words):
+                    piece_words = again
             if rest:  # a rest starts just before the last word's end: what is written already is not again
                 piece_words = [w for w in piece_words if w.start >= covered_s - ALIGN_SLACK_S]
             if piece_words:
@@ -351,11 +367,14 @@ def plan_chunks(speech: list[tuple[int, int]], total: int, *, rate: int = SAMPLE
 
     ``speech`` holds the sample ranges with speech, in order; the pauses between them are where a
     cut may fall (in the middle). A stretch of speech longer than a piece is cut where it must.
+    The pieces cover the whole audio: voice activity detection only says where to cut, never what
+    to leave out (on telephone-band or synthetic voices it misses whole sentences; Whisper itself
+    writes nothing for silence).
     """
     if not speech:
         return []
-    pad, longest = int(SPEECH_PAD_S * rate), int(CHUNK_S * rate)
-    first, last = max(0, speech[0][0] - pad), min(total, speech[-1][1] + pad)
+    longest = int(CHUNK_S * rate)
+    first, last = 0, total
     cuts = [(a_end + b_start) // 2 for (_, a_end), (b_start, _) in zip(speech, speech[1:], strict=False)]
     pieces: list[tuple[int, int]] = []
     begin = first
@@ -368,6 +387,15 @@ def plan_chunks(speech: list[tuple[int, int]], total: int, *, rate: int = SAMPLE
         begin = cut
     pieces.append((begin, last))
     return pieces
+
+
+def implausible(words: list[Word], speech_s: float) -> bool:
+    """Too few words for the speech heard, or one word repeated: not a transcription."""
+    if speech_s < CHECK_SPEECH_S:
+        return False
+    keys = [re.sub(r"[^a-z0-9]", "", w.word.lower()) for w in words]
+    repeated = any(len(set(keys[i:i + REPEATS])) == 1 and keys[i] for i in range(len(keys) - REPEATS + 1))
+    return repeated or len(words) / speech_s < MIN_WORDS_PER_S
 
 
 def speech_after(speech: list[tuple[int, int]], start: int, end: int) -> int:

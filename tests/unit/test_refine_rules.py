@@ -69,6 +69,29 @@ def test_section_switch_by_spoken_heading() -> None:
     assert sections == {"findings": "no mass.", "impression": "normal."}
 
 
+@pytest.mark.parametrize("heard", ["new parabola", "New paradraft", "new paradox", "new para draft", "no paragraph",
+                                   "new peridraft", "New paragraphs"])
+def test_a_misheard_new_paragraph_before_a_heading_is_still_the_command(heard: str) -> None:
+    sections = parse(f"Findings. No effusion period, {heard}. Impression. Normal study period.")
+    assert sections == {"findings": "No effusion.", "impression": "Normal study."}
+    assert parse(f"no mass period {heard} Impression, normal period") == {"findings": "no mass.",
+                                                                         "impression": "normal."}
+
+
+@pytest.mark.parametrize("said", ["no paraspinal mass period", "No paraspinal, paravertebral or epidural collection.",
+                                  "a new paravertebral collection period", "no paragraph text follows period",
+                                  "there is no paradraft here period"])
+def test_findings_that_look_like_a_misheard_paragraph_stay_words(said: str) -> None:
+    written = parse(said)["findings"]
+    assert "\n" not in written
+    assert written.split()[:2] == said.split()[:2]
+
+
+def test_a_spoken_mark_joined_to_the_word_before_is_still_a_mark() -> None:
+    sections = parse("Comparison. None-period, new paragraph. Findings. No effusion-period.")
+    assert sections == {"comparison": "None.", "findings": "No effusion."}
+
+
 def test_heading_words_inside_a_sentence_do_not_switch() -> None:
     sections = parse("the findings are stable period my impression is good period")
     assert sections == {"findings": "the findings are stable. my impression is good."}
@@ -97,6 +120,10 @@ def test_subheading_starts_a_line() -> None:
     ("forty Hounsfield units", "40 HU"),
     ("fifty percent stenosis", "50% stenosis"),
     ("one hundred and twenty milliliters", "120 mL"),
+    ("the fourth ventricle", "the fourth ventricle"),  # anatomy's ordinals stay words
+    ("fifth, sixth and 7th ribs", "fifth, sixth and seventh ribs"),
+    ("the 4 th ventricle", "the fourth ventricle"),
+    ("the fifth metatarsal measures two centimeters", "the fifth metatarsal measures 2 cm"),
 ])
 def test_numbers_and_units(said: str, written: str) -> None:
     assert written_numbers(said)[0] == written

@@ -1,5 +1,6 @@
 """Numbers and units in written form: "four point two centimeters" -> "4.2 cm", "five by three
-centimeters" -> "5 x 3 cm", "T two weighted" -> "T2-weighted", "C five C six" -> "C5-C6".
+centimeters" -> "5 x 3 cm", "fifth" and "5th" -> "fifth", "T two weighted" -> "T2-weighted",
+"C five C six" -> "C5-C6".
 
 Spelled numbers become digits through ``text2num`` (``alpha2digit``); which leaves "one" and
 "two" spelled out unless a unit, "point" or "by" follows, as a report would ("one nodule").
@@ -24,6 +25,9 @@ _UNIT = "|".join(sorted(UNITS, key=len, reverse=True))
 _NUM = r"\d+(?:\.\d+)?"
 _SMALL = {"zero": "0", "one": "1", "two": "2"}
 _LEVELS = {"C": 7, "T": 12, "L": 5, "S": 5}
+#: Ordinals stay words, as reports write anatomy ("fourth ventricle", "fifth metatarsal").
+_ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+             "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
 _NEXT_REGION = {"C": "T", "T": "L", "L": "S"}
 
 Sub = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
@@ -67,6 +71,8 @@ _AFTER: list[Sub] = [
     (re.compile(rf"(?<=\bpoint )(zero|one|two)\b|(?<=\b[CTLS] )(one|two)\b"
                 rf"|\b(zero|one|two)\b(?=[\s-]+(?:point|by|{_UNIT})\b)", re.I), lambda m: _SMALL[m.group(0).lower()]),
     (re.compile(r"\b(\d+) point (\d+)\b"), lambda m: f"{m.group(1)}.{m.group(2)}"),
+    # "5th" (alpha2digit's or Whisper's) reads "fifth"
+    (re.compile(r"\b([1-9]|1\d|20) ?(?:st|nd|rd|th)\b", re.I), lambda m: _ORDINALS[int(m.group(1)) - 1]),
     # homophones of a number right before a spelled unit: "measures for millimeters" is 4 mm
     (re.compile(r"\b(for|to|too)(?=\s+(?:millimet|centimet)[a-z]*\b)", re.I),
      lambda m: "4" if m.group(1).lower() == "for" else "2"),

@@ -39,9 +39,13 @@ class Token:
         return re.sub(r"[^a-z0-9]", "", self.core.lower())
 
 
+#: A spoken mark Whisper joined to the word before ("None-period,"): two words.
+_JOINED_MARK = re.compile(r"(?<=[A-Za-z])-(?=(?:period|comma|colon)\b)", re.I)
+
+
 def tokenize(text: str) -> list[Token]:
     tokens = []
-    for raw in text.split():
+    for raw in _JOINED_MARK.sub(" ", text).split():
         match = _TOKEN.match(raw)
         assert match is not None  # the pattern matches any string
         lead, core, trail = match.groups()
@@ -58,6 +62,31 @@ def _mark_at(tokens: Sequence[Token], i: int) -> tuple[str, int] | None:
         phrase = tuple(t.key for t in tokens[i:i + n])
         if len(phrase) == n and phrase in MARKS:
             return MARKS[phrase], n
+    return _misheard_paragraph(tokens, i)
+
+
+#: What "new paragraph" is heard as, besides itself: "new" (or "next", "no", "now") and a word
+#: like "paragraph" ("parabola", "paradraft", "paradox", "para draft"), at a sentence's end.
+_PARAGRAPH_LEADS = frozenset({"new", "next", "no", "now"})
+_PARAGRAPH_LIKE = re.compile(r"^p[aeo]r[aeio]?(?:gra|dra|bo|do|ll|gr|dr)[a-z]*$")
+
+
+def _misheard_paragraph(tokens: Sequence[Token], i: int) -> tuple[str, int] | None:
+    """A misheard "new paragraph": only where a sentence or heading follows (so "no paraspinal
+    mass" and "new paravertebral collection" stay words), and never a word of a finding: the
+    second word must look like "paragraph" itself ("par" + a vowel, then g/d/b/l)."""
+    if i + 1 >= len(tokens) or tokens[i].key not in _PARAGRAPH_LEADS or tokens[i].trail:
+        return None
+    for n in (2, 3):
+        words = tokens[i + 1:i + n]
+        if len(words) < n - 1 or any(t.trail for t in words[:-1]):
+            return None
+        heard = "".join(t.key for t in words)
+        last = i + n - 1
+        boundary = bool(set(tokens[last].trail) & set(".,:;")) or last + 1 == len(tokens) \
+            or tokens[last + 1].core[:1].isupper()
+        if boundary and _PARAGRAPH_LIKE.match(heard) and (tokens[i].key != "no" or heard.startswith("paragr")):
+            return "\n\n", n
     return None
 
 
