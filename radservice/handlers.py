@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 from integrations.ollama.client import make_model
 from radservice.config import Settings
-from radservice.dictation.flows import LiveTranscribeFlow, TranscribeFlow, make_transcriber
-from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
+from radservice.dictation.flows import FinalTranscribeFlow, LiveTranscribeFlow, TranscribeFlow, make_transcriber
+from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_FINAL, TRANSCRIBE_LIVE
 from radservice.jobs.worker import Handler
 from radservice.pipeline.vocabulary import load_vocabulary
 from radservice.reports.flows import DraftFlow
@@ -30,8 +30,13 @@ def handlers(settings: Settings) -> Mapping[str, Handler]:
     # uploads may use a slower, more accurate model; live passes need one that keeps up with speech
     decoder = transcriber if settings.whisper.live_model == settings.whisper.model \
         else make_transcriber(settings, settings.whisper.live_model)
-    live = LiveTranscribeFlow(decoder=decoder, data_dir=settings.storage.data_dir, vocabulary=vocabulary)
+    # with two models, the live text is replaced by the accurate model's when the recording is done
+    live = LiveTranscribeFlow(decoder=decoder, data_dir=settings.storage.data_dir, vocabulary=vocabulary,
+                              final_pass=decoder is not transcriber)
+    final = FinalTranscribeFlow(transcriber=transcriber, data_dir=settings.storage.data_dir,
+                                vocabulary=vocabulary, hotwords=settings.whisper.hotwords)
     model = make_model(settings.llm)
     log.info("report refinement: %s", f"rules, then {model.name} behind the guard" if model else "rules only "
              "(llm.enabled = false)")
-    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live, DRAFT_REPORT: DraftFlow.from_settings(settings, model)}
+    return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live, TRANSCRIBE_FINAL: final,
+            DRAFT_REPORT: DraftFlow.from_settings(settings, model)}

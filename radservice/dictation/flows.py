@@ -14,7 +14,7 @@ from radservice.config import Settings
 from radservice.db.base import utcnow
 from radservice.db.session import session_scope
 from radservice.dictation import service as dictations
-from radservice.dictation.models import Dictation, DictationStatus
+from radservice.dictation.models import Dictation, DictationStatus, FinalPass
 from radservice.jobs import service as jobs
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.decode import SAMPLE_RATE, LiveDecoder, decode_parts
@@ -84,8 +84,12 @@ def mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:
         dictation.error = reason
 
 
-def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript) -> dict[str, Any]:
-    """Keep the transcript on the dictation (replacing any earlier one); the job's result."""
+def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript, *,
+                     final_pass: bool = False) -> dict[str, Any]:
+    """Keep the transcript on the dictation (replacing any earlier one); the job's result.
+    ``final_pass``: the transcript is a live one, and the accurate pass over the whole recording
+    is queued with the draft (its text replaces this one in the report when it is done)."""
+    final_job_id = None
     with session_scope(ctx.sessions) as session:
         dictation = session.get_one(Dictation, dictation_id)
         dictation.transcript = transcript.text
@@ -102,10 +106,95 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript)
         # the downstream job, in the same transaction: a stored transcript always reaches the report
         draft_job_id = jobs.enqueue(session=session, kind=DRAFT_REPORT, payload={"dictation_id": dictation_id},
                                     max_attempts=ctx.job.max_attempts).id
+        dictation.final_pass = FinalPass.PENDING.value if final_pass else FinalPass.NONE.value
+        dictation.interim_transcript = ""
+        if final_pass:
+            final_job_id = jobs.enqueue(session=session, kind=dictations.TRANSCRIBE_FINAL,
+                                        payload={"dictation_id": dictation_id},
+                                        max_attempts=ctx.job.max_attempts).id
     log.info("dictation %s transcribed: %d words, %.1fs audio", dictation_id, len(transcript.words),
              transcript.duration_s)
-    return {"dictation_id": dictation_id, "text": transcript.text, "model": transcript.model,
-            "duration_s": transcript.duration_s, "draft_job_id": draft_job_id}
+    result: dict[str, Any] = {"dictation_id": dictation_id, "text": transcript.text, "model": transcript.model,
+                              "duration_s": transcript.duration_s, "draft_job_id": draft_job_id}
+    if final_job_id is not None:
+        result["final_job_id"] = final_job_id
+    return result
+
+
+class FinalTranscribeFlow:
+    """The ``transcribe_final`` job: the accurate model (``whisper.model``) over a finished live
+    dictation's whole recording, after the live model's text was stored and drafted. Its
+    transcript replaces the live one on the dictation (kept as ``interim_transcript``) and, through
+    a ``draft_report`` job with ``final``, in the report while nobody has changed it since.
+
+    A failure leaves the live text where it is: the dictation says so (``final_pass`` failed, the
+    reason in ``error``) and stays transcribed.
+    """
+
+    def __init__(self, *, transcriber: Transcriber, data_dir: Path, vocabulary: list[TermList],
+                 hotwords: str = "") -> None:
+        self.transcriber = transcriber
+        self.data_dir = data_dir
+        self.vocabulary = vocabulary
+        self.hotwords = hotwords
+
+    def __call__(self, ctx: JobContext) -> dict[str, Any]:
+        dictation_id = str(ctx.job.payload.get("dictation_id", ""))
+        with session_scope(ctx.sessions) as session:
+            dictation = dictation_for_job(session, dictation_id)
+            pending = dictation.final_pass == FinalPass.PENDING.value
+            state, purged = dictation.final_pass, dictation.audio_path is None
+            if pending and not purged:
+                parts = dictations.audio_parts(dictation, self.data_dir)
+                fmt = dictation.audio_format
+                prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
+                                      procedure=dictation.study.procedure_text)
+        if not pending:  # a newer transcript, or done already
+            return {"dictation_id": dictation_id, "skipped": state}
+        if purged:
+            return self._failed(ctx, dictation_id, "the audio is no longer stored (retention period)")
+        if not all(part.is_file() for part in parts):
+            return self._failed(ctx, dictation_id, "the audio file is missing from the store")
+        started = time.perf_counter()
+        try:
+            transcript = self.transcriber.transcribe(decode_parts(parts, fmt), prompt=prompt, hotwords=self.hotwords)
+        except NoSpeech:
+            return self._failed(ctx, dictation_id, "the accurate pass heard no speech")
+        except Exception as exc:
+            if ctx.job.attempts >= ctx.job.max_attempts:
+                self._failed(ctx, dictation_id, f"the accurate pass failed: {type(exc).__name__}")
+            raise
+        elapsed = time.perf_counter() - started
+        with session_scope(ctx.sessions) as session:
+            dictation = session.get_one(Dictation, dictation_id)
+            if dictation.final_pass != FinalPass.PENDING.value:
+                return {"dictation_id": dictation_id, "skipped": dictation.final_pass}
+            dictation.interim_transcript = dictation.transcript
+            dictation.transcript = transcript.text
+            dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
+                               for w in transcript.words]
+            dictation.transcript_model = transcript.model
+            dictation.transcribed_at = utcnow()
+            audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
+                         entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words),
+                                                         "final_pass": True})
+            draft_job_id = jobs.enqueue(session=session, kind=DRAFT_REPORT,
+                                        payload={"dictation_id": dictation_id, "final": True},
+                                        max_attempts=ctx.job.max_attempts).id
+        log.info("dictation %s accurate pass: %d words, %.1f s audio in %.1f s", dictation_id, len(transcript.words),
+                 transcript.duration_s, elapsed)
+        return {"dictation_id": dictation_id, "text": transcript.text, "model": transcript.model,
+                "draft_job_id": draft_job_id}
+
+    @staticmethod
+    def _failed(ctx: JobContext, dictation_id: str, reason: str) -> dict[str, Any]:
+        with session_scope(ctx.sessions) as session:
+            dictation = session.get_one(Dictation, dictation_id)
+            if dictation.final_pass == FinalPass.PENDING.value:
+                dictation.final_pass = FinalPass.FAILED.value
+                dictation.error = reason
+        log.warning("dictation %s: %s; the live text stays", dictation_id, reason)
+        return {"dictation_id": dictation_id, "final_pass": FinalPass.FAILED.value, "reason": reason}
 
 
 LIVE_STATUSES = (DictationStatus.RECORDING.value, DictationStatus.FINALIZING.value, DictationStatus.INTERRUPTED.value)
@@ -122,8 +211,11 @@ class LiveTranscribeFlow:
     """
 
     def __init__(self, *, decoder: WindowDecoder, data_dir: Path, vocabulary: list[TermList],
-                 step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 600.0) -> None:
+                 step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 600.0,
+                 final_pass: bool = False) -> None:
         self.decoder = decoder
+        #: queue the accurate pass (another model than the live one) after the live text
+        self.final_pass = final_pass
         self.data_dir = data_dir
         self.vocabulary = vocabulary
         self.step_s = step_s
@@ -229,7 +321,7 @@ class LiveTranscribeFlow:
             raise PermanentJobError("no speech detected")
         transcript = Transcript(text=text, words=words, duration_s=audio.size / SAMPLE_RATE,
                                 model=self.decoder.name)
-        return store_transcript(ctx, dictation_id, transcript)
+        return store_transcript(ctx, dictation_id, transcript, final_pass=self.final_pass)
 
     @staticmethod
     def _superseded(dictation_id: str, state: dictations.LiveState, session_no: int) -> dict[str, Any]:

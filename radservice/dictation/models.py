@@ -30,11 +30,25 @@ class DictationStatus(StrEnum):
     FAILED = "failed"
 
 
+class FinalPass(StrEnum):
+    """The accurate pass after a live dictation (uploads on ``whisper.model``, live text on
+    ``whisper.live_model``): none (not needed), pending, applied (its text replaced the live
+    text in the draft), kept (the draft changed first: the live text stays, the accurate
+    transcript is on the dictation), failed (the live text stays; the reason is in ``error``)."""
+
+    NONE = "none"
+    PENDING = "pending"
+    APPLIED = "applied"
+    KEPT = "kept"
+    FAILED = "failed"
+
+
 class Dictation(Base):
     __tablename__ = "dictations"
     __table_args__ = (
         CheckConstraint("section IN ('findings', 'impression')", name="section"),
         one_of("status", DictationStatus),
+        one_of("final_pass", FinalPass),
     )
 
     # A server-made UUID; the audio file is named after it, never after anything a client sent.
@@ -67,5 +81,13 @@ class Dictation(Base):
     partial_seq: Mapped[int] = mapped_column(Integer, default=0)
     partial_committed: Mapped[str] = mapped_column(Text, default="")
     partial_text: Mapped[str] = mapped_column(Text, default="")
+    # The accurate pass after a live dictation: its state, and the live transcript it replaced.
+    final_pass: Mapped[str] = mapped_column(String(16), default=FinalPass.NONE.value)
+    interim_transcript: Mapped[str] = mapped_column(Text, default="")
+    # The report's revision right after this dictation was merged into it, and the report's
+    # sections just before: a later, more accurate transcript replaces the merged text only while
+    # the revision is unchanged (nobody edited, no other dictation came in between).
+    draft_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    draft_before: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
     study: Mapped[Study] = relationship()

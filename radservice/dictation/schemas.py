@@ -31,6 +31,12 @@ class DictationPublic(BaseModel):
     #: Each word with its start and end (seconds into the audio) and the model's probability.
     words: list[dict[str, Any]] | None
     transcribed_at: datetime | None
+    #: Whisper model that wrote ``transcript``.
+    transcript_model: str
+    #: After a live dictation: none, pending, applied, kept or failed (see FinalPass), and the live
+    #: text the accurate pass replaced.
+    final_pass: str
+    interim_transcript: str
     error: str
     job_id: int | None
 
@@ -38,7 +44,8 @@ class DictationPublic(BaseModel):
     def of(cls, d: Dictation) -> DictationPublic:
         return cls(dictation_id=d.id, section=d.section, status=d.status, audio_format=d.audio_format,
                    duration_s=d.duration_s, created_at=d.created_at, transcript=d.transcript, words=d.words,
-                   transcribed_at=d.transcribed_at, error=d.error, job_id=d.job_id)
+                   transcribed_at=d.transcribed_at, transcript_model=d.transcript_model,
+                   final_pass=d.final_pass, interim_transcript=d.interim_transcript, error=d.error, job_id=d.job_id)
 
 
 class JobPublic(BaseModel):

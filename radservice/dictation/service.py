@@ -100,6 +100,8 @@ def purge_audio(*, session: Session, data_dir: Path, older_than: timedelta, now:
 # --- live dictation (WebSocket) ------------------------------------------------------------
 
 TRANSCRIBE_LIVE = "transcribe_live"
+#: The accurate pass over a finished live dictation (dictation.flows.FinalTranscribeFlow).
+TRANSCRIBE_FINAL = "transcribe_final"
 
 
 def part_path(dictation: Dictation, part: int) -> str:

@@ -8,10 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import session_scope
 from radservice.dictation.flows import dictation_for_job
+from radservice.dictation.models import Dictation, FinalPass
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.compose import Templates
 from radservice.pipeline.refine.changes import Change
@@ -22,7 +25,7 @@ from radservice.pipeline.refine.macros import load_macros
 from radservice.pipeline.refine.rules import Rules
 from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
 from radservice.reports import service as reports
-from radservice.reports.models import Report
+from radservice.reports.models import Report, ReportStatus
 
 log = logging.getLogger("radservice.reports")
 
@@ -52,6 +55,8 @@ class DraftFlow:
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
+        # the accurate pass after a live dictation: its text replaces the live text already merged
+        final = bool(ctx.job.payload.get("final"))
         with session_scope(ctx.sessions) as session:
             dictation = dictation_for_job(session, dictation_id)
             if not dictation.transcript:
@@ -69,37 +74,74 @@ class DraftFlow:
             report = reports.draft_for(session=session, study=study, template=template)
             report_id, revision = report.id, report.revision
             already = dictation_id in report.dictation_ids
-            current = dict(report.sections)
-        llm = self._llm_step(refined.sections, current, terms) if not already else None
+            replacing = final and already and report.revision == dictation.draft_revision
+            current = dict(dictation.draft_before or {}) if replacing else dict(report.sections)
+        llm = self._llm_step(refined.sections, current, terms) if not already or replacing else None
+        notes = list(refined.changes) + [flag.as_change() for flag in flags]
+        titles = {s.key: s.title for s in template.sections}
         with session_scope(ctx.sessions) as session:
             report = session.get_one(Report, report_id)
+            dictation = session.get_one(Dictation, dictation_id)
             replace: dict[str, str] = {}
-            notes = list(refined.changes) + [flag.as_change() for flag in flags]
             if llm is not None:
                 if report.revision == revision:
                     replace = llm.replace
                 else:
                     notes.append(Change("llm", "report changed while the LLM worked", "the rules' merge is kept"))
                 notes.extend(llm.notes)
-            try:
-                merged = reports.merge_dictation(session=session, report=report, dictation_id=dictation_id,
-                                                 sections=refined.sections, changes=notes, replace=replace,
-                                                 titles={s.key: s.title for s in template.sections},
-                                                 refinement=llm.refinement if llm else None)
-            except reports.ReportError as exc:
-                raise PermanentJobError(str(exc)) from None
+            if dictation_id in report.dictation_ids and final:
+                merged = self._replace(session, report, dictation, refined.sections, notes, titles, replace)
+            else:
+                before = dict(report.sections)
+                try:
+                    merged = reports.merge_dictation(session=session, report=report, dictation_id=dictation_id,
+                                                     sections=refined.sections, changes=notes, replace=replace,
+                                                     titles=titles, refinement=llm.refinement if llm else None)
+                except reports.ReportError as exc:
+                    if final:  # the live text went into a report signed since: it stays as signed
+                        dictation.final_pass = FinalPass.KEPT.value
+                        return {"dictation_id": dictation_id, "merged": False, "final_pass": dictation.final_pass}
+                    raise PermanentJobError(str(exc)) from None
+                if merged:
+                    dictation.draft_before, dictation.draft_revision = before, report.revision
+                    if final:
+                        dictation.final_pass = FinalPass.APPLIED.value
             audit.record(session=session, actor="worker", action="report.drafted", entity_type="report",
                          entity_id=str(report.id), detail={"dictation_id": dictation_id, "merged": merged,
                                                            "changes": len(refined.changes), "flags": len(flags),
-                                                           "refinement": report.refinement})
-            refinement = report.refinement
+                                                           "refinement": report.refinement,
+                                                           "final_pass": dictation.final_pass})
+            refinement, final_pass = report.refinement, dictation.final_pass
         # counts only: no report text (nor the guard's reasons, which name findings) in the log
         log.info("dictation %s %s report %d (template %s): %d rule changes in %.1f ms, %d words flagged; "
-                 "refinement %s", dictation_id, "merged into" if merged else "already in", report_id, template.name,
-                 len(refined.changes), rules_ms, len(flags), refinement.split(":")[0])
+                 "refinement %s%s", dictation_id, "merged into" if merged else "already in", report_id, template.name,
+                 len(refined.changes), rules_ms, len(flags), refinement.split(":")[0],
+                 f"; accurate pass {final_pass}" if final else "")
         return {"report_id": report_id, "dictation_id": dictation_id, "merged": merged,
                 "sections": sorted(refined.sections), "changes": len(refined.changes), "flags": len(flags),
-                "refinement": refinement}
+                "refinement": refinement, "final_pass": final_pass}
+
+    @staticmethod
+    def _replace(session: Session, report: Report, dictation: Dictation, sections: dict[str, str],
+                 notes: list[Change], titles: dict[str, str], replace: dict[str, str]) -> bool:
+        """The accurate text in place of the live text merged before, if the report has not
+        changed since; else the live text stays (the radiologist's edits win) with a note."""
+        if dictation.draft_revision is None or dictation.draft_before is None:
+            applied = False
+        else:
+            applied = reports.replace_dictation(session=session, report=report, dictation_id=dictation.id,
+                                                before=dictation.draft_before, sections=sections, changes=notes,
+                                                titles=titles, revision=dictation.draft_revision, replace=replace)
+        if applied:
+            dictation.draft_revision = report.revision
+            dictation.final_pass = FinalPass.APPLIED.value
+        else:
+            dictation.final_pass = FinalPass.KEPT.value
+            if report.status == ReportStatus.DRAFT.value:  # a note, not text: the revision stays
+                report.notes = [*report.notes, {"dictation_id": dictation.id, **Change(
+                    "final pass", "the report changed before the accurate transcript was ready",
+                    "the live text is kept; the accurate transcript is on the dictation").as_dict()}]
+        return applied
 
     def _llm_step(self, sections: dict[str, str], current: dict[str, str], terms: list[str]) -> LlmStep:
         """The LLM's merge of the findings and cleaning of the impression, each behind the guard."""

@@ -118,6 +118,33 @@ def merge_dictation(*, session: Session, report: Report, dictation_id: str, sect
     return True
 
 
+def replace_dictation(*, session: Session, report: Report, dictation_id: str, before: Mapping[str, str],
+                      sections: Mapping[str, str], changes: Sequence[Change], titles: Mapping[str, str],
+                      revision: int, replace: Mapping[str, str] | None = None) -> bool:
+    """Put a dictation's more accurate text where its earlier text was merged: the report as it
+    was ``before`` that merge, with the new ``sections`` merged in; its notes replace the earlier
+    text's notes. Only while the report is a draft still at ``revision`` (the one the earlier
+    merge left: nobody edited it and no other dictation came since); False otherwise, and
+    nothing changes."""
+    if dictation_id not in report.dictation_ids or report.status != ReportStatus.DRAFT.value \
+            or report.revision != revision:
+        return False
+    merged = {key: before.get(key, "") for key in report.sections}
+    known = [key for key, _ in report.titles]
+    new_titles = list(report.titles)
+    for key, text in sections.items():
+        merged[key] = (replace or {}).get(key) or merge_text(before.get(key, ""), text)
+        if key not in known:
+            new_titles.append([key, titles.get(key, key.replace("_", " ").capitalize())])
+            known.append(key)
+    report.sections = merged
+    report.titles = new_titles
+    report.notes = [*(n for n in report.notes if n.get("dictation_id") != dictation_id),
+                    *({"dictation_id": dictation_id, **c.as_dict()} for c in changes)]
+    report.revision += 1
+    return True
+
+
 def edit(*, session: Session, report: Report, sections: Mapping[str, str], user_id: int | None,
          revision: int | None = None) -> Report:
     """Replace the text of the named sections of a draft.

@@ -114,9 +114,21 @@ def test_webm_stream_gives_partials_then_the_final_transcript(service: Service) 
     assert events.close_code == 1000
     job = service.http.get(f"/api/v1/jobs/{final['job_id']}").json()
     assert job["status"] == "done" and job["result"]["text"] == final["text"]
-    dictation = service.http.get(f"/api/v1/dictations/{started['dictation_id']}").json()
-    assert (dictation["status"], dictation["transcript"], dictation["audio_format"]) == (
-        "transcribed", final["text"], "webm")
+    # the live text (tiny.en) is stored at once; the accurate pass (base) over the whole recording
+    # then replaces it, in the dictation and in the report nobody has touched
+    deadline = time.monotonic() + 120
+    while True:
+        dictation = service.http.get(f"/api/v1/dictations/{started['dictation_id']}").json()
+        if dictation["final_pass"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (dictation["status"], dictation["final_pass"], dictation["audio_format"]) == (
+        "transcribed", "applied", "webm"), dictation["error"]
+    assert dictation["interim_transcript"] == final["text"] and "base" in dictation["transcript_model"]
+    assert spoken_wer(item["spoken"], dictation["transcript"]) <= 0.3
+    report_id = service.http.get("/api/v1/studies/LIVE-1").json()["report_id"]
+    report = service.http.get(f"/api/v1/reports/{report_id}").json()
+    assert "pulmonary" in report["sections"]["findings"].lower()
 
 
 def test_reset_empties_and_the_connection_goes_on(service: Service) -> None:

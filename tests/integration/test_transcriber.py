@@ -68,8 +68,8 @@ def test_a_model_folder_without_a_model_is_refused_with_its_name(tmp_path: Path)
 
 def test_uploads_on_base_and_live_passes_on_tiny_en_when_configured(tmp_path: Path) -> None:
     from radservice.config import load_settings
-    from radservice.dictation.flows import LiveTranscribeFlow, TranscribeFlow
-    from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_LIVE
+    from radservice.dictation.flows import FinalTranscribeFlow, LiveTranscribeFlow, TranscribeFlow
+    from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_FINAL, TRANSCRIBE_LIVE
     from radservice.handlers import handlers
 
     config = tmp_path / "radservice.toml"
@@ -82,3 +82,10 @@ def test_uploads_on_base_and_live_passes_on_tiny_en_when_configured(tmp_path: Pa
     assert isinstance(upload, TranscribeFlow) and isinstance(live, LiveTranscribeFlow)
     assert upload.transcriber.name == "faster-whisper:base:int8"
     assert live.decoder.name == "faster-whisper:tiny.en:int8"
+    # the live text is replaced by the upload model's when the recording is done
+    final = flows[TRANSCRIBE_FINAL]
+    assert live.final_pass and isinstance(final, FinalTranscribeFlow) and final.transcriber is upload.transcriber
+
+    config.write_text(config.read_text().replace('model = "base"', 'model = "tiny.en"'))
+    same = handlers(load_settings(config))[TRANSCRIBE_LIVE]
+    assert isinstance(same, LiveTranscribeFlow) and not same.final_pass  # one model: nothing more accurate
