@@ -51,7 +51,7 @@ import medwer  # noqa: E402
 from bench.refine import report_text, written_words  # noqa: E402
 from radservice.pipeline.compose import Templates  # noqa: E402
 from radservice.pipeline.decode import decode_parts  # noqa: E402
-from radservice.pipeline.refine.flags import Flag, flag_words  # noqa: E402
+from radservice.pipeline.refine.flags import UNHEARD_WORD, Flag, flag_words, unheard_flags  # noqa: E402
 from radservice.pipeline.refine.macros import load_macros  # noqa: E402
 from radservice.pipeline.refine.rules import Rules  # noqa: E402
 from radservice.pipeline.refine.terms import LATERALITY, NEGATORS  # noqa: E402
@@ -193,7 +193,7 @@ class Pipeline:
             words=[w.__dict__ for w in transcript.words] if self.sure_words else ())
         draft = report_text(refined.sections, template)
         flags = flag_words([w.__dict__ for w in transcript.words], procedure=item["procedure"]) \
-            if self.flags else []
+            + unheard_flags(transcript.unheard) if self.flags else []
         self.flag_count += len(flags)
         return (transcript.text, draft, samples.size / 16_000, elapsed,
                 draft_positions(transcript.words, flags, draft))
@@ -215,6 +215,9 @@ def draft_positions(words: list[Word], flags: list[Flag], draft: str) -> set[int
         for k, r in enumerate(range(chunk.ref_start_idx, chunk.ref_end_idx)):
             to_draft[r] = chunk.hyp_start_idx + min(k, max(0, chunk.hyp_end_idx - chunk.hyp_start_idx - 1))
     flagged_words = {i for i, w in enumerate(words) for f in flags if w.start == f.start and w.word.strip() == f.word}
+    # speech without text is marked where it was: after the last word before it
+    flagged_words |= {max([i for i, w in enumerate(words) if w.end <= f.start] or [0]) for f in flags
+                      if f.word == UNHEARD_WORD}
     return {to_draft[t] for t, i in enumerate(owner) if i in flagged_words and t in to_draft}
 
 

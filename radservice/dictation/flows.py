@@ -96,6 +96,7 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript,
         dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
                            for w in transcript.words]
         dictation.transcript_model = transcript.model
+        dictation.unheard = [list(stretch) for stretch in transcript.unheard]
         dictation.transcribed_at = utcnow()
         dictation.status = DictationStatus.TRANSCRIBED.value
         dictation.error = ""
@@ -142,7 +143,8 @@ class FinalTranscribeFlow:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
             dictation = dictation_for_job(session, dictation_id)
-            pending = dictation.final_pass == FinalPass.PENDING.value
+            # stored already (a retry after the store committed): its draft job is queued
+            pending = dictation.final_pass == FinalPass.PENDING.value and not dictation.interim_transcript
             state, purged = dictation.final_pass, dictation.audio_path is None
             if pending and not purged:
                 parts = dictations.audio_parts(dictation, self.data_dir)
@@ -166,14 +168,15 @@ class FinalTranscribeFlow:
             raise
         elapsed = time.perf_counter() - started
         with session_scope(ctx.sessions) as session:
-            dictation = session.get_one(Dictation, dictation_id)
-            if dictation.final_pass != FinalPass.PENDING.value:
+            dictation = session.get_one(Dictation, dictation_id, with_for_update=True, populate_existing=True)
+            if dictation.final_pass != FinalPass.PENDING.value or dictation.interim_transcript:
                 return {"dictation_id": dictation_id, "skipped": dictation.final_pass}
             dictation.interim_transcript = dictation.transcript
             dictation.transcript = transcript.text
             dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
                                for w in transcript.words]
             dictation.transcript_model = transcript.model
+            dictation.unheard = [list(stretch) for stretch in transcript.unheard]
             dictation.transcribed_at = utcnow()
             audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
                          entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words),

@@ -68,6 +68,8 @@ class Dictation(Base):
     # [{"word", "start", "end", "probability"}, ...] for flagging low-confidence words later.
     words: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     transcript_model: Mapped[str] = mapped_column(String(128), default="")
+    # [[start, end], ...] seconds of detected speech no written word covers (flagged on the report).
+    unheard: Mapped[list[list[float]] | None] = mapped_column(JSON, nullable=True)
     transcribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

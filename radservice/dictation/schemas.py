@@ -33,6 +33,8 @@ class DictationPublic(BaseModel):
     transcribed_at: datetime | None
     #: Whisper model that wrote ``transcript``.
     transcript_model: str
+    #: [[start, end], ...] seconds of speech that came out as no text (flagged on the report).
+    unheard: list[list[float]] | None
     #: After a live dictation: none, pending, applied, kept or failed (see FinalPass), and the live
     #: text the accurate pass replaced.
     final_pass: str
@@ -44,7 +46,7 @@ class DictationPublic(BaseModel):
     def of(cls, d: Dictation) -> DictationPublic:
         return cls(dictation_id=d.id, section=d.section, status=d.status, audio_format=d.audio_format,
                    duration_s=d.duration_s, created_at=d.created_at, transcript=d.transcript, words=d.words,
-                   transcribed_at=d.transcribed_at, transcript_model=d.transcript_model,
+                   transcribed_at=d.transcribed_at, transcript_model=d.transcript_model, unheard=d.unheard,
                    final_pass=d.final_pass, interim_transcript=d.interim_transcript, error=d.error, job_id=d.job_id)
 
 

@@ -45,6 +45,10 @@ ALIGN_SLACK_S = 0.02
 CHECK_SPEECH_S = 3.0
 MIN_WORDS_PER_S = 1.0
 REPEATS = 4
+#: Detected speech with no written word within ``UNHEARD_SLACK_S`` of it, at least this long
+#: (s) in a stretch, is reported as unheard (``Transcript.unheard``).
+UNHEARD_S = 1.0
+UNHEARD_SLACK_S = 0.3
 #: Text of the earlier pieces that goes into a piece's prompt, after the study's vocabulary.
 PROMPT_TAIL_CHARS = 200
 #: Prompt tokens Whisper keeps (the last ones), less a few for safety.
@@ -78,6 +82,9 @@ class Transcript:
     duration_s: float = 0.0
     language: str = "en"
     model: str = ""
+    #: Stretches (start, end in seconds) where voice detection heard speech and no written word
+    #: lies: possibly lost words, flagged on the report (never silently dropped).
+    unheard: list[tuple[float, float]] = field(default_factory=list)
 
 
 Audio = Path | Samples
@@ -238,13 +245,14 @@ class WhisperTranscriber:
                                              prompt=self._context(prompt, texts), hotwords=hotwords,
                                              beam_size=beam_size)
             heard_s = speech_after(speech, begin, end) / SAMPLE_RATE
-            if prompt and implausible(piece_words, heard_s):
+            if (prompt or hotwords) and implausible(piece_words, heard_s):
                 again = self._decode_piece(samples[begin:end], begin / SAMPLE_RATE,
-                                           prompt=self._context("", texts), hotwords=hotwords, beam_size=beam_size)
-                log.info("a %.1f s piece decoded as %d words with the vocabulary prompt, %d without: %s kept",
-                         heard_s, len(piece_words), len(again),
-                         "the second" if len(again) > len(piece_words) else "the first")
-                if len(again) > len(piece_words):
+                                           prompt=self._context("", texts), hotwords="", beam_size=beam_size)
+                # a plausible text over an implausible one; between two alike, the longer
+                better = (not implausible(again, heard_s), len(again)) > (False, len(piece_words))
+                log.info("a %.1f s piece decoded as %d words with the vocabulary, %d without: %s kept",
+                         heard_s, len(piece_words), len(again), "the second" if better else "the first")
+                if better:
                     piece_words = again
             if rest:  # a rest starts just before the last word's end: what is written already is not again
                 piece_words = [w for w in piece_words if w.start >= covered_s - ALIGN_SLACK_S]
@@ -260,8 +268,11 @@ class WhisperTranscriber:
         text = " ".join(texts)
         if not text:
             raise NoSpeech("no speech detected")
+        missing = unheard(speech, words)
+        if missing:
+            log.info("speech with no text written: %s", ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in missing))
         return Transcript(text=text, words=words, duration_s=samples.size / SAMPLE_RATE, language="en",
-                          model=self.name)
+                          model=self.name, unheard=missing)
 
     def _context(self, prompt: str, texts: list[str]) -> str:
         """The prompt of a piece after the first: the study's vocabulary, then as much of the text
@@ -396,6 +407,32 @@ def implausible(words: list[Word], speech_s: float) -> bool:
     keys = [re.sub(r"[^a-z0-9]", "", w.word.lower()) for w in words]
     repeated = any(len(set(keys[i:i + REPEATS])) == 1 and keys[i] for i in range(len(keys) - REPEATS + 1))
     return repeated or len(words) / speech_s < MIN_WORDS_PER_S
+
+
+def unheard(speech: list[tuple[int, int]], words: list[Word], *, rate: int = SAMPLE_RATE) -> list[tuple[float, float]]:
+    """Stretches of detected speech (sample ranges) that no written word covers: the parts of
+    each speech range further than ``UNHEARD_SLACK_S`` from every word, joined when less than a
+    second apart, kept when they hold ``UNHEARD_S`` of speech or more. In seconds."""
+    covered = sorted((w.start - UNHEARD_SLACK_S, w.end + UNHEARD_SLACK_S) for w in words)
+    bare: list[tuple[float, float]] = []
+    for a, b in ((s / rate, e / rate) for s, e in speech):
+        for c, d in covered:
+            if d <= a or c >= b:
+                continue
+            if c > a:
+                bare.append((a, c))
+            a = max(a, d)
+            if a >= b:
+                break
+        if a < b:
+            bare.append((a, b))
+    stretches: list[list[float]] = []  # [start, end, seconds of speech]
+    for a, b in bare:
+        if stretches and a - stretches[-1][1] < 1.0:
+            stretches[-1][1], stretches[-1][2] = b, stretches[-1][2] + b - a
+        else:
+            stretches.append([a, b, b - a])
+    return [(round(a, 2), round(b, 2)) for a, b, heard in stretches if heard >= UNHEARD_S]
 
 
 def speech_after(speech: list[tuple[int, int]], start: int, end: int) -> int:

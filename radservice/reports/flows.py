@@ -18,7 +18,7 @@ from radservice.dictation.models import Dictation, FinalPass
 from radservice.jobs.worker import JobContext, PermanentJobError
 from radservice.pipeline.compose import Templates
 from radservice.pipeline.refine.changes import Change
-from radservice.pipeline.refine.flags import flag_words
+from radservice.pipeline.refine.flags import flag_words, unheard_flags
 from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import DEFAULT_PROMPTS, LlmRefiner, Prompts, TextModel
 from radservice.pipeline.refine.macros import load_macros
@@ -57,8 +57,22 @@ class DraftFlow:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         # the accurate pass after a live dictation: its text replaces the live text already merged
         final = bool(ctx.job.payload.get("final"))
+        try:
+            return self._draft(ctx, dictation_id, final)
+        except Exception as exc:
+            if final and ctx.job.attempts >= ctx.job.max_attempts:  # the live text stays: say so
+                with session_scope(ctx.sessions) as session:
+                    dictation = session.get(Dictation, dictation_id)
+                    if dictation is not None and dictation.final_pass == FinalPass.PENDING.value:
+                        dictation.final_pass = FinalPass.FAILED.value
+                        dictation.error = f"the accurate text could not be put in the report: {type(exc).__name__}"
+            raise
+
+    def _draft(self, ctx: JobContext, dictation_id: str, final: bool) -> dict[str, Any]:
         with session_scope(ctx.sessions) as session:
             dictation = dictation_for_job(session, dictation_id)
+            if final and dictation.final_pass != FinalPass.PENDING.value:  # done before (a retry)
+                return {"dictation_id": dictation_id, "merged": False, "final_pass": dictation.final_pass}
             if not dictation.transcript:
                 raise PermanentJobError(f"dictation {dictation_id} has no transcript to put in a report")
             study = dictation.study
@@ -71,6 +85,7 @@ class DraftFlow:
             rules_ms = (time.perf_counter() - started) * 1000
             # words to check (unsure sides and negations, a side against the order's): flagged, never changed
             flags = flag_words(dictation.words or [], procedure=study.procedure_text or "")
+            flags += unheard_flags(dictation.unheard or [])  # speech that came out as no text
             report = reports.draft_for(session=session, study=study, template=template)
             report_id, revision = report.id, report.revision
             already = dictation_id in report.dictation_ids
@@ -80,8 +95,14 @@ class DraftFlow:
         notes = list(refined.changes) + [flag.as_change() for flag in flags]
         titles = {s.key: s.title for s in template.sections}
         with session_scope(ctx.sessions) as session:
-            report = session.get_one(Report, report_id)
-            dictation = session.get_one(Dictation, dictation_id)
+            # both rows locked: the revision and status checked here are the ones written over
+            locked_report = reports.get(session=session, report_id=report_id, for_update=True)
+            locked = session.get(Dictation, dictation_id, with_for_update=True, populate_existing=True)
+            if locked_report is None or locked is None:
+                raise PermanentJobError(f"dictation {dictation_id} or its report no longer exists")
+            report, dictation = locked_report, locked
+            if final and dictation.final_pass != FinalPass.PENDING.value:
+                return {"dictation_id": dictation_id, "merged": False, "final_pass": dictation.final_pass}
             replace: dict[str, str] = {}
             if llm is not None:
                 if report.revision == revision:
@@ -90,7 +111,8 @@ class DraftFlow:
                     notes.append(Change("llm", "report changed while the LLM worked", "the rules' merge is kept"))
                 notes.extend(llm.notes)
             if dictation_id in report.dictation_ids and final:
-                merged = self._replace(session, report, dictation, refined.sections, notes, titles, replace)
+                merged = self._replace(session, report, dictation, refined.sections, notes, titles, replace,
+                                       llm.refinement if llm and replace else None)
             else:
                 before = dict(report.sections)
                 try:
@@ -98,14 +120,19 @@ class DraftFlow:
                                                      sections=refined.sections, changes=notes, replace=replace,
                                                      titles=titles, refinement=llm.refinement if llm else None)
                 except reports.ReportError as exc:
-                    if final:  # the live text went into a report signed since: it stays as signed
+                    if final:  # signed before any text of this dictation went in: nothing changes
                         dictation.final_pass = FinalPass.KEPT.value
+                        audit.record(session=session, actor="worker", action="report.drafted",
+                                     entity_type="report", entity_id=str(report.id),
+                                     detail={"dictation_id": dictation_id, "merged": False,
+                                             "final_pass": dictation.final_pass, "refused": exc.kind})
                         return {"dictation_id": dictation_id, "merged": False, "final_pass": dictation.final_pass}
                     raise PermanentJobError(str(exc)) from None
-                if merged:
+                if merged and final:
+                    dictation.final_pass = FinalPass.APPLIED.value
+                elif merged and dictation.final_pass == FinalPass.PENDING.value:
+                    # kept only while the accurate pass may still replace this text (it names findings)
                     dictation.draft_before, dictation.draft_revision = before, report.revision
-                    if final:
-                        dictation.final_pass = FinalPass.APPLIED.value
             audit.record(session=session, actor="worker", action="report.drafted", entity_type="report",
                          entity_id=str(report.id), detail={"dictation_id": dictation_id, "merged": merged,
                                                            "changes": len(refined.changes), "flags": len(flags),
@@ -123,7 +150,8 @@ class DraftFlow:
 
     @staticmethod
     def _replace(session: Session, report: Report, dictation: Dictation, sections: dict[str, str],
-                 notes: list[Change], titles: dict[str, str], replace: dict[str, str]) -> bool:
+                 notes: list[Change], titles: dict[str, str], replace: dict[str, str],
+                 refinement: str | None) -> bool:
         """The accurate text in place of the live text merged before, if the report has not
         changed since; else the live text stays (the radiologist's edits win) with a note."""
         if dictation.draft_revision is None or dictation.draft_before is None:
@@ -131,9 +159,10 @@ class DraftFlow:
         else:
             applied = reports.replace_dictation(session=session, report=report, dictation_id=dictation.id,
                                                 before=dictation.draft_before, sections=sections, changes=notes,
-                                                titles=titles, revision=dictation.draft_revision, replace=replace)
+                                                titles=titles, revision=dictation.draft_revision, replace=replace,
+                                                refinement=refinement)
+        dictation.draft_before, dictation.draft_revision = None, None  # not needed any more
         if applied:
-            dictation.draft_revision = report.revision
             dictation.final_pass = FinalPass.APPLIED.value
         else:
             dictation.final_pass = FinalPass.KEPT.value

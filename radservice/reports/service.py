@@ -37,7 +37,12 @@ class ReportError(Exception):
         self.kind = kind
 
 
-def get(*, session: Session, report_id: int) -> Report | None:
+def get(*, session: Session, report_id: int, for_update: bool = False) -> Report | None:
+    """The report; ``for_update`` locks its row until the caller commits (PostgreSQL; SQLite
+    transactions here take the write lock when they begin), so that a check of its revision or
+    status and the write after it are one step against other writers."""
+    if for_update:
+        return session.get(Report, report_id, with_for_update=True, populate_existing=True)
     return session.get(Report, report_id)
 
 
@@ -120,7 +125,8 @@ def merge_dictation(*, session: Session, report: Report, dictation_id: str, sect
 
 def replace_dictation(*, session: Session, report: Report, dictation_id: str, before: Mapping[str, str],
                       sections: Mapping[str, str], changes: Sequence[Change], titles: Mapping[str, str],
-                      revision: int, replace: Mapping[str, str] | None = None) -> bool:
+                      revision: int, replace: Mapping[str, str] | None = None,
+                      refinement: str | None = None) -> bool:
     """Put a dictation's more accurate text where its earlier text was merged: the report as it
     was ``before`` that merge, with the new ``sections`` merged in; its notes replace the earlier
     text's notes. Only while the report is a draft still at ``revision`` (the one the earlier
@@ -141,6 +147,8 @@ def replace_dictation(*, session: Session, report: Report, dictation_id: str, be
     report.titles = new_titles
     report.notes = [*(n for n in report.notes if n.get("dictation_id") != dictation_id),
                     *({"dictation_id": dictation_id, **c.as_dict()} for c in changes)]
+    if refinement is not None:
+        report.refinement = refinement[:300]
     report.revision += 1
     return True
 

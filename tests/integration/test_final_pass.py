@@ -131,9 +131,30 @@ def test_the_accurate_text_replaces_the_live_text_in_an_unchanged_draft(
     assert [n["rule"] for n in new_notes] == ["section", "spoken punctuation", "spoken punctuation"]
     assert dictation_of(factory, dictation_id).final_pass == FinalPass.APPLIED.value
 
-    # the same job again (a retry after a crash) changes nothing more
+    assert dictation_of(factory, dictation_id).draft_before is None  # no copy of the report left behind
+
+    # the same job again (a retry after a crash), even after an edit, changes nothing more
+    with session_scope(factory) as session:
+        reports.edit(session=session, report=session.scalars(select(Report)).one(),
+                     sections={"impression": "Small left effusion."}, user_id=None)
+    edited = report_of(factory)
     again = drafts(ctx(factory, "draft_report", {"dictation_id": dictation_id, "final": True}))
-    assert again["final_pass"] == FinalPass.APPLIED.value and report_of(factory)[0] == sections
+    assert again["final_pass"] == FinalPass.APPLIED.value and report_of(factory) == edited
+    assert dictation_of(factory, dictation_id).final_pass == FinalPass.APPLIED.value
+
+
+def test_a_retried_accurate_pass_keeps_the_live_text_and_queues_one_draft(
+        factory: sessionmaker[Session], tmp_path: Path, drafts: DraftFlow) -> None:
+    dictation_id = live_dictation(factory, tmp_path, "FP-7")
+    accurate = Accurate()
+    flow = FinalTranscribeFlow(transcriber=accurate, data_dir=tmp_path, vocabulary=[])
+    flow(ctx(factory, "transcribe_final", {"dictation_id": dictation_id}))
+    # killed after its store committed, before the job was marked done: the job runs again
+    assert flow(ctx(factory, "transcribe_final", {"dictation_id": dictation_id}))["skipped"] == "pending"
+    assert accurate.calls == 1
+    dictation = dictation_of(factory, dictation_id)
+    assert (dictation.transcript, dictation.interim_transcript) == (ACCURATE, LIVE)
+    assert sum(1 for p in queued(factory, "draft_report") if p.get("final")) == 1
 
 
 def test_an_edit_before_the_accurate_pass_wins_and_the_live_text_stays(
@@ -205,10 +226,45 @@ def test_a_failed_accurate_pass_leaves_the_live_text_and_says_why(
 
 def test_an_upload_queues_no_accurate_pass(factory: sessionmaker[Session], tmp_path: Path) -> None:
     dictation_id = live_dictation(factory, tmp_path, "FP-6")
-    store_transcript(ctx(factory, "transcribe", {"dictation_id": dictation_id}), dictation_id,
-                     Transcript(text=ACCURATE, words=[], duration_s=8.0, model="upload"))
+    assert len(queued(factory, "transcribe_final")) == 1
+    # transcribed again as an upload (POST .../transcribe): the upload model's text, no pass queued
+    result = store_transcript(ctx(factory, "transcribe", {"dictation_id": dictation_id}), dictation_id,
+                              Transcript(text=ACCURATE, words=[], duration_s=8.0, model="upload"))
+    assert "final_job_id" not in result and len(queued(factory, "transcribe_final")) == 1
     assert dictation_of(factory, dictation_id).final_pass == FinalPass.NONE.value
     # the pass queued for the live text finds nothing to do
     result = FinalTranscribeFlow(transcriber=Accurate(), data_dir=tmp_path, vocabulary=[])(
         ctx(factory, "transcribe_final", {"dictation_id": dictation_id}))
     assert result == {"dictation_id": dictation_id, "skipped": FinalPass.NONE.value}
+
+
+def test_an_edit_in_flight_is_never_overwritten_by_the_accurate_text(
+        factory: sessionmaker[Session], tmp_path: Path, drafts: DraftFlow) -> None:
+    """The radiologist's edit holds the report row while the final draft job starts: the job waits
+    for it, then sees the new revision and keeps the report as edited (without the row lock, on
+    PostgreSQL, it read the old revision and wrote the accurate text over the edit)."""
+    import threading
+    import time
+
+    dictation_id = live_dictation(factory, tmp_path, "FP-8")
+    drafts(ctx(factory, "draft_report", {"dictation_id": dictation_id}))
+    FinalTranscribeFlow(transcriber=Accurate(), data_dir=tmp_path, vocabulary=[])(
+        ctx(factory, "transcribe_final", {"dictation_id": dictation_id}))
+    editing = factory()
+    try:
+        report = reports.get(session=editing, report_id=editing.scalars(select(Report.id)).one(), for_update=True)
+        assert report is not None
+        reports.edit(session=editing, report=report, sections={"findings": "Edited by the radiologist."},
+                     user_id=None)
+        editing.flush()
+        outcomes: list[dict[str, Any]] = []
+        job = threading.Thread(target=lambda: outcomes.append(
+            drafts(ctx(factory, "draft_report", {"dictation_id": dictation_id, "final": True}))))
+        job.start()
+        time.sleep(0.5)
+        editing.commit()
+    finally:
+        editing.close()
+    job.join(30)
+    assert outcomes and outcomes[0]["final_pass"] == FinalPass.KEPT.value
+    assert report_of(factory)[0]["findings"] == "Edited by the radiologist."

@@ -128,7 +128,8 @@ def test_webm_stream_gives_partials_then_the_final_transcript(service: Service) 
     assert spoken_wer(item["spoken"], dictation["transcript"]) <= 0.3
     report_id = service.http.get("/api/v1/studies/LIVE-1").json()["report_id"]
     report = service.http.get(f"/api/v1/reports/{report_id}").json()
-    assert "pulmonary" in report["sections"]["findings"].lower()
+    # made from the template (1), the live text merged (2), then replaced by the accurate text (3)
+    assert report["revision"] == 3 and "pulmonary" in report["sections"]["findings"].lower()
 
 
 def test_reset_empties_and_the_connection_goes_on(service: Service) -> None:

@@ -70,3 +70,12 @@ def test_an_unsure_new_at_a_sentence_start_is_flagged_but_new_paragraph_is_not()
     # "No new consolidation" heard as "New consolidation": the lost "No" is exactly what to catch
     flags = flag_words(words("Clear lungs. New consolidation. New paragraph. Impression.", {2: 0.2, 4: 0.2, 6: 0.1}))
     assert [f.word for f in flags] == ["New"]
+
+
+def test_speech_without_text_is_flagged_where_it_was() -> None:
+    from radservice.pipeline.refine.flags import UNHEARD_WORD, unheard_flags
+
+    (flag,) = unheard_flags([[4.4, 9.7]])
+    assert (flag.word, flag.start) == (UNHEARD_WORD, 4.4)
+    note = flag.as_change()
+    assert note.rule == "flag" and "5.3 s of speech came out as no text" in note.after and "(at 4.4 s)" in note.after

@@ -143,3 +143,16 @@ def test_implausible_means_too_few_words_for_the_speech_or_one_word_repeated() -
     assert implausible(normal, speech_s=20.0)  # 12 words for 20 s of speech
     assert not implausible(words("Normal."), speech_s=1.0)  # too little speech to judge
     assert implausible(words("Findings, hyperechoic, hyperechoic, Hyperechoic, hyperechoic. " * 4), speech_s=8.0)
+
+
+def test_speech_no_word_covers_is_reported_as_unheard() -> None:
+    from radservice.pipeline.transcribe import Word, unheard
+
+    speech = sentences((0.5, 4.0), (4.4, 9.0), (9.4, 12.0))
+    said = [Word(f" w{i}", 0.5 + i * 0.5, 0.9 + i * 0.5, 0.9) for i in range(7)]  # 0.5 - 4.0 s
+    later = [Word(" end.", 10.0, 11.9, 0.9)]
+    assert unheard(speech, said + later) == [(4.4, 9.7)]  # the second sentence came out as nothing
+    covering = [Word(f" w{i}", 0.5 + i * 0.5, 0.9 + i * 0.5, 0.9) for i in range(23)]  # to 12 s
+    assert unheard(speech, covering) == []
+    # a pause, a breath or a word aligned a little late is not a gap
+    assert unheard(sentences((0.5, 1.6)), [Word(" yes.", 0.8, 1.2, 0.9)]) == []

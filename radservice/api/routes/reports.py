@@ -55,8 +55,8 @@ def _vocabulary(folder: Path) -> list[TermList]:
     return load_vocabulary(folder)
 
 
-def _report_or_404(session: SessionDep, report_id: int) -> Report:
-    report = reports.get(session=session, report_id=report_id)
+def _report_or_404(session: SessionDep, report_id: int, *, for_update: bool = False) -> Report:
+    report = reports.get(session=session, report_id=report_id, for_update=for_update)
     if report is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no report {report_id}")
     return report
@@ -83,7 +83,7 @@ def get_report(report_id: int, user: CurrentUser, session: SessionDep) -> Report
 @router.patch("/reports/{report_id}", response_model=ReportPublic)
 def edit_report(report_id: int, body: ReportEdit, user: Editor, session: SessionDep) -> ReportPublic:
     """Replace the text of some sections of a draft; 409 once signed or when ``revision`` is stale."""
-    report = _report_or_404(session, report_id)
+    report = _report_or_404(session, report_id, for_update=True)
     try:
         reports.edit(session=session, report=report, sections=body.sections, user_id=user.id,
                      revision=body.revision)
@@ -103,7 +103,7 @@ def sign_report(report_id: int, body: SignRequest, user: Signer, session: Sessio
     """Sign the report's text as a preliminary (radiologist or resident) or final (radiologist)
     version. The version is immutable; its deliveries are queued in the same transaction.
     403 for a role that may not sign it, 409 when the report is already final or ``revision`` is stale."""
-    report = _report_or_404(session, report_id)
+    report = _report_or_404(session, report_id, for_update=True)
     try:
         version = reports.sign(session=session, report=report, kind=VersionKind(body.status), user=user,
                                destinations=_destinations(settings), give_up_after=_give_up_after(settings),
@@ -123,7 +123,7 @@ def add_addendum(report_id: int, body: AddendumRequest, user: Signer, session: S
                  request: Request) -> ReportPublic:
     """Sign an addendum to a final report: a new version (HL7 result status C) with the whole report
     and its addenda, delivered after the versions before it. 409 before the report is final."""
-    report = _report_or_404(session, report_id)
+    report = _report_or_404(session, report_id, for_update=True)
     try:
         version = reports.add_addendum(session=session, report=report, text=body.text, user=user,
                                        destinations=_destinations(settings), give_up_after=_give_up_after(settings))

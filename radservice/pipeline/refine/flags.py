@@ -146,3 +146,14 @@ def _unclear_runs(probs: Sequence[float]) -> Iterable[int]:
             i += UNCLEAR_RUN
         else:
             i += 1
+
+
+#: The "word" of a flag for speech that came out as no text.
+UNHEARD_WORD = "(speech without text)"
+
+
+def unheard_flags(stretches: Sequence[Sequence[float]]) -> list[Flag]:
+    """A flag for each stretch of speech no text was written for (``Transcript.unheard``): words
+    may be missing there, and only the radiologist, listening, can say which."""
+    return [Flag(UNHEARD_WORD, float(a), f"{float(b) - float(a):.1f} s of speech came out as no text: "
+                 "listen, and dictate again what is missing") for a, b in stretches]

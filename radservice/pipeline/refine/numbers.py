@@ -72,7 +72,7 @@ _AFTER: list[Sub] = [
                 rf"|\b(zero|one|two)\b(?=[\s-]+(?:point|by|{_UNIT})\b)", re.I), lambda m: _SMALL[m.group(0).lower()]),
     (re.compile(r"\b(\d+) point (\d+)\b"), lambda m: f"{m.group(1)}.{m.group(2)}"),
     # "5th" (alpha2digit's or Whisper's) reads "fifth"
-    (re.compile(r"\b([1-9]|1\d|20) ?(?:st|nd|rd|th)\b", re.I), lambda m: _ORDINALS[int(m.group(1)) - 1]),
+    (re.compile(r"\b([1-9]|1\d|20)(?:st|nd|rd|th)\b"), lambda m: _ORDINALS[int(m.group(1)) - 1]),
     # homophones of a number right before a spelled unit: "measures for millimeters" is 4 mm
     (re.compile(r"\b(for|to|too)(?=\s+(?:millimet|centimet)[a-z]*\b)", re.I),
      lambda m: "4" if m.group(1).lower() == "for" else "2"),

@@ -40,7 +40,7 @@ class Token:
 
 
 #: A spoken mark Whisper joined to the word before ("None-period,"): two words.
-_JOINED_MARK = re.compile(r"(?<=[A-Za-z])-(?=(?:period|comma|colon)\b)", re.I)
+_JOINED_MARK = re.compile(r"(?<=[A-Za-z])-(?=(?:period|comma)\b)", re.I)
 
 
 def tokenize(text: str) -> list[Token]:
@@ -65,16 +65,17 @@ def _mark_at(tokens: Sequence[Token], i: int) -> tuple[str, int] | None:
     return _misheard_paragraph(tokens, i)
 
 
-#: What "new paragraph" is heard as, besides itself: "new" (or "next", "no", "now") and a word
-#: like "paragraph" ("parabola", "paradraft", "paradox", "para draft"), at a sentence's end.
+#: What "new paragraph" is heard as, besides itself (read on the tuning sets): "new" (or "next",
+#: "now", "no") and one of these words, or two that join into one ("para draft").
 _PARAGRAPH_LEADS = frozenset({"new", "next", "no", "now"})
-_PARAGRAPH_LIKE = re.compile(r"^p[aeo]r[aeio]?(?:gra|dra|bo|do|ll|gr|dr)[a-z]*$")
+_PARAGRAPH_HEARD = frozenset({"paragraphs", "parabola", "paradraft", "paradraff", "parodraft", "peridraft",
+                              "paradox", "paragraf", "paragraft", "paragrass"})
 
 
 def _misheard_paragraph(tokens: Sequence[Token], i: int) -> tuple[str, int] | None:
-    """A misheard "new paragraph": only where a sentence or heading follows (so "no paraspinal
-    mass" and "new paravertebral collection" stay words), and never a word of a finding: the
-    second word must look like "paragraph" itself ("par" + a vowel, then g/d/b/l)."""
+    """A misheard "new paragraph": one of the known mishearings, and only where a sentence or
+    heading follows (the heard word ends with a mark, or the next word has a capital). "no" only
+    with "paragraph(s)" itself: a negation is never taken for a command on a guess."""
     if i + 1 >= len(tokens) or tokens[i].key not in _PARAGRAPH_LEADS or tokens[i].trail:
         return None
     for n in (2, 3):
@@ -85,7 +86,8 @@ def _misheard_paragraph(tokens: Sequence[Token], i: int) -> tuple[str, int] | No
         last = i + n - 1
         boundary = bool(set(tokens[last].trail) & set(".,:;")) or last + 1 == len(tokens) \
             or tokens[last + 1].core[:1].isupper()
-        if boundary and _PARAGRAPH_LIKE.match(heard) and (tokens[i].key != "no" or heard.startswith("paragr")):
+        allowed = heard in ("paragraph", "paragraphs") if tokens[i].key == "no" else heard in _PARAGRAPH_HEARD
+        if boundary and allowed:
             return "\n\n", n
     return None
 

@@ -1,5 +1,5 @@
-"""dictations: the accurate pass after a live dictation (final_pass, interim_transcript) and what
-its merge into the report changed (draft_revision, draft_before)
+"""dictations: the accurate pass after a live dictation (final_pass, interim_transcript), what its
+merge into the report changed (draft_revision, draft_before), speech without text (unheard)
 
 Revision ID: 0009_final_pass
 Revises: 0008_outbox
@@ -24,12 +24,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('interim_transcript', sa.Text(), nullable=False, server_default=''))
         batch_op.add_column(sa.Column('draft_revision', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('draft_before', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('unheard', sa.JSON(), nullable=True))
         batch_op.create_check_constraint(op.f('ck_dictations_final_pass'), FINAL_PASS)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('dictations', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_dictations_final_pass'), type_='check')
+        batch_op.drop_column('unheard')
         batch_op.drop_column('draft_before')
         batch_op.drop_column('draft_revision')
         batch_op.drop_column('interim_transcript')
