@@ -35,12 +35,15 @@ phrase lost or changed without a flag, upload RTF <= 0.3.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,8 +58,8 @@ from radservice.pipeline.refine.flags import UNHEARD_WORD, Flag, flag_words, unh
 from radservice.pipeline.refine.macros import load_macros  # noqa: E402
 from radservice.pipeline.refine.rules import Rules  # noqa: E402
 from radservice.pipeline.refine.terms import LATERALITY, NEGATORS  # noqa: E402
-from radservice.pipeline.transcribe import WhisperTranscriber, Word  # noqa: E402
-from radservice.pipeline.vocabulary import build_prompt, load_vocabulary, study_terms  # noqa: E402
+from radservice.pipeline.transcribe import Transcript, WhisperTranscriber, Word  # noqa: E402
+from radservice.pipeline.vocabulary import build_prompt, load_lexicon, load_vocabulary, study_terms  # noqa: E402
 from tests.transcripts import normalise  # noqa: E402
 
 SETS = {"tuning": REPO / "fixtures" / "audio", "wide": REPO / "fixtures" / "tuning", "eval": REPO / "fixtures" / "eval"}
@@ -168,9 +171,11 @@ class Pipeline:
     """The worker's path for one dictation: transcribe with the study's prompt, then the rules."""
 
     def __init__(self, transcriber: WhisperTranscriber, *, prompt: bool, flags: bool = True,
-                 sure_words: bool = True) -> None:
+                 sure_words: bool = True, lexicon: bool = True, cache: Path | None = None) -> None:
         self.transcriber = transcriber
         self.prompt = prompt
+        self.lexicon = load_lexicon(REPO / "config" / "lexicon.txt") if lexicon else []
+        self.cache = cache
         self.flags = flags
         self.sure_words = sure_words
         self.flag_count = 0
@@ -184,11 +189,11 @@ class Pipeline:
         prompt = build_prompt(self.vocabulary, modality=item["modality"], procedure=item["procedure"]) \
             if self.prompt else ""
         started = time.perf_counter()
-        transcript = self.transcriber.transcribe(samples, prompt=prompt)
+        transcript = self._transcribe(item, samples, prompt)
         elapsed = time.perf_counter() - started
         template = self.templates.pick(modality=item["modality"], procedure_text=item["procedure"])
         terms = study_terms(self.vocabulary, modality=item["modality"], procedure=item["procedure"])
-        refined = Rules(terms=terms, macros=self.macros).refine(
+        refined = Rules(terms=terms, macros=self.macros, lexicon=self.lexicon).refine(
             transcript.text, section="findings", template=template,
             words=[w.__dict__ for w in transcript.words] if self.sure_words else ())
         draft = report_text(refined.sections, template)
@@ -197,6 +202,28 @@ class Pipeline:
         self.flag_count += len(flags)
         return (transcript.text, draft, samples.size / 16_000, elapsed,
                 draft_positions(transcript.words, flags, draft))
+
+
+    def _transcribe(self, item: dict[str, str], samples: Any, prompt: str) -> Transcript:
+        """The transcriber's output, or (``--cache``) the one stored for the same file, model and
+        settings: rules and flags can then be compared in seconds (the RTF is then the cache's)."""
+        if self.cache is None:
+            return self.transcriber.transcribe(samples, prompt=prompt)
+        t = self.transcriber
+        key = hashlib.sha256(json.dumps([item["path"], Path(item["path"]).stat().st_size, t.name, t.beam_size,
+                                         t.inline_words, prompt]).encode()).hexdigest()[:24]
+        path = self.cache / f"{item['id']}-{key}.json"
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Transcript(text=data["text"], words=[Word(*w) for w in data["words"]],
+                              duration_s=data["duration_s"], model=data["model"],
+                              unheard=[(a, b) for a, b in data["unheard"]])
+        transcript = t.transcribe(samples, prompt=prompt)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"text": transcript.text, "duration_s": transcript.duration_s,
+                                    "model": transcript.model, "unheard": transcript.unheard,
+                                    "words": [[w.word, w.start, w.end, w.probability] for w in transcript.words]}))
+        return transcript
 
 
 def draft_positions(words: list[Word], flags: list[Flag], draft: str) -> set[int]:
@@ -264,6 +291,9 @@ def main() -> None:
     parser.add_argument("--correct-sure-words", action="store_true",
                         help="let the vocabulary correct words the recogniser was sure of")
     parser.add_argument("--no-flags", action="store_true", help="no flags for words to check")
+    parser.add_argument("--no-lexicon", action="store_true", help="correct to the study's vocabulary only")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep transcripts in this folder and reuse them (for comparing rules quickly)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N dictations of each set")
     parser.add_argument("--per-file", action="store_true", help="a line per dictation (tuning sets only, please)")
     parser.add_argument("--show", action="store_true", help="also print each transcript and draft")
@@ -273,7 +303,7 @@ def main() -> None:
     load_s = time.perf_counter() - started
     transcriber.warm_up()
     pipeline = Pipeline(transcriber, prompt=not args.no_prompt, flags=not args.no_flags,
-                        sure_words=not args.correct_sure_words)
+                        sure_words=not args.correct_sure_words, lexicon=not args.no_lexicon, cache=args.cache)
     vocabulary_terms = {written_words(t) for tl in pipeline.vocabulary for t in tl.terms}
     medical_terms = set(medwer.load_terms(medwer.default_terms_path())[0]) | vocabulary_terms
     names = {"both": ["eval", "tuning"], "all": ["eval", "tuning", "wide"]}.get(args.set, args.set.split(","))

@@ -88,6 +88,7 @@ class WhisperSettings(_Section):
 class ReportSettings(_Section):
     templates_dir: Path = Path("config/templates")
     macros_file: Path = Path("config/macros.toml")
+    lexicon_file: Path = Path("config/lexicon.txt")
 
 
 class LlmSettings(_Section):

@@ -47,6 +47,16 @@ def load_vocabulary(folder: Path) -> list[TermList]:
     return lists
 
 
+def load_lexicon(path: Path) -> list[str]:
+    """The site's radiology lexicon (one term per line, ``#`` comments): terms a misheard word
+    may be corrected to in any study, after the study's own vocabulary. Never in the prompt
+    (Whisper hears 224 prompt tokens). An absent file means none."""
+    if not path.is_file():
+        return []
+    terms = (raw.split("#", 1)[0].strip() for raw in path.read_text(encoding="utf-8").splitlines())
+    return list(dict.fromkeys(t for t in terms if t))
+
+
 def _words(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
 

@@ -23,7 +23,7 @@ from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import DEFAULT_PROMPTS, LlmRefiner, Prompts, TextModel
 from radservice.pipeline.refine.macros import load_macros
 from radservice.pipeline.refine.rules import Rules
-from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
+from radservice.pipeline.vocabulary import TermList, load_lexicon, load_vocabulary, study_terms
 from radservice.reports import service as reports
 from radservice.reports.models import Report, ReportStatus
 
@@ -38,8 +38,10 @@ class DraftFlow:
     """
 
     def __init__(self, *, templates: Templates, vocabulary: list[TermList], macros: dict[str, str],
-                 model: TextModel | None = None, prompts: Prompts | None = None) -> None:
+                 model: TextModel | None = None, prompts: Prompts | None = None,
+                 lexicon: list[str] | None = None) -> None:
         self.templates = templates
+        self.lexicon = lexicon or []
         self.vocabulary = vocabulary
         self.macros = macros
         self.model = model
@@ -51,7 +53,7 @@ class DraftFlow:
         return cls(templates=Templates.load(report.templates_dir),
                    vocabulary=load_vocabulary(settings.whisper.vocabulary_dir),
                    macros=load_macros(report.macros_file), model=model,
-                   prompts=Prompts.load(settings.llm.prompts_dir))
+                   prompts=Prompts.load(settings.llm.prompts_dir), lexicon=load_lexicon(report.lexicon_file))
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
@@ -80,8 +82,8 @@ class DraftFlow:
                                            procedure_text=study.procedure_text)
             terms = study_terms(self.vocabulary, modality=study.modality, procedure=study.procedure_text)
             started = time.perf_counter()
-            refined = Rules(terms=terms, macros=self.macros).refine(dictation.transcript, section=dictation.section,
-                                                                    template=template, words=dictation.words or [])
+            refined = Rules(terms=terms, macros=self.macros, lexicon=self.lexicon).refine(
+                dictation.transcript, section=dictation.section, template=template, words=dictation.words or [])
             rules_ms = (time.perf_counter() - started) * 1000
             # words to check (unsure sides and negations, a side against the order's): flagged, never changed
             flags = flag_words(dictation.words or [], procedure=study.procedure_text or "")

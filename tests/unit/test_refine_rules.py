@@ -296,3 +296,27 @@ def test_a_word_is_sure_only_if_it_was_heard_clearly_every_time() -> None:
     words = _words("plural effusion. plural.", 0.95) + [{"word": " diffusion", "probability": 0.5}]
     words[2]["probability"] = 0.4
     assert sure_words(words) == frozenset({"effusion"})
+
+
+def test_the_lexicon_corrects_terms_the_study_vocabulary_lacks_and_leaves_everyday_words() -> None:
+    from radservice.pipeline.vocabulary import load_lexicon
+
+    lexicon = load_lexicon(REPO / "config" / "lexicon.txt")
+    assert len(lexicon) > 1000 and "meningioma" in lexicon
+    said = ("There is a lumbinectomy defect period. The conus medallaris is normal period. Both uterine arteries "
+            "were embolized period. No retroperitonal lymph nodes period. No left meningoma period.")
+    study_only = Rules(terms=["pleural effusion"]).refine(said, section="findings", template=CT_CHEST)
+    assert "medallaris" in study_only.sections["findings"]
+    refined = Rules(terms=["pleural effusion"], lexicon=lexicon).refine(said, section="findings", template=CT_CHEST)
+    # "arteries" is not a misheard "arteritis": a term's words are known in both numbers
+    assert refined.sections["findings"] == (
+        "There is a laminectomy defect. The conus medullaris is normal. Both uterine arteries were embolized. "
+        "No retroperitoneal lymph nodes. No left meningioma.")
+    # a real word is not turned into another term on a guess: only non-words are corrected to the lexicon
+    kept = "Enhancing granulation tissue period. Acromioclavicular arthrosis period. The vein is patient period."
+    assert Rules(lexicon=lexicon).refine(kept, section="findings", template=CT_CHEST).sections["findings"] == \
+        "Enhancing granulation tissue. Acromioclavicular arthrosis. The vein is patient."
+    # never a side or a negation, never a sure word
+    sure = Rules(lexicon=lexicon).refine("a meningoma period", section="findings", template=CT_CHEST,
+                                         words=_words("a meningoma period", 0.95))
+    assert sure.sections["findings"] == "A meningoma."

@@ -44,3 +44,12 @@ def test_procedure_title_keeps_abbreviations_only() -> None:
     prompt = build_prompt([], modality="CT", procedure="CT ABDOMEN AND PELVIS W CONTRAST")
     assert prompt == "CT abdomen and pelvis w contrast. Findings: "
     assert build_prompt([], modality="US", procedure="US Abdomen RUQ").startswith("US Abdomen RUQ. ")
+
+
+def test_a_lexicon_is_terms_one_a_line_and_an_absent_file_is_none(tmp_path: Path) -> None:
+    from radservice.pipeline.vocabulary import load_lexicon
+
+    path = tmp_path / "lexicon.txt"
+    path.write_text("# site terms\nspiculated\n\nconus medullaris  # spine\nspiculated\n", encoding="utf-8")
+    assert load_lexicon(path) == ["spiculated", "conus medullaris"]
+    assert load_lexicon(tmp_path / "missing.txt") == []

@@ -79,10 +79,13 @@ class Rules:
         The vocabulary terms that apply to the study (misheard phrases are matched to them).
     macros
         The site's macros (name -> text).
+    lexicon
+        The site's radiology lexicon: more terms to match, for every study.
     """
 
-    def __init__(self, *, terms: Iterable[str] = (), macros: dict[str, str] | None = None) -> None:
-        self.corrector = TermCorrector(terms)
+    def __init__(self, *, terms: Iterable[str] = (), macros: dict[str, str] | None = None,
+                 lexicon: Iterable[str] = ()) -> None:
+        self.corrector = TermCorrector(terms, lexicon=lexicon)
         self.macros = macros or {}
 
     def refine(self, transcript: str, *, section: str, template: Template,

@@ -5,7 +5,11 @@ five words is compared with every term of the study's vocabulary (``config/vocab
 edit similarity (``rapidfuzz``) of its letters and of their Metaphone keys (``jellyfish``).
 Conservative by construction: a run that holds a laterality or negation word, a digit, or
 only words already known (terms' words and common English function words) is never changed,
-and a single word must be long and close in both spelling and sound.
+and a single word must be long and close in both spelling and sound. The site's general
+lexicon (``config/lexicon.txt``: terms of every region, not picked for the study) only
+corrects a run with a word that is not English at all ("retroperitonal", "meningoma"): a real
+word ("granulation", "arthrosis", "patient") is never turned into another term on a guess.
+Whether a word is English comes from ``wordfreq`` (its frequency in large English corpora).
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ class _Term:
     letters: str
     key: str
     words: int
+    #: from the general lexicon: only for runs with a word that is not English
+    general: bool = False
+
+
+def is_english(word: str) -> bool:
+    """A word English corpora know (``wordfreq``), however rare: "arthrosis" is, "lumbinectomy" not."""
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en") > 0
 
 
 def _letters(text: str) -> str:
@@ -76,12 +89,16 @@ class TermCorrector:
         Least spelling similarity for a single word (sound must agree as closely).
     """
 
-    def __init__(self, terms: Iterable[str], *, min_ratio: float = 83.0, min_ratio_single: float = 86.0) -> None:
+    def __init__(self, terms: Iterable[str], *, min_ratio: float = 83.0, min_ratio_single: float = 86.0,
+                 lexicon: Iterable[str] = ()) -> None:
         # a correction never brings in a laterality or negation word ("lateral" is not "bilateral")
-        self.terms = [_Term(t, _letters(t), _key(_letters(t)), len(t.split())) for t in dict.fromkeys(terms)
+        study = list(dict.fromkeys(terms))
+        chosen = [(t, False) for t in study] + [(t, True) for t in dict.fromkeys(lexicon) if t not in set(study)]
+        self.terms = [_Term(t, _letters(t), _key(_letters(t)), len(t.split()), general) for t, general in chosen
                       if len(_letters(t)) >= 4 and not PROTECTED & {w.lower() for w in t.split()}]
         self._spellings = [t.letters for t in self.terms]
-        self.known = {w.lower() for t in self.terms for w in t.text.split()} | COMMON
+        # a term's words are known in their other number too ("arteries" is not a misheard "arteritis")
+        self.known = {f for t in self.terms for w in t.text.split() for f in _forms(w.lower())} | COMMON
         self.exact = {t.text.lower() for t in self.terms}
         self.min_ratio = min_ratio
         self.min_ratio_single = min_ratio_single
@@ -157,10 +174,16 @@ class TermCorrector:
                 continue
             # spelling first, over every term at once (rapidfuzz, in C); sound only for the close ones
             close = process.extract(letters, self._spellings, scorer=fuzz.ratio, score_cutoff=65, limit=None)
+            foreign: bool | None = None  # has the run a word English does not know? (asked once)
             for _, _, index in close:
                 term = self.terms[index]
                 if term.words > n + 1 or not 0.7 <= len(letters) / len(term.letters) <= 1.4:
                     continue
+                if term.general:
+                    if foreign is None:
+                        foreign = not all(is_english(w) for w in lowered)
+                    if not foreign:
+                        continue
                 if letters != term.letters and letters.rstrip("s") == term.letters.rstrip("s"):
                     continue  # singular and plural are both right ("4 millimeter nodule")
                 score = self._score(letters, term, single=n == 1)
@@ -175,6 +198,25 @@ class TermCorrector:
                     continue
                 best = (score, n, term)
         return (best[1], best[2]) if best else None
+
+
+def _forms(word: str) -> set[str]:
+    """A word with its plural or singular ("artery", "arteries"; "lobe", "lobes"; "fossa", "fossae"),
+    and an adjective in -e with its noun in -ity ("hyperdense", "hyperdensity")."""
+    forms = {word, word + "s", word + "es", word + "e"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    if word.endswith("e"):
+        forms.add(word[:-1] + "ity")  # "hyperdense", "hyperdensity"
+    if word.endswith("ity"):
+        forms.add(word[:-3] + "e")
+    if word.endswith(("a", "us", "is")):
+        forms |= {word[:-1] + "ae", word[:-2] + "i", word[:-2] + "es"}
+    return forms
 
 
 def _differing_part_matches(said: list[str], term: list[str]) -> bool:
