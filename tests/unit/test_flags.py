@@ -79,3 +79,16 @@ def test_speech_without_text_is_flagged_where_it_was() -> None:
     assert (flag.word, flag.start) == (UNHEARD_WORD, 4.4)
     note = flag.as_change()
     assert note.rule == "flag" and "5.3 s of speech came out as no text" in note.after and "(at 4.4 s)" in note.after
+
+
+def test_an_unsure_number_or_unit_is_flagged_and_a_sure_one_is_not() -> None:
+    flags = flag_words(words("The nodule measures 9 x 7 mm. The duct measures four millimeters.",
+                             {3: 0.32, 11: 0.3}))
+    assert [(f.word, "measurement" in f.reason) for f in flags] == [("9", True), ("millimeters.", True)]
+    assert flag_words(words("The nodule measures 9 x 7 mm.")) == []
+
+
+def test_a_sentence_starting_like_no_is_flagged() -> None:
+    (flag,) = flag_words(words("The prostate is enlarged. Nor extraprostatic extension."))
+    assert flag.word == "Nor" and "misheard 'no'" in flag.reason
+    assert flag_words(words("No effusion, nor pneumothorax.")) == []  # inside a sentence: English

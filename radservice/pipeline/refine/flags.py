@@ -7,6 +7,8 @@ the page can mark it and play it back). Flagged:
 - a side word (left, right, bilateral) heard with low probability,
 - a word that sounds like "left" or "right" ("light", "bright", "lift", "write", ...) next to
   anatomy, where a side word was probably said,
+- a number or unit of a measurement heard with low probability, a sentence starting with a word
+  like "no" ("nor", "know"),
 - a negation heard with low probability, and a sentence whose first word is unsure (a "no" at the
   start of a sentence is the word Whisper loses most often),
 - a passage of several words that are all improbable (noise, mumbling, a made-up phrase),
@@ -31,6 +33,8 @@ SIDE_MIN_P = 0.6
 NEGATION_MIN_P = 0.5
 #: The first word of a sentence below this probability is flagged (a "no" may have been lost).
 SENTENCE_START_MIN_P = 0.3
+#: A number or unit of a measurement below this probability is flagged (a size read wrong).
+MEASURE_MIN_P = 0.4
 #: A passage of at least ``UNCLEAR_RUN`` words whose mean probability is below ``UNCLEAR_MEAN_P``.
 UNCLEAR_RUN = 4
 UNCLEAR_MEAN_P = 0.35
@@ -52,6 +56,15 @@ neural foramen foraminal recess paracentral thyroid parotid submandibular tonsil
 facet sacroiliac
 """.split())
 _SENTENCE_END = re.compile(r"[.?!:]$")
+#: Words of a measurement: numbers as digits or words, and units.
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?%?")
+MEASURE_WORDS = frozenset("""
+zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
+eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred point half
+millimeter millimeters millimetre millimetres centimeter centimeters centimetre centimetres mm cm percent
+""".split())
+#: Everyday words Whisper writes for a "no" it did not catch, at a sentence's start.
+NEGATION_SOUNDALIKES = frozenset({"nor", "know", "knows", "now"})
 #: Section headings and spoken commands: an unsure heading loses no finding.
 _NOT_FINDINGS = frozenset({"findings", "impression", "conclusion", "technique", "comparison", "history", "clinical",
                            "indication", "paragraph", "line", "period", "comma", "colon"})
@@ -116,6 +129,10 @@ def flag_words(words: Sequence[dict[str, Any]], *, procedure: str = "") -> list[
             flags[i] = f"'{key}' next to anatomy may be a misheard 'left' or 'right'"
         elif key in NEGATORS and p < NEGATION_MIN_P:
             flags[i] = f"negation heard with low confidence ({p:.0%})"
+        elif key in NEGATION_SOUNDALIKES and _starts_sentence(words, i):
+            flags[i] = f"'{key}' starting a sentence may be a misheard 'no'"
+        elif p < MEASURE_MIN_P and (key in MEASURE_WORDS or _NUMBER.fullmatch(str(words[i]["word"]).strip(" .,;:"))):
+            flags[i] = f"number or unit heard with low confidence ({p:.0%}): check the measurement"
         elif _starts_sentence(words, i) and p < SENTENCE_START_MIN_P and not _command(keys, i):
             flags[i] = f"unclear start of a sentence ({p:.0%}): a word such as 'no' may have been lost"
         elif side and key in SIDES - {side, "bilateral", "bilaterally"}:
