@@ -213,6 +213,9 @@ class LiveTranscribeFlow:
     a new ``stream_epoch`` (reset: start over).
     """
 
+    #: someone is dictating now: a worker takes this job before older ones (an accurate pass, a draft)
+    urgent = True
+
     def __init__(self, *, decoder: WindowDecoder, data_dir: Path, vocabulary: list[TermList],
                  step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 600.0,
                  final_pass: bool = False) -> None:

@@ -45,11 +45,14 @@ def enqueue(*, session: Session, kind: str, payload: dict[str, Any], max_attempt
     return job
 
 
-def claim(*, session: Session, owner: str, lease: timedelta, kinds: list[str] | None = None) -> ClaimedJob | None:
-    """Take the oldest due queued job for ``owner`` and commit the claim; None when there is none."""
+def claim(*, session: Session, owner: str, lease: timedelta, kinds: list[str] | None = None,
+          first: list[str] | None = None) -> ClaimedJob | None:
+    """Take the oldest due queued job for ``owner`` and commit the claim; None when there is none.
+    Jobs of the kinds in ``first`` (someone is waiting on them now) go before older ones."""
     now = utcnow()
+    order = [case((Job.kind.in_(first), 0), else_=1)] if first else []
     query = (select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.run_after <= now)
-             .order_by(Job.run_after, Job.id).limit(1).with_for_update(skip_locked=True))
+             .order_by(*order, Job.run_after, Job.id).limit(1).with_for_update(skip_locked=True))
     if kinds is not None:
         query = query.where(Job.kind.in_(kinds))
     job_id = session.scalar(query)

@@ -91,6 +91,8 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.stop = stop or threading.Event()
+        # a handler that says it is urgent (a live dictation: someone is speaking now) goes first
+        self.urgent = [kind for kind, handler in self.handlers.items() if getattr(handler, "urgent", False)]
         self._last_reap = 0.0
 
     def run(self) -> None:
@@ -109,7 +111,8 @@ class Worker:
         """Claim and run one job; False when none was due."""
         self._maybe_reap()
         with self.sessions() as session:
-            job = jobs.claim(session=session, owner=self.owner, lease=self.lease, kinds=list(self.handlers))
+            job = jobs.claim(session=session, owner=self.owner, lease=self.lease, kinds=list(self.handlers),
+                             first=self.urgent)
         if job is None:
             return False
         self._run(job)

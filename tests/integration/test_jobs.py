@@ -50,6 +50,24 @@ def test_claim_takes_oldest_due_job_once(factory: sessionmaker[Session]) -> None
     assert job.status == "running" and job.lease_owner == "w1" and job.lease_expires_at is not None
 
 
+def test_urgent_kinds_are_claimed_before_older_jobs(factory: sessionmaker[Session]) -> None:
+    (accurate,) = _enqueue(factory, "transcribe_final")
+    (draft,) = _enqueue(factory, "draft_report")
+    (live,) = _enqueue(factory, "transcribe_live")
+    with factory() as session:
+        order = [jobs.claim(session=session, owner="w", lease=LEASE, first=["transcribe_live"]) for _ in range(3)]
+    assert [c.id for c in order if c is not None] == [live, accurate, draft]
+
+
+def test_a_worker_takes_its_urgent_handlers_kinds_first(factory: sessionmaker[Session]) -> None:
+    class Live:
+        urgent = True
+
+    worker = Worker(sessions=factory, handlers={"record": lambda ctx: {}, "live": Live()},  # type: ignore[dict-item]
+                    owner="w", lease=LEASE, poll_interval=0.05)
+    assert worker.urgent == ["live"]
+
+
 def test_worker_runs_job_and_records_result(factory: sessionmaker[Session], tmp_path: Path) -> None:
     log = tmp_path / "runs.log"
     (job_id,) = _enqueue(factory, "record", log=str(log))

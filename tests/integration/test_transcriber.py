@@ -85,6 +85,7 @@ def test_uploads_on_base_and_live_passes_on_tiny_en_when_configured(tmp_path: Pa
     # the live text is replaced by the upload model's when the recording is done
     final = flows[TRANSCRIBE_FINAL]
     assert live.final_pass and isinstance(final, FinalTranscribeFlow) and final.transcriber is upload.transcriber
+    assert getattr(live, "urgent", False) and not getattr(final, "urgent", False)  # live jobs go first
 
     config.write_text(config.read_text().replace('model = "base"', 'model = "tiny.en"'))
     same = handlers(load_settings(config))[TRANSCRIBE_LIVE]
