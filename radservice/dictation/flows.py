@@ -45,8 +45,7 @@ class TranscribeFlow:
                 raise PermanentJobError("the dictation's audio is no longer stored (retention period)")
             parts = dictations.audio_parts(dictation, self.data_dir)
             fmt = dictation.audio_format
-            prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
-                                  procedure=dictation.study.procedure_text)
+            prompt = study_prompt(self.vocabulary, dictation)
             dictation.status = DictationStatus.TRANSCRIBING.value
         if not all(part.is_file() for part in parts):
             mark_failed(ctx, dictation_id, "audio file missing from the store")
@@ -67,6 +66,21 @@ class TranscribeFlow:
             raise
         ctx.report_progress(0.9)
         return store_transcript(ctx, dictation_id, transcript)
+
+
+def study_prompt(vocabulary: list[TermList], dictation: Dictation) -> str:
+    """The vocabulary prompt of the dictation's study."""
+    return build_prompt(vocabulary, modality=dictation.study.modality, procedure=dictation.study.procedure_text)
+
+
+def keep_transcript(dictation: Dictation, transcript: Transcript) -> None:
+    """A transcript's text, words, model and unheard stretches on the dictation (replacing any earlier)."""
+    dictation.transcript = transcript.text
+    dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
+                       for w in transcript.words]
+    dictation.transcript_model = transcript.model
+    dictation.unheard = [list(stretch) for stretch in transcript.unheard]
+    dictation.transcribed_at = utcnow()
 
 
 def dictation_for_job(session: Session, dictation_id: str) -> Dictation:
@@ -92,12 +106,7 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript,
     final_job_id = None
     with session_scope(ctx.sessions) as session:
         dictation = session.get_one(Dictation, dictation_id)
-        dictation.transcript = transcript.text
-        dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
-                           for w in transcript.words]
-        dictation.transcript_model = transcript.model
-        dictation.unheard = [list(stretch) for stretch in transcript.unheard]
-        dictation.transcribed_at = utcnow()
+        keep_transcript(dictation, transcript)
         dictation.status = DictationStatus.TRANSCRIBED.value
         dictation.error = ""
         if transcript.duration_s:
@@ -122,7 +131,7 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript,
     return result
 
 
-class FinalTranscribeFlow:
+class FinalTranscribeFlow(TranscribeFlow):
     """The ``transcribe_final`` job: the accurate model (``whisper.model``) over a finished live
     dictation's whole recording, after the live model's text was stored and drafted. Its
     transcript replaces the live one on the dictation (kept as ``interim_transcript``) and, through
@@ -131,13 +140,6 @@ class FinalTranscribeFlow:
     A failure leaves the live text where it is: the dictation says so (``final_pass`` failed, the
     reason in ``error``) and stays transcribed.
     """
-
-    def __init__(self, *, transcriber: Transcriber, data_dir: Path, vocabulary: list[TermList],
-                 hotwords: str = "") -> None:
-        self.transcriber = transcriber
-        self.data_dir = data_dir
-        self.vocabulary = vocabulary
-        self.hotwords = hotwords
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
@@ -149,8 +151,7 @@ class FinalTranscribeFlow:
             if pending and not purged:
                 parts = dictations.audio_parts(dictation, self.data_dir)
                 fmt = dictation.audio_format
-                prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
-                                      procedure=dictation.study.procedure_text)
+                prompt = study_prompt(self.vocabulary, dictation)
         if not pending:  # a newer transcript, or done already
             return {"dictation_id": dictation_id, "skipped": state}
         if purged:
@@ -172,12 +173,7 @@ class FinalTranscribeFlow:
             if dictation.final_pass != FinalPass.PENDING.value or dictation.interim_transcript:
                 return {"dictation_id": dictation_id, "skipped": dictation.final_pass}
             dictation.interim_transcript = dictation.transcript
-            dictation.transcript = transcript.text
-            dictation.words = [{"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
-                               for w in transcript.words]
-            dictation.transcript_model = transcript.model
-            dictation.unheard = [list(stretch) for stretch in transcript.unheard]
-            dictation.transcribed_at = utcnow()
+            keep_transcript(dictation, transcript)
             audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
                          entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words),
                                                          "final_pass": True})
@@ -192,10 +188,7 @@ class FinalTranscribeFlow:
     @staticmethod
     def _failed(ctx: JobContext, dictation_id: str, reason: str) -> dict[str, Any]:
         with session_scope(ctx.sessions) as session:
-            dictation = session.get_one(Dictation, dictation_id)
-            if dictation.final_pass == FinalPass.PENDING.value:
-                dictation.final_pass = FinalPass.FAILED.value
-                dictation.error = reason
+            dictations.fail_final_pass(session=session, dictation_id=dictation_id, reason=reason)
         log.warning("dictation %s: %s; the live text stays", dictation_id, reason)
         return {"dictation_id": dictation_id, "final_pass": FinalPass.FAILED.value, "reason": reason}
 
@@ -232,8 +225,7 @@ class LiveTranscribeFlow:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with ctx.sessions() as session:
             dictation = dictation_for_job(session, dictation_id)
-            prompt = build_prompt(self.vocabulary, modality=dictation.study.modality,
-                                  procedure=dictation.study.procedure_text)
+            prompt = study_prompt(self.vocabulary, dictation)
         session_no = int(ctx.job.payload.get("session", 1))
         state = self._wait_for_audio(ctx, dictation_id, session_no)
         while True:

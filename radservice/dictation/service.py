@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from radservice.db.base import utcnow
 from radservice.dictation.audio import StoredAudio
-from radservice.dictation.models import Dictation, DictationStatus, Section
+from radservice.dictation.models import Dictation, DictationStatus, FinalPass, Section
 from radservice.jobs import service as jobs
 from radservice.jobs.models import Job
 from radservice.worklist.models import Study, StudyStatus
@@ -102,6 +102,17 @@ def purge_audio(*, session: Session, data_dir: Path, older_than: timedelta, now:
 TRANSCRIBE_LIVE = "transcribe_live"
 #: The accurate pass over a finished live dictation (dictation.flows.FinalTranscribeFlow).
 TRANSCRIBE_FINAL = "transcribe_final"
+
+
+def fail_final_pass(*, session: Session, dictation_id: str, reason: str) -> bool:
+    """The accurate pass of a dictation gave up: the live text stays, the dictation says why.
+    False when the pass was not pending (done, or never asked for)."""
+    dictation = session.get(Dictation, dictation_id)
+    if dictation is None or dictation.final_pass != FinalPass.PENDING.value:
+        return False
+    dictation.final_pass = FinalPass.FAILED.value
+    dictation.error = reason
+    return True
 
 
 def part_path(dictation: Dictation, part: int) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import session_scope
+from radservice.dictation import service as dictations
 from radservice.dictation.flows import dictation_for_job
 from radservice.dictation.models import Dictation, FinalPass
 from radservice.jobs.worker import JobContext, PermanentJobError
@@ -64,10 +65,8 @@ class DraftFlow:
         except Exception as exc:
             if final and ctx.job.attempts >= ctx.job.max_attempts:  # the live text stays: say so
                 with session_scope(ctx.sessions) as session:
-                    dictation = session.get(Dictation, dictation_id)
-                    if dictation is not None and dictation.final_pass == FinalPass.PENDING.value:
-                        dictation.final_pass = FinalPass.FAILED.value
-                        dictation.error = f"the accurate text could not be put in the report: {type(exc).__name__}"
+                    dictations.fail_final_pass(session=session, dictation_id=dictation_id, reason=(
+                        f"the accurate text could not be put in the report: {type(exc).__name__}"))
             raise
 
     def _draft(self, ctx: JobContext, dictation_id: str, final: bool) -> dict[str, Any]:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from radservice.pipeline.transcribe import CHUNK_S, SPEECH_PAD_S, plan_chunks, speech_after
+from radservice.pipeline.transcribe import CHUNK_S, SPEECH_PAD_S, WhisperTranscriber, plan_chunks, speech_after
 
 RATE = 16_000
+
+
+class StubDecoder(WhisperTranscriber):
+    """The transcriber's piece loop without a model: speech from 0.5 s (or ``SPEECH_FROM``) to
+    20 s, and whatever ``_decode_piece`` (each test's) writes."""
+
+    SPEECH_FROM = 0.5
+
+    def __init__(self) -> None:
+        self.inline_words = False
+        self.beam_size = 5
+        self.name = "stub"
+
+    def speech(self, samples: object) -> list[tuple[int, int]]:
+        return [(int(self.SPEECH_FROM * RATE), 20 * RATE)]
+
+    def _context(self, prompt: str, texts: list[str]) -> str:
+        return prompt
 
 
 def seconds(pieces: list[tuple[int, int]]) -> list[tuple[float, float]]:
@@ -69,23 +87,14 @@ def test_speech_after_counts_only_speech_in_the_range() -> None:
 def test_a_window_that_ends_early_is_decoded_once_more_and_never_in_a_loop() -> None:
     import numpy as np
 
-    from radservice.pipeline.transcribe import WhisperTranscriber, Word
+    from radservice.pipeline.transcribe import Word
 
     calls: list[float] = []
 
-    class EndsEarly(WhisperTranscriber):
+    class EndsEarly(StubDecoder):
         """A decoder that always stops after the word ending at 9.7 s (speech goes on to 20 s)."""
 
-        def __init__(self) -> None:
-            self.inline_words = False
-            self.beam_size = 5
-            self.name = "ends-early"
-
-        def speech(self, samples: object) -> list[tuple[int, int]]:
-            return [(0, 20 * RATE)]
-
-        def _context(self, prompt: str, texts: list[str]) -> str:
-            return prompt
+        SPEECH_FROM = 0.0
 
         def _decode_piece(self, piece: object, offset_s: float, **_: object) -> list[Word]:
             calls.append(offset_s)
@@ -100,23 +109,12 @@ def test_a_window_that_ends_early_is_decoded_once_more_and_never_in_a_loop() -> 
 def test_a_piece_heard_as_a_list_of_prompt_terms_is_decoded_again_without_the_vocabulary() -> None:
     import numpy as np
 
-    from radservice.pipeline.transcribe import WhisperTranscriber, Word
+    from radservice.pipeline.transcribe import Word
 
     prompts: list[str] = []
 
-    class ListsTheVocabulary(WhisperTranscriber):
+    class ListsTheVocabulary(StubDecoder):
         """With the vocabulary prompt, 20 s of speech come out as one term said over and over."""
-
-        def __init__(self) -> None:
-            self.inline_words = False
-            self.beam_size = 5
-            self.name = "lists-terms"
-
-        def speech(self, samples: object) -> list[tuple[int, int]]:
-            return [(int(0.5 * RATE), 20 * RATE)]
-
-        def _context(self, prompt: str, texts: list[str]) -> str:
-            return prompt
 
         def _decode_piece(self, piece: object, offset_s: float, *, prompt: str, **_: object) -> list[Word]:
             prompts.append(prompt)
