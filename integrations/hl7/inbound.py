@@ -18,7 +18,7 @@ from radservice.worklist.intake import OrderControl, OrderData, PatientData, Pat
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
-ADT_EVENTS = {"A08", "A40"}
+ADT_EVENTS = {"A08", "A40"}  # the ADT events that change anything here
 
 ORDER_CONTROLS = {
     "NW": OrderControl.NEW,
@@ -66,9 +66,9 @@ def check_header(msg: Message) -> tuple[str, str]:
     if version not in SUPPORTED_VERSIONS:
         raise MessageError("AR", 203, f"unsupported HL7 version {version!r}"[:60], ("MSH", 12))
     code, trigger = msg.message_type
-    if (code, trigger) in ORDER_TYPES or (code == "ADT" and trigger in ADT_EVENTS):
-        return code, trigger
-    if code in {"ORM", "OMI", "ADT"}:
+    if (code, trigger) in ORDER_TYPES or code == "ADT":
+        return code, trigger  # ADT events other than ADT_EVENTS are acknowledged and ignored
+    if code in {"ORM", "OMI"}:
         raise MessageError("AR", 201, f"unsupported event {code}^{trigger}"[:60], ("MSH", 9))
     raise MessageError("AR", 200, f"unsupported message type {code}^{trigger}"[:60], ("MSH", 9))
 
@@ -87,8 +87,10 @@ def parse_dtm(value: str, where: tuple[str, int]) -> datetime | None:
         raise MessageError("AE", 102, f"{where[0]}-{where[1]} is not a valid date/time", where) from None
     if off:
         sign = 1 if off[0] == "+" else -1
-        delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
-        return moment.replace(tzinfo=timezone(sign * delta))
+        hours, minutes = int(off[1:3]), int(off[3:5])
+        if hours > 14 or minutes > 59:  # UTC offsets run from -12:00 to +14:00
+            raise MessageError("AE", 102, f"{where[0]}-{where[1]} has an impossible UTC offset", where)
+        return moment.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
     return moment.astimezone()
 
 

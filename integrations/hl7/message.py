@@ -8,6 +8,7 @@ delimiters costs a few hundredths of that, and decoding escapes is ours anyway (
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -190,6 +191,21 @@ class Message:
     def message_type(self) -> tuple[str, str]:
         """MSH-9 code and trigger event, e.g. ``("ORM", "O01")``."""
         return self.msh.get(9, 1).upper(), self.msh.get(9, 2).upper()
+
+
+def content_key(msg: Message) -> str:
+    """What tells a resend from new content under a reused control ID (SHA-256, hex).
+
+    MSH-7 (the message's time), MSH-9 and everything after MSH-10 count, then every other
+    segment; line endings and trailing empty fields do not. The same bytes resent give the same
+    key; a RIS whose counter was reset sends other content under an old control ID and gets
+    another key.
+    """
+    sep = msg.enc.field
+    msh = msg.msh.fields
+    parts = [msg.msh.field(7), msg.msh.field(9), sep.join(msh[11:]).rstrip(sep)]
+    parts += [sep.join(seg.fields).rstrip(sep) for seg in msg.segments[1:]]
+    return hashlib.sha256("\r".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def parse(text: str, charset: str = "utf-8") -> Message:

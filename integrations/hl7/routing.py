@@ -1,8 +1,15 @@
 """Routing: one inbound message in, its effect committed, its ACK out.
 
-The raw message and its effect are stored in one transaction keyed by the sender and its
-message control ID; the ACK is built only after that commit (STYLE.md: commit, then ACK).
-A resend with the same control ID gets the stored answer again and changes nothing.
+The raw message and its effect are stored in one transaction keyed by the sender, its message
+control ID and a hash of its content; the ACK is built only after that commit (STYLE.md: commit,
+then ACK). A resend (same control ID, same content) of an accepted message gets the stored AA
+again and changes nothing; a message that was refused (AE/AR) is evaluated again, since what it
+needed may have arrived since; other content under a known control ID is applied as a new
+message, with a warning.
+
+No message jams the feed: only a transient database failure (unreachable, serialization
+failure, lock timeout) closes the connection without an ACK so that the RIS sends again; any
+other failure is answered AE with ERR code 207 and the message is stored with its error.
 """
 
 from __future__ import annotations
@@ -13,12 +20,12 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.hl7 import inbound
 from integrations.hl7.ack import build_ack
-from integrations.hl7.message import Message, MessageError, decode, parse, peek_header
+from integrations.hl7.message import Message, MessageError, content_key, decode, parse, peek_header
 from radservice.audit import service as audit
 from radservice.db.session import session_scope
 from radservice.worklist import service as worklist
@@ -30,6 +37,9 @@ AUDIT_ACTOR = "hl7"
 # Domain refusals as HL7 table 0357 codes.
 INTAKE_ERROR_CODES = {"unknown_order": 204, "unknown_patient": 204, "already_reported": 206,
                       "ambiguous": 205, "invalid": 102}
+
+# The HL7 field each piece of intake data comes from (the accession: the site's accession field).
+INTAKE_FIELDS = {"patient_id": ("PID", 3), "issuer": ("PID", 3), "prior_patient_id": ("MRG", 1)}
 
 #: An observer sees (message type, ACK code) for every message; its errors are logged only.
 Observer = Callable[[str, str], None]
@@ -100,9 +110,11 @@ class Hl7Router:
             log.error("hl7: database unavailable, control_id=%s not acknowledged: %s: %s",
                       msg.control_id, type(exc).__name__, str(exc.orig)[:200])
             return None
-        except SQLAlchemyError:
-            log.exception("hl7: database error, control_id=%s not acknowledged", msg.control_id)
-            return None
+        except Exception as exc:  # a poison message: answered and stored, never left to jam the feed
+            failed = self._internal_error(msg, payload, peer, exc)
+            if failed is None:
+                return None
+            result = failed
         msg_type = "^".join(msg.message_type)
         self._notify(msg_type, result.ack_code)
         log.info("hl7: %s control_id=%s accession=%s ack=%s%s", msg_type, msg.control_id,
@@ -133,59 +145,108 @@ class Hl7Router:
 
     def _apply_retrying(self, msg: Message, payload: bytes, peer: str) -> RoutingResult:
         try:
-            return self._apply(msg, payload, peer)
+            return self._apply(msg, payload, peer, last=False)
         except IntegrityError:
-            # Two connections delivered the same control ID at once; the other one stored it.
-            return self._apply(msg, payload, peer)
+            # Two connections delivered the same message at once; the other one stored it.
+            return self._apply(msg, payload, peer, last=True)
         except OperationalError:
             # A pooled connection the server dropped (restart, failover): the pool is now
             # invalidated, so one more try runs on a fresh connection.
-            return self._apply(msg, payload, peer)
+            return self._apply(msg, payload, peer, last=True)
 
-    def _apply(self, msg: Message, payload: bytes, peer: str) -> RoutingResult:
+    def _apply(self, msg: Message, payload: bytes, peer: str, *, last: bool) -> RoutingResult:
         sender_app, sender_fac = msg.msh.get(3)[:64], msg.msh.get(4)[:64]
         control_id = msg.control_id
         if not control_id:
             return RoutingResult("AR", MessageError("AR", 101, "MSH-10 message control ID missing", ("MSH", 10)))
+        key = content_key(msg)
         with session_scope(self.sessions) as session:
-            seen = worklist.find_inbound(session=session, sending_application=sender_app,
-                                         sending_facility=sender_fac, control_id=control_id)
-            if seen is not None:
-                error = None
-                if seen.error_code is not None:
-                    location = (seen.error_segment, seen.error_field or 0) if seen.error_segment else None
-                    error = MessageError(seen.ack_code, seen.error_code, seen.error_text, location)
-                return RoutingResult(seen.ack_code, error, duplicate=True, accession=seen.accession_number)
-            result = self._dispatch(session, msg)
-            err = result.error
-            worklist.record_inbound(
-                session=session, peer=peer, sending_application=sender_app, sending_facility=sender_fac,
-                control_id=control_id, message_type="^".join(msg.message_type), version=msg.version,
-                ack_code=result.ack_code, error_code=err.error_code if err else None,
-                error_text=err.text if err else "", error_segment=err.location[0] if err and err.location else "",
-                error_field=err.location[1] if err and err.location else None,
-                accession_number=result.accession, raw=payload,
-            )
+            earlier = worklist.find_inbound(session=session, sending_application=sender_app,
+                                            sending_facility=sender_fac, control_id=control_id)
+            same = next((row for row in earlier if (row.content_hash or _key_of(row.raw)) == key), None)
+            if same is not None and same.ack_code == "AA":
+                return RoutingResult("AA", None, duplicate=True, accession=same.accession_number)
+            if earlier and same is None:
+                log.warning("hl7: control_id=%s from %s^%s reused for other content; applied as a new message",
+                            control_id, sender_app, sender_fac)
+            result = self._dispatch(session, msg, last=last)
+            values = _record_values(msg, result, peer)
+            if same is not None:
+                worklist.update_inbound(session=session, inbound_id=same.id, **values)
+            else:
+                worklist.record_inbound(session=session, sending_application=sender_app,
+                                        sending_facility=sender_fac, control_id=control_id,
+                                        content_hash=key, raw=payload, **values)
             return result
 
-    def _dispatch(self, session: Session, msg: Message) -> RoutingResult:
+    def _dispatch(self, session: Session, msg: Message, *, last: bool) -> RoutingResult:
         try:
             code, trigger = inbound.check_header(msg)
             if code in ("ORM", "OMI"):
                 accession = self._orders(session, msg)
             elif trigger == "A08":
                 accession = self._demographics(session, msg)
-            else:
+            elif trigger == "A40":
                 accession = self._merge(session, msg)
+            else:
+                # An ADT event radservice does not use (A01, A04, A31, ...): accepted, since an AR
+                # would raise an alarm on the interface engine for every admission.
+                log.debug("hl7: ADT^%s control_id=%s acknowledged and ignored", trigger, msg.control_id)
+                return RoutingResult("AA", None)
+            session.flush()
         except MessageError as err:
             session.rollback()  # nothing of a refused message stays, only its record
             return RoutingResult(err.ack_code, err)
         except IntakeError as exc:
             session.rollback()
             code_0357 = INTAKE_ERROR_CODES.get(exc.kind, 102)
-            location = (self.accession_field.segment, self.accession_field.field)
+            location = INTAKE_FIELDS.get(exc.subject, (self.accession_field.segment, self.accession_field.field))
             return RoutingResult("AE", MessageError("AE", code_0357, str(exc)[:200], location))
+        except OperationalError:
+            raise  # transient: no ACK, the RIS sends it again
+        except IntegrityError:
+            if not last:
+                raise  # most likely a race with another connection: tried once more
+            session.rollback()
+            return self._poisoned(msg, "database constraint")
+        except DBAPIError as exc:  # DataError and the like: this message's content, every time
+            session.rollback()
+            return self._poisoned(msg, type(exc.orig).__name__)
+        except Exception as exc:
+            session.rollback()
+            return self._poisoned(msg, type(exc).__name__)
         return RoutingResult("AA", None, accession=accession)
+
+    @staticmethod
+    def _poisoned(msg: Message, cause: str) -> RoutingResult:
+        """AE 207 for a message that fails for a reason other than its checks (no PHI in the text)."""
+        log.error("hl7: control_id=%s could not be applied (%s); answered AE 207 and stored", msg.control_id, cause)
+        return RoutingResult("AE", MessageError("AE", 207, f"internal error applying the message ({cause})"[:80]))
+
+    def _internal_error(self, msg: Message, payload: bytes, peer: str, exc: Exception) -> RoutingResult | None:
+        """AE 207 for a failure outside the message's own transaction; the message is stored in a new one."""
+        log.exception("hl7: control_id=%s failed outside its transaction", msg.control_id)
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        result = RoutingResult("AE", MessageError("AE", 207, f"internal error applying the message ({cause})"[:80]))
+        sender_app, sender_fac, key = msg.msh.get(3)[:64], msg.msh.get(4)[:64], content_key(msg)
+        try:
+            with self._write_turn, session_scope(self.sessions) as session:
+                earlier = worklist.find_inbound(session=session, sending_application=sender_app,
+                                                sending_facility=sender_fac, control_id=msg.control_id)
+                same = next((row for row in earlier if (row.content_hash or _key_of(row.raw)) == key), None)
+                values = _record_values(msg, result, peer)
+                if same is not None:
+                    if same.ack_code != "AA":
+                        worklist.update_inbound(session=session, inbound_id=same.id, **values)
+                else:
+                    worklist.record_inbound(session=session, sending_application=sender_app,
+                                            sending_facility=sender_fac, control_id=msg.control_id,
+                                            content_hash=key, raw=payload, **values)
+        except OperationalError:
+            return None  # the database went away meanwhile: no ACK, the RIS sends it again
+        except Exception:
+            log.exception("hl7: control_id=%s could not be stored with its error", msg.control_id)
+        return result
 
     def _orders(self, session: Session, msg: Message) -> str:
         orders = inbound.orders_from(msg, self.accession_field)
@@ -207,3 +268,23 @@ class Hl7Router:
         audit.record(session=session, actor=AUDIT_ACTOR, action="patient.merged", entity_type="patient",
                      entity_id=str(survivor), detail={"control_id": msg.control_id})
         return ""
+
+
+def _key_of(raw: bytes) -> str:
+    """The content key of a message stored before keys were (migration 0010); '' if it no longer parses."""
+    try:
+        text, codec = decode(raw)
+        return content_key(parse(text, codec))
+    except MessageError:
+        return ""
+
+
+def _record_values(msg: Message, result: RoutingResult, peer: str) -> dict[str, object]:
+    err = result.error
+    return {
+        "peer": peer, "message_type": "^".join(msg.message_type), "version": msg.version,
+        "ack_code": result.ack_code, "error_code": err.error_code if err else None,
+        "error_text": err.text if err else "", "error_segment": err.location[0] if err and err.location else "",
+        "error_field": err.location[1] if err and err.location else None,
+        "accession_number": result.accession,
+    }

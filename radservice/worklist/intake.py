@@ -76,6 +76,14 @@ class IntakeError(Exception):
 
     #: A short machine-readable reason, mapped by each adapter to its own error codes.
     kind = "invalid"
+    #: The piece of the order at fault, by its OrderData / PatientData / PatientMerge name
+    #: (adapters map it to their own field, e.g. HL7 ``PID-3``).
+    subject = "accession_number"
+
+    def __init__(self, message: str, subject: str | None = None) -> None:
+        super().__init__(message)
+        if subject is not None:
+            self.subject = subject
 
 
 class UnknownOrder(IntakeError):
@@ -84,6 +92,7 @@ class UnknownOrder(IntakeError):
 
 class UnknownPatient(IntakeError):
     kind = "unknown_patient"
+    subject = "prior_patient_id"
 
 
 class StudyAlreadyReported(IntakeError):

@@ -86,14 +86,16 @@ class Study(Base):
 class InboundMessage(Base):
     """Every inbound message understood well enough to have a control ID, with the ACK it got.
 
-    Stored in the same transaction as its effect, so a resend with the same control ID is
-    acknowledged again without being applied twice.
+    Stored in the same transaction as its effect, so a resend (same sender, control ID and
+    content) is acknowledged again without being applied twice. ``content_hash`` tells a resend
+    from new content under a reused control ID ('' on rows stored before it existed: their hash
+    is computed from ``raw`` when needed).
     """
 
     __tablename__ = "inbound_messages"
     __table_args__ = (
-        UniqueConstraint("sending_application", "sending_facility", "control_id",
-                         name="uq_inbound_messages_sender_control_id"),
+        UniqueConstraint("sending_application", "sending_facility", "control_id", "content_hash",
+                         name="uq_inbound_messages_sender_control_id_content"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -111,3 +113,4 @@ class InboundMessage(Base):
     error_field: Mapped[int | None] = mapped_column(Integer, nullable=True)
     accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+    content_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")

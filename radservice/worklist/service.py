@@ -42,9 +42,9 @@ def _fit(model: type[Any], values: dict[str, Any]) -> dict[str, Any]:
             for key, value in values.items()}
 
 
-def _check_identifier(name: str, value: str, limit: int = 64) -> None:
+def _check_identifier(name: str, value: str, subject: str, limit: int = 64) -> None:
     if len(value) > limit:
-        raise IntakeError(f"{name} longer than {limit} characters")
+        raise IntakeError(f"{name} longer than {limit} characters", subject)
 
 
 # Intake runs for every message a RIS sends: its statements are built once, with bind
@@ -104,8 +104,8 @@ def upsert_patient(*, session: Session, data: PatientData) -> PatientKey:
     Demographics sent empty keep what is stored. A record merged away (ADT^A40) answers with
     the record it was merged into.
     """
-    _check_identifier("patient ID", data.patient_id)
-    _check_identifier("patient ID issuer", data.issuer)
+    _check_identifier("patient ID", data.patient_id, "patient_id")
+    _check_identifier("patient ID issuer", data.issuer, "issuer")
     now = utcnow()
     conn = session.connection()
     params = _fit(Patient, {
@@ -208,8 +208,8 @@ def apply_order(*, session: Session, order: OrderData) -> OrderOutcome:
     IntakeError
         An identifier too long to store.
     """
-    _check_identifier("accession number", order.accession_number)
-    _check_identifier("accession issuer", order.accession_issuer)
+    _check_identifier("accession number", order.accession_number, "accession_number")
+    _check_identifier("accession issuer", order.accession_issuer, "accession_issuer")
     study = _find_for_order(session, order)
     now = utcnow()
     if order.control is OrderControl.CANCEL or (order.control is OrderControl.CHANGE and order.order_status == "CA"):
@@ -285,45 +285,62 @@ def merge_patients(*, session: Session, merge: PatientMerge) -> int:
 
 @dataclass(frozen=True)
 class InboundAck:
-    """What a message already received was answered."""
+    """What a message already received was answered, and what identifies its content."""
 
+    id: int
     ack_code: str
     error_code: int | None
     error_text: str
     error_segment: str
     error_field: int | None
     accession_number: str
+    content_hash: str
+    raw: bytes
 
 
 _inbound = Base.metadata.tables["inbound_messages"]
 _SELECT_INBOUND = select(
-    _inbound.c.ack_code, _inbound.c.error_code, _inbound.c.error_text, _inbound.c.error_segment,
-    _inbound.c.error_field, _inbound.c.accession_number,
+    _inbound.c.id, _inbound.c.ack_code, _inbound.c.error_code, _inbound.c.error_text, _inbound.c.error_segment,
+    _inbound.c.error_field, _inbound.c.accession_number, _inbound.c.content_hash, _inbound.c.raw,
 ).where(
     _inbound.c.sending_application == bindparam("sending_application"),
     _inbound.c.sending_facility == bindparam("sending_facility"),
     _inbound.c.control_id == bindparam("control_id"),
-)
+).order_by(_inbound.c.id)
 _INSERT_INBOUND = insert(_inbound)
 
 
 def find_inbound(*, session: Session, sending_application: str, sending_facility: str,
-                 control_id: str) -> InboundAck | None:
-    """The answer given to a message already received from this sender with this control ID."""
-    row = session.connection().execute(_SELECT_INBOUND, {
+                 control_id: str) -> list[InboundAck]:
+    """Every message already received from this sender with this control ID, oldest first.
+
+    Usually none or one; several when a sender reused a control ID for other content.
+    """
+    rows = session.connection().execute(_SELECT_INBOUND, {
         "sending_application": sending_application, "sending_facility": sending_facility,
         "control_id": control_id,
-    }).first()
-    return InboundAck(*row) if row is not None else None
+    }).all()
+    return [InboundAck(*row) for row in rows]
 
 
 def record_inbound(*, session: Session, **values: Any) -> None:
     """Store an inbound message and the ACK it gets, in the caller's transaction."""
+    _check_inbound_fields(values)
+    session.connection().execute(_INSERT_INBOUND, {"received_at": utcnow(), **_fit(InboundMessage, values)})
+
+
+def update_inbound(*, session: Session, inbound_id: int, **values: Any) -> None:
+    """Replace the answer stored for a message evaluated again (it was not accepted before)."""
+    _check_inbound_fields(values)
+    session.connection().execute(update(_inbound).where(_inbound.c.id == inbound_id).values(
+        received_at=utcnow(), **_fit(InboundMessage, values)))
+
+
+def _check_inbound_fields(values: dict[str, Any]) -> None:
     known = {f.name for f in InboundMessage.__table__.columns}
     unknown = set(values) - known
     if unknown:
         raise TypeError(f"unknown inbound message fields: {sorted(unknown)}")
-    session.connection().execute(_INSERT_INBOUND, {"received_at": utcnow(), **_fit(InboundMessage, values)})
 
 
 # --- queries -------------------------------------------------------------------------

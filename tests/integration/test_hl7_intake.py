@@ -125,14 +125,19 @@ def test_every_fixture_gets_its_ack_and_the_worklist_shows_the_orders(service: S
 def test_resent_control_id_is_acknowledged_again_but_applied_once(service: Service) -> None:
     with RisClient(service.mllp_port) as ris:
         assert read_ack(ris.send(order("DUP-1", "ACC-DUP"))).code == "AA"
-        # the same control ID again, this time (wrongly) as a cancel: acknowledged, not applied
-        again = read_ack(ris.send(order("DUP-1", "ACC-DUP", control="CA")))
+        # the same message again (a resend): acknowledged, not applied twice
+        again = read_ack(ris.send(order("DUP-1", "ACC-DUP", priority="R")))
         assert (again.code, again.control_id) == ("AA", "DUP-1")
         bad = read_ack(ris.send(order("DUP-2", "ACC-UNKNOWN", control="CA")))
         assert (bad.code, bad.error_code) == ("AE", "204")
-        bad_again = read_ack(ris.send(order("DUP-2", "ACC-UNKNOWN", control="CA")))
+        bad_again = read_ack(ris.send(order("DUP-2", "ACC-UNKNOWN", control="CA")))  # evaluated again
         assert (bad_again.code, bad_again.error_code) == ("AE", "204")
     assert studies_by_key(service)[("ACC-DUP", "")]["status"] == "scheduled"
+    with RisClient(service.mllp_port) as ris:
+        # a RIS whose counter was reset: the old control ID with other content is a new message
+        cancel = read_ack(ris.send(order("DUP-1", "ACC-DUP", control="CA")))
+        assert (cancel.code, cancel.control_id) == ("AA", "DUP-1")
+    assert ("ACC-DUP", "") in studies_by_key(service, status="cancelled")
 
 
 def test_malformed_messages_are_refused_and_the_listener_lives_on(service: Service) -> None:

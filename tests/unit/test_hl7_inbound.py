@@ -97,7 +97,7 @@ def test_bad_timestamp_is_ae() -> None:
 
 @pytest.mark.parametrize(
     ("msh9", "version", "code"),
-    [("ORU^R01", "2.3.1", 200), ("ADT^A01", "2.4", 201), ("ORM^O01", "2.6", 203), ("ORM^O01", "2.2", 203)],
+    [("ORU^R01", "2.3.1", 200), ("ORM^O02", "2.4", 201), ("ORM^O01", "2.6", 203), ("ORM^O01", "2.2", 203)],
 )
 def test_unsupported_types_and_versions_are_ar(msh9: str, version: str, code: int) -> None:
     with pytest.raises(MessageError) as info:
