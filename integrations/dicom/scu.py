@@ -65,7 +65,34 @@ def store_outcome(status: int) -> tuple[str, str]:
 
 
 class PacsUnavailable(Exception):
-    """No association (refused, rejected, timed out) or it broke during the operation."""
+    """No association (refused, rejected, timed out), it broke during the operation, or the PACS
+    answered a query with a failure status: worth trying again later."""
+
+
+class PacsRefusesService(Exception):
+    """The PACS accepted the association but not the presentation context this needs (it does
+    not take Basic Text SR, or does not answer Study Root C-FIND): trying again changes nothing."""
+
+
+@dataclass(frozen=True)
+class FoundStudy:
+    """One study a C-FIND answered: its UID and the patient the PACS files it under."""
+
+    uid: str
+    patient_id: str
+    issuer: str
+
+
+#: What each service is called in an error a person reads.
+_SERVICE_NAMES = {BasicTextSRStorage: "Basic Text SR storage",
+                  StudyRootQueryRetrieveInformationModelFind: "Study Root C-FIND", Verification: "C-ECHO"}
+
+
+def _accepts(assoc: Association, sop_class: str) -> None:
+    """PacsRefusesService unless the association has an accepted context for the SOP class."""
+    if not any(cx.abstract_syntax == sop_class for cx in assoc.accepted_contexts):
+        name = _SERVICE_NAMES.get(sop_class, sop_class)
+        raise PacsRefusesService(f"PACS does not accept {name} (presentation context rejected)")
 
 
 def set_nodelay(assoc: Association) -> None:
@@ -123,6 +150,7 @@ class PacsClient:
             for attempt in (1, 2):
                 reused = self._assoc is not None and self._assoc.is_established
                 assoc = self._association()
+                _accepts(assoc, ds.SOPClassUID)
                 status = assoc.send_c_store(ds)
                 if "Status" in status:
                     return int(status.Status)
@@ -132,33 +160,57 @@ class PacsClient:
             raise PacsUnavailable(f"no C-STORE response from {self.pacs.host}:{self.pacs.port} "
                                   f"within {self.pacs.timeout_s:g} s (association lost)")
 
-    def find_studies(self, accession_number: str) -> list[str]:
-        """Study Instance UIDs of the studies with this accession number (Study Root, STUDY level)."""
+    def find_studies(self, accession_number: str) -> list[FoundStudy]:
+        """The studies with this accession number (Study Root, STUDY level), with their patient.
+
+        Raises
+        ------
+        PacsUnavailable
+            No answer, or a failure or cancel status: the search did not happen, which is not
+            "no such study".
+        PacsRefusesService
+            The PACS does not answer Study Root C-FIND at all.
+        """
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.AccessionNumber = accession_number
         query.StudyInstanceUID = ""
-        found: list[str] = []
+        query.PatientID = ""
+        query.IssuerOfPatientID = ""
+        found: dict[str, FoundStudy] = {}
         with self._lock:
             assoc = self._association()
+            _accepts(assoc, StudyRootQueryRetrieveInformationModelFind)
             for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
                 if "Status" not in status:
                     self._assoc = None
                     raise PacsUnavailable(f"no C-FIND response from {self.pacs.host}:{self.pacs.port}")
-                if status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01):
+                    if identifier is None:
+                        continue
                     uid = str(identifier.get("StudyInstanceUID", ""))
                     if uid and uid not in found:
-                        found.append(uid)
-        return found
+                        found[uid] = FoundStudy(uid, str(identifier.get("PatientID", "") or ""),
+                                                str(identifier.get("IssuerOfPatientID", "") or ""))
+                elif code != 0x0000:  # failure (A700, A900, Cxxx) or cancel (FE00)
+                    raise PacsUnavailable(f"C-FIND failed with status 0x{code:04X}: study not searched")
+        return list(found.values())
 
     def echo(self) -> int:
         """C-ECHO; the status."""
         with self._lock:
-            status = self._association().send_c_echo()
+            assoc = self._association()
+            _accepts(assoc, Verification)
+            status = assoc.send_c_echo()
             if "Status" not in status:
                 self._assoc = None
                 raise PacsUnavailable(f"no C-ECHO response from {self.pacs.host}:{self.pacs.port}")
             return int(status.Status)
+
+
+class StudyMismatch(Exception):
+    """The PACS's answer does not identify one study of this patient."""
 
 
 @dataclass(frozen=True)
@@ -190,12 +242,30 @@ class PacsSender:
         self.institution = institution
 
     def study_uid(self, report: OutgoingReport) -> StudyUid:
+        """The order's Study Instance UID, else the one study the PACS has for this accession and
+        patient, else one made from the accession.
+
+        Raises
+        ------
+        StudyMismatch
+            The PACS has several studies for the accession, or only studies of another patient:
+            filing the report under one of them could put it in the wrong patient's record.
+        """
         if report.study_instance_uid:
             return StudyUid(report.study_instance_uid, "order")
         assert self.client is not None
         found = self.client.find_studies(report.accession_number)
+        # A PACS that returns no Patient ID (or no issuer) cannot contradict ours.
+        ours = [s for s in found if (not s.patient_id or s.patient_id == report.patient_id)
+                and (not s.issuer or not report.patient_issuer or s.issuer == report.patient_issuer)]
+        if len(ours) == 1:
+            return StudyUid(ours[0].uid, "c-find")
+        if len(ours) > 1:
+            raise StudyMismatch(f"the PACS has {len(ours)} studies with this accession number for this patient; "
+                                "name the study (Study Instance UID in the order) or merge them in the PACS")
         if found:
-            return StudyUid(found[0], "c-find")
+            raise StudyMismatch(f"the PACS has {len(found)} study(ies) with this accession number, filed under "
+                                "another patient ID; reconcile the patient in the PACS or the RIS")
         return StudyUid(made_study_uid(report.accession_number, report.accession_issuer), "made")
 
     def send(self, report: OutgoingReport) -> SendResult:
@@ -207,6 +277,10 @@ class PacsSender:
             status = self.client.store(ds)
         except PacsUnavailable as exc:
             return SendResult.later(str(exc))
+        except PacsRefusesService as exc:
+            return SendResult.refused("", str(exc))
+        except StudyMismatch as exc:
+            return SendResult.refused("", f"study not identified: {exc}")
         except SrError as exc:
             return SendResult.refused("", f"cannot build the SR: {exc}")
         outcome, meaning = store_outcome(status)

@@ -28,6 +28,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from radservice.outbox.service import OutgoingReport, signer_name_parts
+from radservice.reports.text import clean_line, clean_text
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 #: Our implementation's identity in the file meta (a 2.25 UID made once for radservice).
@@ -61,7 +62,7 @@ class Code:
         ds = Dataset()
         ds.CodeValue = self.value
         ds.CodingSchemeDesignator = self.scheme
-        ds.CodeMeaning = self.meaning[:64]
+        ds.CodeMeaning = clean_line(self.meaning)[:64]
         return ds
 
     @classmethod
@@ -135,7 +136,7 @@ class TextItem(ContentItem):
 
     def to_dataset(self) -> Dataset:
         ds = super().to_dataset()
-        ds.TextValue = self.text  # UT: line breaks kept as they are
+        ds.TextValue = clean_text(self.text)  # UT: line breaks kept, no other control character
         return ds
 
 
@@ -230,7 +231,7 @@ def _tm(moment: datetime | None) -> str:
 
 
 def _person_name(family: str, given: str) -> str:
-    return "^".join(p.replace("^", " ") for p in (family, given)).rstrip("^")
+    return "^".join(clean_line(p).replace("^", " ") for p in (family, given)).rstrip("^")
 
 
 def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: str = "radservice",
@@ -262,7 +263,9 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
     ds.PatientID = report.patient_id
     if report.patient_issuer:
         ds.IssuerOfPatientID = report.patient_issuer
-    ds.PatientBirthDate = report.birth_date.strftime("%Y%m%d") if report.birth_date else ""
+    # DA holds a whole date only: a year or month of birth is left empty (type 2) rather than made up.
+    known = report.birth_date is not None and report.birth_date_precision == "day"
+    ds.PatientBirthDate = report.birth_date.strftime("%Y%m%d") if known and report.birth_date else ""
     ds.PatientSex = report.sex if report.sex in ("M", "F", "O") else ""
     # General Study (the original study's identity)
     ds.StudyInstanceUID = study_instance_uid
@@ -275,7 +278,7 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
         issuer.LocalNamespaceEntityID = report.accession_issuer
         ds.IssuerOfAccessionNumberSequence = DicomSequence([issuer])
     if report.procedure_text:
-        ds.StudyDescription = report.procedure_text[:64]
+        ds.StudyDescription = clean_line(report.procedure_text)[:64]
     # SR Document Series
     ds.Modality = "SR"
     ds.SeriesInstanceUID = series
@@ -350,13 +353,14 @@ def _request(report: OutgoingReport, study_instance_uid: str) -> Dataset:
         issuer.LocalNamespaceEntityID = report.accession_issuer
         item.IssuerOfAccessionNumberSequence = DicomSequence([issuer])
     item.RequestedProcedureID = report.requested_procedure_id[:16]
-    item.RequestedProcedureDescription = report.procedure_text[:64]
+    item.RequestedProcedureDescription = clean_line(report.procedure_text)[:64]
     item.RequestedProcedureCodeSequence = DicomSequence(
         [Code(report.procedure_code[:16], "99RADSVC", report.procedure_text or report.procedure_code).to_dataset()]
         if report.procedure_code else [])
     item.ReferencedStudySequence = DicomSequence()
-    item.PlacerOrderNumberImagingServiceRequest = report.placer_order_number[:16]
-    item.FillerOrderNumberImagingServiceRequest = report.filler_order_number[:16]
+    # LO (64 characters): the whole order number, as the ORU carries it.
+    item.PlacerOrderNumberImagingServiceRequest = clean_line(report.placer_order_number)[:64]
+    item.FillerOrderNumberImagingServiceRequest = clean_line(report.filler_order_number)[:64]
     return item
 
 

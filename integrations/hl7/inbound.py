@@ -94,26 +94,40 @@ def parse_dtm(value: str, where: tuple[str, int]) -> datetime | None:
     return moment.astimezone()
 
 
-def _parse_date(value: str) -> date | None:
-    if not value:
-        return None
-    digits = value.strip()[:8]
+# YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]: a DTM; only the date part is kept.
+_BIRTH_DATE = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d+)?)?)?)?)?)?(?:[+-]\d{4})?\Z")
+_PRECISION = {1: "year", 2: "month", 3: "day"}
+
+
+def _parse_date(value: str) -> tuple[date | None, str]:
+    """PID-7 as (first day of what was sent, "year" / "month" / "day"); a time part is ignored."""
+    if not value.strip():
+        return None, "day"
+    match = _BIRTH_DATE.match(value.strip())
+    if not match:
+        raise MessageError("AE", 102, "PID-7 is not a valid date of birth", ("PID", 7))
+    y, m, d = match.groups()
     try:
-        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+        born = date(int(y), int(m or 1), int(d or 1))
     except ValueError:
         raise MessageError("AE", 102, "PID-7 is not a valid date of birth", ("PID", 7)) from None
+    return born, _PRECISION[sum(1 for part in (y, m, d) if part is not None)]
+
+
+def _identifier_repetition(seg: Segment, n: int) -> int:
+    """Which repetition of a CX list (PID-3, MRG-1) is the patient's record number: the first of
+    type MR (CX-5) with an ID, else the first. One rule for the patient and for a merge's prior ID."""
+    for index in range(1, len(seg.repetitions(n)) + 1):
+        if seg.get(n, 5, repetition=index).upper() == "MR" and seg.get(n, 1, repetition=index):
+            return index
+    return 1
 
 
 def patient_from(pid: Segment | None) -> PatientData:
     """PID-3 (the MR identifier, else the first), PID-5, PID-7, PID-8."""
     if pid is None:
         raise MessageError("AE", 100, "PID segment missing", ("PID", 0))
-    reps = pid.repetitions(3)
-    chosen = 1
-    for index in range(1, len(reps) + 1):
-        if pid.get(3, 5, repetition=index).upper() == "MR" and pid.get(3, 1, repetition=index):
-            chosen = index
-            break
+    chosen = _identifier_repetition(pid, 3)
     patient_id = pid.get(3, 1, repetition=chosen).strip()
     if not patient_id:
         # v2.3 senders sometimes still put the ID in PID-2 (external ID).
@@ -121,13 +135,15 @@ def patient_from(pid: Segment | None) -> PatientData:
     if not patient_id:
         raise MessageError("AE", 101, "PID-3 patient identifier missing", ("PID", 3))
     given = " ".join(p for p in (pid.get(5, 2), pid.get(5, 3)) if p)
+    born, precision = _parse_date(pid.get(7))
     sex = pid.get(8).strip().upper()[:1]
     return PatientData(
         patient_id=patient_id,
         issuer=pid.get(3, 4, repetition=chosen).strip(),
         family_name=pid.get(5, 1),
         given_name=given,
-        birth_date=_parse_date(pid.get(7)),
+        birth_date=born,
+        birth_date_precision=precision,
         sex=sex if sex in {"M", "F", "O", "U", "A", "N"} else "",
     )
 
@@ -281,8 +297,10 @@ def merge_from(msg: Message) -> PatientMerge:
     """ADT^A40: PID is the surviving patient, MRG-1 the prior identifier."""
     survivor = patient_from(msg.first("PID"))
     mrg = msg.first("MRG")
-    prior = mrg.get(1, 1).strip() if mrg else ""
+    chosen = _identifier_repetition(mrg, 1) if mrg else 1
+    prior = mrg.get(1, 1, repetition=chosen).strip() if mrg else ""
     if not prior:
         raise MessageError("AE", 101, "MRG-1 prior patient identifier missing", ("MRG", 1))
     assert mrg is not None
-    return PatientMerge(survivor=survivor, prior_patient_id=prior, prior_issuer=mrg.get(1, 4).strip())
+    return PatientMerge(survivor=survivor, prior_patient_id=prior,
+                        prior_issuer=mrg.get(1, 4, repetition=chosen).strip())

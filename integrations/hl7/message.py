@@ -70,6 +70,8 @@ class Encoding:
     repetition: str = "~"
     escape: str = "\\"
     subcomponent: str = "&"
+    #: The Python codec of the declared character set (MSH-18): what ``\Xhh\`` bytes are decoded in.
+    codec: str = "latin-1"
 
 
 DEFAULT_ENCODING = Encoding()
@@ -84,8 +86,10 @@ def charset_of(payload: bytes) -> str:
     fields = first.split(sep)
     if len(fields) < 18:
         return ""
-    # MSH-18 may repeat; the first repetition is the default character set.
-    value = fields[17].split(b"~")[0].strip()
+    # MSH-18 may repeat (by MSH-2's repetition character); the first repetition is the default.
+    encoding_chars = fields[1] if len(fields) > 1 else b""
+    repetition = encoding_chars[1:2] or b"~"
+    value = fields[17].split(repetition)[0].strip()
     return value.decode("ascii") if value.isascii() else "(not ASCII)"
 
 
@@ -230,7 +234,7 @@ def parse(text: str, charset: str = "utf-8") -> Message:
         or any(ch.isalnum() or ch in "\r\n " for ch in delimiters)
     ):
         raise MessageError("AR", 102, "MSH-1/MSH-2 do not declare five distinct delimiters", ("MSH", 2))
-    enc = Encoding(field_sep, enc_chars[0], enc_chars[1], enc_chars[2], enc_chars[3])
+    enc = Encoding(field_sep, enc_chars[0], enc_chars[1], enc_chars[2], enc_chars[3], codec=charset)
     lines = body.replace("\r\n", "\r").replace("\n", "\r").split("\r")
     segments: list[Segment] = []
     for index, line in enumerate(lines):
@@ -294,14 +298,19 @@ def _escape_meaning(seq: str, enc: Encoding, original: str) -> str:
         return ""  # highlighting and formatting hints carry no text
     if seq.startswith("X") and len(seq) > 1 and len(seq) % 2 == 1:
         try:
-            return bytes.fromhex(seq[1:]).decode("latin-1")
-        except ValueError:
+            return bytes.fromhex(seq[1:]).decode(enc.codec)
+        except (ValueError, LookupError):  # not hex, or not valid in the declared character set
             return original
     return original
 
 
 def escape(value: str, enc: Encoding = DEFAULT_ENCODING) -> str:
-    """Escape text for one field: delimiters become ``\\F\\`` etc., line breaks ``\\.br\\``."""
+    """Escape text for one field: delimiters become ``\\F\\`` etc., line breaks ``\\.br\\``.
+
+    No control character reaches the wire as it is (a VT restarts MLLP framing in some receivers):
+    C0 controls other than TAB are sent as ``\\Xhh\\`` (the same byte in every character set we
+    write), DEL and C1 controls are dropped.
+    """
     e = enc.escape
     table = {
         enc.escape: f"{e}E{e}",
@@ -316,6 +325,10 @@ def escape(value: str, enc: Encoding = DEFAULT_ENCODING) -> str:
             out.append(table[ch])
         elif ch in "\r\n":
             out.append(f"{e}.br{e}")
+        elif ch < " " and ch != "\t":
+            out.append(f"{e}X{ord(ch):02X}{e}")
+        elif "\x7f" <= ch <= "\x9f":
+            continue
         else:
             out.append(ch)
     return "".join(out)

@@ -81,7 +81,7 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
                     "2.5.1", "", "", "", "", "", "UNICODE UTF-8"])
     pid_id = [escape(report.patient_id), "", "", escape(report.patient_issuer), "MR"]
     pid = build_segment("PID", ["1", "", pid_id, "", [escape(report.family_name), escape(report.given_name)], "",
-                                report.birth_date.strftime("%Y%m%d") if report.birth_date else "",
+                                _birth_date(report),
                                 escape(report.sex)])
     pv1 = build_segment("PV1", ["1", "U"])
     orc = build_segment("ORC", ["RE", placer, filler, "", _ORDER_STATUS.get(status, "CM"), "", "", "", signed, "", "",
@@ -112,3 +112,13 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
         segments.append(obx("ST", STUDY_UID_CODE, "", escape(report.study_instance_uid)))
     segments.append(obx("ST", SR_UID_CODE, "", escape(report.sr_instance_uid)))
     return "\r".join(segments) + "\r"
+
+
+def _birth_date(report: OutgoingReport) -> str:
+    """PID-7 with the precision the RIS sent (YYYY, YYYYMM or YYYYMMDD)."""
+    if report.birth_date is None:
+        return ""
+    return report.birth_date.strftime(_DATE_FORMATS.get(report.birth_date_precision, "%Y%m%d"))
+
+
+_DATE_FORMATS = {"year": "%Y", "month": "%Y%m", "day": "%Y%m%d"}

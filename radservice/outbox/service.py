@@ -261,6 +261,8 @@ class OutgoingReport:
     given_name: str
     birth_date: date | None
     sex: str
+    #: "year" or "month" when only that much of the birth date is known.
+    birth_date_precision: str = "day"
 
 
 def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
@@ -287,4 +289,4 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
         procedure_code=study.procedure_code, procedure_text=study.procedure_text, modality=study.modality,
         priority=study.priority, reason=study.reason, ordered_at=study.ordered_at, patient_id=patient.patient_id,
         patient_issuer=patient.issuer, family_name=patient.family_name, given_name=patient.given_name,
-        birth_date=patient.birth_date, sex=patient.sex)
+        birth_date=patient.birth_date, birth_date_precision=patient.birth_date_precision, sex=patient.sex)

@@ -16,6 +16,7 @@ from radservice.outbox import service as outbox
 from radservice.pipeline.compose import Template
 from radservice.pipeline.refine.changes import Change
 from radservice.reports.models import RESULT_STATUS, Report, ReportStatus, ReportVersion, VersionKind
+from radservice.reports.text import clean_text
 from radservice.users.models import Role, User
 from radservice.worklist.models import Study, StudyStatus
 
@@ -109,7 +110,7 @@ def merge_dictation(*, session: Session, report: Report, dictation_id: str, sect
     known = [key for key, _ in report.titles]
     new_titles = list(report.titles)
     for key, text in sections.items():
-        merged[key] = (replace or {}).get(key) or merge_text(merged.get(key, ""), text)
+        merged[key] = clean_text((replace or {}).get(key) or merge_text(merged.get(key, ""), text))
         if key not in known:  # a section the template lacks still keeps its text
             new_titles.append([key, titles.get(key, key.replace("_", " ").capitalize())])
             known.append(key)
@@ -139,7 +140,7 @@ def replace_dictation(*, session: Session, report: Report, dictation_id: str, be
     known = [key for key, _ in report.titles]
     new_titles = list(report.titles)
     for key, text in sections.items():
-        merged[key] = (replace or {}).get(key) or merge_text(before.get(key, ""), text)
+        merged[key] = clean_text((replace or {}).get(key) or merge_text(before.get(key, ""), text))
         if key not in known:
             new_titles.append([key, titles.get(key, key.replace("_", " ").capitalize())])
             known.append(key)
@@ -173,10 +174,11 @@ def edit(*, session: Session, report: Report, sections: Mapping[str, str], user_
     if unknown:
         raise ReportError("invalid", f"unknown section(s) {', '.join(unknown)}; this report has "
                                      f"{', '.join(key for key, _ in report.titles)}")
-    for key, text in sections.items():
+    cleaned = {key: clean_text(text).strip() for key, text in sections.items()}
+    for key, text in cleaned.items():
         if len(text) > MAX_SECTION_CHARS:
             raise ReportError("invalid", f"section {key} is longer than {MAX_SECTION_CHARS} characters")
-    report.sections = {**report.sections, **{k: v.strip() for k, v in sections.items()}}
+    report.sections = {**report.sections, **cleaned}
     report.revision += 1
     report.updated_by = user_id
     return report
@@ -279,7 +281,7 @@ def add_addendum(*, session: Session, report: Report, text: str, user: User, des
         ``forbidden``, ``state`` (the report is not final yet), ``invalid`` (empty or too long).
     """
     _check_signer(VersionKind.ADDENDUM, user, report)
-    text = text.strip()
+    text = clean_text(text).strip()
     if not text:
         raise ReportError("invalid", "an addendum needs text")
     if len(text) > MAX_SECTION_CHARS:

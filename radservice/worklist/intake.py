@@ -36,6 +36,9 @@ class PatientData:
     family_name: str = ""
     given_name: str = ""
     birth_date: date | None = None
+    #: How much of the birth date was sent: "year", "month" or "day" (HL7 allows YYYY and YYYYMM);
+    #: ``birth_date`` is then the first day of that year or month.
+    birth_date_precision: str = "day"
     sex: str = ""
 
 

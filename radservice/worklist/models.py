@@ -33,6 +33,8 @@ class Patient(Base):
     family_name: Mapped[str] = mapped_column(String(200), default="")
     given_name: Mapped[str] = mapped_column(String(200), default="")
     birth_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # "year", "month" or "day": how much of birth_date the sender knew (the rest is the first day).
+    birth_date_precision: Mapped[str] = mapped_column(String(5), default="day", server_default="day")
     sex: Mapped[str] = mapped_column(String(1), default="")
     # Set when an ADT^A40 merged this record into another; its studies moved there.
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), nullable=True)

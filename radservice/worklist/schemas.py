@@ -19,12 +19,15 @@ class PatientPublic(BaseModel):
     family_name: str
     given_name: str
     birth_date: date | None
+    #: "year" or "month" when the RIS sent only that much (birth_date is then its first day).
+    birth_date_precision: str
     sex: str
 
     @classmethod
     def of(cls, patient: Patient) -> PatientPublic:
         return cls(patient_id=patient.patient_id, issuer=patient.issuer, family_name=patient.family_name,
-                   given_name=patient.given_name, birth_date=patient.birth_date, sex=patient.sex)
+                   given_name=patient.given_name, birth_date=patient.birth_date,
+                   birth_date_precision=patient.birth_date_precision, sex=patient.sex)
 
 
 class WorklistRow(BaseModel):

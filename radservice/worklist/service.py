@@ -65,14 +65,16 @@ _SELECT_MERGED = select(*_PATIENT_COLUMNS).where(_patients.c.id == bindparam("id
 # text because SQLAlchemy cannot cache a compiled ON CONFLICT DO UPDATE with CASE expressions and
 # would compile it again for every order.
 _UPSERT_PATIENT = text("""
-    INSERT INTO patients (patient_id, issuer, family_name, given_name, birth_date, sex,
+    INSERT INTO patients (patient_id, issuer, family_name, given_name, birth_date, birth_date_precision, sex,
                           created_at, updated_at, merged_into_id)
-    VALUES (:patient_id, :issuer, :family_name, :given_name, :birth_date, :sex,
+    VALUES (:patient_id, :issuer, :family_name, :given_name, :birth_date, :birth_date_precision, :sex,
             :created_at, :updated_at, NULL)
     ON CONFLICT (patient_id, issuer) DO UPDATE SET
         family_name = CASE WHEN excluded.family_name = '' THEN patients.family_name ELSE excluded.family_name END,
         given_name = CASE WHEN excluded.given_name = '' THEN patients.given_name ELSE excluded.given_name END,
         sex = CASE WHEN excluded.sex = '' THEN patients.sex ELSE excluded.sex END,
+        birth_date_precision = CASE WHEN excluded.birth_date IS NULL THEN patients.birth_date_precision
+                                    ELSE excluded.birth_date_precision END,
         birth_date = COALESCE(excluded.birth_date, patients.birth_date),
         updated_at = excluded.updated_at
     RETURNING id, merged_into_id, patient_id, family_name, given_name
@@ -110,7 +112,8 @@ def upsert_patient(*, session: Session, data: PatientData) -> PatientKey:
     conn = session.connection()
     params = _fit(Patient, {
         "patient_id": data.patient_id, "issuer": data.issuer, "family_name": data.family_name,
-        "given_name": data.given_name, "birth_date": data.birth_date, "sex": data.sex,
+        "given_name": data.given_name, "birth_date": data.birth_date,
+        "birth_date_precision": data.birth_date_precision, "sex": data.sex,
         "created_at": now, "updated_at": now,
     })
     row = conn.execute(_UPSERT_PATIENT, params).one()

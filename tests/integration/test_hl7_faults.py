@@ -168,3 +168,32 @@ def test_failure_outside_the_transaction_is_still_answered_and_stored(factory: s
     assert send(r, order("R1", "ACC1")).code == "AA"  # the RIS resends: evaluated again, applied
     assert accessions(factory) == {"ACC1"}
     assert inbound_rows(factory) == [("R1", "AA", None)]
+
+
+@pytest.mark.parametrize(("sent", "born", "precision"), [
+    ("1970", "1970-01-01", "year"), ("197003", "1970-03-01", "month"), ("19700314", "1970-03-14", "day"),
+    ("197003141230", "1970-03-14", "day"),
+])
+def test_birth_date_of_any_legal_precision_is_accepted_and_kept(factory: sessionmaker[Session], sent: str,
+                                                                born: str, precision: str) -> None:
+    payload = order("B1", "ACC1").replace(b"||19700101|F", f"||{sent}|F".encode())
+    assert f"|{sent}|".encode() in payload
+    assert send(router(factory), payload).code == "AA"
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study)).one()
+        assert (str(study.patient.birth_date), study.patient.birth_date_precision) == (born, precision)
+
+
+def test_merge_picks_the_mr_identifier_of_mrg_1_as_pid_3_does(factory: sessionmaker[Session]) -> None:
+    r = router(factory)
+    assert send(r, order("O1", "ACC1", patient_id="MRN-OLD")).code == "AA"
+    payload = "\r".join([
+        "MSH|^~\\&|RIS|H|RS|R|20261124||ADT^A40|M2|P|2.5.1",
+        segment("PID", {1: "1", 3: "V-9^^^H^VN~MRN-NEW^^^H^MR", 5: "SYNTH^MERGE"}),
+        segment("MRG", {1: "V-1^^^H^VN~MRN-OLD^^^TESTHOSP^MR"}),
+    ]).encode()
+    ack = send(r, payload)
+    assert ack.code == "AA", ack.raw
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study)).one()
+        assert study.patient.patient_id == "MRN-NEW"

@@ -150,3 +150,24 @@ def test_admin_outbox_lists_filters_and_retries_only_failed_rows(
     retried = client.post(f"/api/v1/admin/outbox/{one[0]['id']}/retry", headers=people["admin"])
     assert retried.status_code == 200, retried.text
     assert retried.json()["status"] == "pending" and retried.json()["message_id"] == one[0]["message_id"]
+
+
+def test_control_characters_are_cleaned_where_text_enters_the_report(
+        client: TestClient, factory: sessionmaker[Session], people: dict[str, dict[str, str]]) -> None:
+    add_study(factory, "CTRL-1")
+    report_id = add_report(factory, "CTRL-1", TEXT)
+    url = f"/api/v1/reports/{report_id}"
+    # Word's soft line break (VT), a NUL and a file separator pasted into the editor
+    edited = client.patch(url, json={"sections": {"impression": "No acute\x0bfinding.\x00\x1c"}},
+                          headers=people["radiologist"])
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["sections"]["impression"] == "No acute\nfinding."
+    assert client.post(f"{url}/sign", json={"status": "final"}, headers=people["radiologist"]).status_code == 200
+    addendum = client.post(f"{url}/addenda", json={"text": "Compared\x0bwith prior.\x07"},
+                           headers=people["radiologist"])
+    assert addendum.status_code == 201, addendum.text
+    with factory() as session:
+        versions = session.scalars(select(ReportVersion).order_by(ReportVersion.version)).all()
+        texts = "".join("".join(v.sections.values()) for v in versions)
+    assert not [ch for ch in texts if ch < " " and ch not in "\n\t"]
+    assert "Compared\nwith prior." in texts

@@ -68,6 +68,11 @@ def test_patient_study_and_request_attributes_come_from_the_order() -> None:
     assert ds.InstanceNumber == 2
 
 
+def test_a_year_of_birth_is_not_written_as_a_whole_date() -> None:
+    ds = _roundtrip(build_sr(_report(birth_date_precision="year"), study_instance_uid="1.2.3.4"))
+    assert ds.PatientBirthDate == ""  # DA is YYYYMMDD: an unknown day is left empty, never made up
+
+
 def test_final_is_verified_preliminary_is_not_and_corrections_name_their_predecessor() -> None:
     final = build_sr(_report(), study_instance_uid="1.2.3.4")
     assert final.VerificationFlag == "VERIFIED" and final.CompletionFlag == "COMPLETE"
@@ -97,3 +102,13 @@ def test_constructors_fail_fast_naming_the_argument() -> None:
         BasicDiagnosticImagingReport([("findings", "Findings", "")], "A^B")
     with pytest.raises(SrError, match="study_instance_uid"):
         build_sr(_report(), study_instance_uid="")
+
+
+def test_no_control_character_reaches_the_sr() -> None:
+    report = replace(_report(family_name="SYN\x0bTH", placer_order_number="P" * 40),
+                     sections=(Section("findings", "Findings", "soft\x0bbreak\x00 and nul\x1c."),))
+    ds = _roundtrip(build_sr(report, study_instance_uid="1.2.3.4"))
+    (text,) = [s.text for s in read_sections(ds)]
+    assert text == "soft\nbreak and nul\n."
+    assert str(ds.PatientName) == "SYN TH^Zoë"
+    assert ds.ReferencedRequestSequence[0].PlacerOrderNumberImagingServiceRequest == "P" * 40  # LO, not cut to 16

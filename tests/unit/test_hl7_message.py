@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,9 +63,10 @@ def test_unescape(raw: str, text: str) -> None:
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
 def test_escape_then_unescape_round_trips(text: str) -> None:
-    expected = text.replace("\r\n", "\n").replace("\r", "\n")
+    expected = re.sub("[\x7f-\x9f]", "", text.replace("\r\n", "\n").replace("\r", "\n"))
     escaped = escape(text)
     assert not set(escaped) & {"|", "^", "&", "~", "\r", "\n"}
+    assert not [ch for ch in escaped if (ch < " " and ch != "\t") or "\x7f" <= ch <= "\x9f"]  # none on the wire
     assert unescape(escaped, DEFAULT_ENCODING) == expected
 
 
@@ -82,6 +85,20 @@ def test_latin1_declared_in_msh18() -> None:
 def test_undeclared_charset_prefers_utf8_then_latin1() -> None:
     assert decode("MSH|^~\\&|Ü".encode())[1] == "utf-8"
     assert decode("MSH|^~\\&|Ü".encode("latin-1"))[1] == "latin-1"
+
+
+def test_hex_escapes_are_decoded_in_the_declared_charset() -> None:
+    utf8 = parse(*decode((MSH + "|||AL|NE||UNICODE UTF-8\rPID|1||1||M\\XC3A9\\LLER").encode()))
+    assert utf8.first("PID").get(5) == "MéLLER"  # type: ignore[union-attr]
+    latin1 = parse(*decode((MSH + "||||||8859/1\rPID|1||1||M\\XE9\\LLER").encode("latin-1")))
+    assert latin1.first("PID").get(5) == "MéLLER"  # type: ignore[union-attr]
+    broken = parse(*decode((MSH + "|||AL|NE||UNICODE UTF-8\rPID|1||1||M\\XE9\\").encode()))
+    assert broken.first("PID").get(5) == "M\\XE9\\"  # type: ignore[union-attr]  # not UTF-8: kept as sent
+
+
+def test_charset_repetitions_split_on_the_declared_repetition_character() -> None:
+    payload = "MSH|^*\\&|RIS|HOSP|RS|RAD|20261124||ORM^O01|C1|P|2.3.1|||AL|NE||8859/1*UNICODE UTF-8\rPID|1||1||GÓMEZ"
+    assert decode(payload.encode("latin-1"))[1] == "latin-1"
 
 
 def test_bytes_invalid_in_declared_charset_are_refused_not_replaced() -> None:

@@ -104,3 +104,17 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
              for n in range(1, 7)]
     assert waits == [5, 10, 20, 40, 60, 60]
     assert backoff(10_000, initial=timedelta(seconds=1), maximum=timedelta(hours=1)) == timedelta(hours=1)
+
+
+def test_birth_date_keeps_the_precision_the_ris_sent() -> None:
+    for precision, expected in (("year", "1970"), ("month", "197001"), ("day", "19700102")):
+        pid = parse(build_oru(_report(birth_date_precision=precision), HEADER)).first("PID")
+        assert pid is not None and pid.get(7) == expected
+
+
+def test_control_characters_never_reach_the_wire_as_they_are() -> None:
+    text = build_oru(_report(family_name="SYN\x0bTH", sections=(Section("findings", "Findings", "a\x0bb\x1cc\x00"),)),
+                     HEADER)
+    assert not [ch for ch in text if ch < " " and ch != "\r"]
+    assert "SYN\\X0B\\TH" in text
+    assert parse(text).first("PID").get(5, 1) == "SYN\x0bTH"  # type: ignore[union-attr]
