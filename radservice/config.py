@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 #: The documented default file, relative to the working directory.
@@ -47,6 +47,10 @@ class Hl7Settings(_Section):
     accession_field: str = Field("OBR-18", pattern=r"^[A-Z][A-Z0-9]{2}-[0-9]+$")
     max_message_bytes: int = Field(1_048_576, ge=1024)
     idle_timeout_s: float = Field(900.0, gt=0)
+    #: A frame must end this long after its start mark, or the connection is closed.
+    frame_timeout_s: float = Field(60.0, gt=0)
+    #: Connections served at once; more are closed at once with a log line.
+    max_connections: int = Field(64, ge=1)
 
 
 class RisSettings(_Section):
@@ -56,6 +60,16 @@ class RisSettings(_Section):
     receiving_facility: str = "HOSPITAL"
     ack_timeout_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
+    #: In original acknowledgment mode an AR may also mean "system down": retry it (a few times)
+    #: instead of failing the delivery at once. Off for a RIS whose AR always means "never".
+    retry_on_ar: bool = True
+    #: Attempts in all for a delivery the RIS keeps answering AR (then it fails for a person).
+    ar_attempts: int = Field(5, ge=1, le=100)
+
+    @property
+    def longest_send_s(self) -> float:
+        """The longest one ORU exchange can take: connect, then wait for the ACK."""
+        return self.connect_timeout_s + self.ack_timeout_s
 
 
 class DicomSettings(_Section):
@@ -72,6 +86,11 @@ class PacsSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(30.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
+
+    @property
+    def longest_send_s(self) -> float:
+        """The longest one SR delivery can take: connect, association, C-FIND, C-STORE."""
+        return self.connect_timeout_s + 3 * self.timeout_s
 
 
 class WhisperSettings(_Section):
@@ -147,6 +166,17 @@ class Settings(BaseSettings):
 
     #: The file these settings were read from (None: built-in defaults only).
     _source_file: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _lease_covers_one_send(self) -> Settings:
+        # A sender whose lease runs out mid-send could see another sender take the row and send a
+        # later version first; the lease must outlast the longest single exchange.
+        longest = max(self.ris.longest_send_s, self.pacs.longest_send_s)
+        if self.outbox.lease_s <= longest:
+            raise ValueError(f"outbox.lease_s ({self.outbox.lease_s:g} s) must be longer than one delivery can take "
+                             f"({longest:g} s: ris connect + ack timeouts {self.ris.longest_send_s:g} s, pacs "
+                             f"connect + 3 x timeout {self.pacs.longest_send_s:g} s)")
+        return self
 
     @property
     def source_file(self) -> Path | None:

@@ -82,10 +82,12 @@ async def run(settings: Settings, engine: Engine) -> int:
         sending_application=settings.hl7.sending_application,
         sending_facility=settings.hl7.sending_facility,
         accession_field=settings.hl7.accession_field,
+        max_accession_chars=16 if settings.pacs.host else 64,
         observers=[lambda kind, code: app.state.metrics.hl7_messages.labels(kind, code).inc()],
     )
     mllp = MllpListener(router=router, max_message_bytes=settings.hl7.max_message_bytes,
-                        allowed_hosts=settings.hl7.allowed_hosts, idle_timeout_s=settings.hl7.idle_timeout_s)
+                        allowed_hosts=settings.hl7.allowed_hosts, idle_timeout_s=settings.hl7.idle_timeout_s,
+                        frame_timeout_s=settings.hl7.frame_timeout_s, max_connections=settings.hl7.max_connections)
     await mllp.start(mllp_sock)
     app.state.listeners["hl7"] = mllp.is_up
     host, port = mllp_sock.getsockname()[:2]

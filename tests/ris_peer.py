@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import hl7
@@ -45,10 +46,12 @@ class Received:
 
 @dataclass
 class RisPeer:
-    """Listens on ``port`` once started; ``answer`` is AA, AE, AR or "silent"."""
+    """Listens on ``port`` once started; ``answer`` is AA, AE, AR or "silent"; ``delay`` (if
+    given) says how many seconds to wait before each ACK."""
 
     port: int
     answer: str = "AA"
+    delay: Callable[[], float] | None = None
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -114,6 +117,8 @@ class RisPeer:
                 self.received.append(received)
                 if self.answer == "silent":
                     continue
+                if self.delay is not None:
+                    await asyncio.sleep(self.delay())
                 writer.writemessage(self._ack(message))
                 await writer.drain()
                 received.acked_at = time.perf_counter()

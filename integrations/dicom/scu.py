@@ -240,6 +240,7 @@ class PacsSender:
     def __init__(self, pacs: PacsSettings, dicom: DicomSettings, *, institution: str = "") -> None:
         self.client = PacsClient(pacs, dicom) if pacs.host else None
         self.institution = institution
+        self.longest_send_s = pacs.longest_send_s
 
     def study_uid(self, report: OutgoingReport) -> StudyUid:
         """The order's Study Instance UID, else the one study the PACS has for this accession and

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -222,12 +222,20 @@ def series_uid(study_instance_uid: str, report_id: int) -> str:
     return f"2.25.{uuid.uuid5(_SERIES_NAMESPACE, f'{study_instance_uid}/{report_id}').int}"
 
 
+# Dates and times are written in UTC, and the SR says so in Timezone Offset From UTC (0008,0201):
+# without it, readers take DA/TM/DT as the local time of wherever they run.
 def _da(moment: datetime | None) -> str:
-    return moment.strftime("%Y%m%d") if moment else ""
+    return moment.astimezone(UTC).strftime("%Y%m%d") if moment else ""
 
 
 def _tm(moment: datetime | None) -> str:
-    return moment.strftime("%H%M%S") if moment else ""
+    return moment.astimezone(UTC).strftime("%H%M%S") if moment else ""
+
+
+#: SH, the VR of Accession Number: a longer accession cannot be written, only cut (and then it
+#: no longer matches the study), so the SR is refused instead (intake refuses such orders when a
+#: PACS is configured).
+MAX_DICOM_ACCESSION = 16
 
 
 def _person_name(family: str, given: str) -> str:
@@ -257,7 +265,10 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = BASIC_TEXT_SR
     ds.SOPInstanceUID = report.sr_instance_uid
+    if len(report.accession_number) > MAX_DICOM_ACCESSION:
+        raise SrError(f"accession number longer than {MAX_DICOM_ACCESSION} characters: DICOM (SH) cannot carry it")
     ds.InstanceCreationDate, ds.InstanceCreationTime = _da(report.signed_at), _tm(report.signed_at)
+    ds.TimezoneOffsetFromUTC = "+0000"
     # Patient
     ds.PatientName = _person_name(report.family_name, report.given_name)
     ds.PatientID = report.patient_id
@@ -272,7 +283,7 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
     ds.StudyDate, ds.StudyTime = _da(report.ordered_at), _tm(report.ordered_at)
     ds.ReferringPhysicianName = ""
     ds.StudyID = report.requested_procedure_id[:16]
-    ds.AccessionNumber = report.accession_number[:16]
+    ds.AccessionNumber = report.accession_number
     if report.accession_issuer:
         issuer = Dataset()
         issuer.LocalNamespaceEntityID = report.accession_issuer
@@ -303,7 +314,7 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
         observer.VerifyingObserverName = signer
         observer.VerifyingObserverIdentificationCodeSequence = DicomSequence()
         observer.VerifyingOrganization = institution or manufacturer
-        observer.VerificationDateTime = report.signed_at.strftime("%Y%m%d%H%M%S")
+        observer.VerificationDateTime = report.signed_at.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
         ds.VerifyingObserverSequence = DicomSequence([observer])
     ds.ReferencedRequestSequence = DicomSequence([_request(report, study_instance_uid)])
     ds.PerformedProcedureCodeSequence = DicomSequence()
@@ -347,7 +358,7 @@ def _request(report: OutgoingReport, study_instance_uid: str) -> Dataset:
     """One item of ReferencedRequestSequence: the order this report answers (never empty)."""
     item = Dataset()
     item.StudyInstanceUID = study_instance_uid
-    item.AccessionNumber = report.accession_number[:16]
+    item.AccessionNumber = report.accession_number
     if report.accession_issuer:
         issuer = Dataset()
         issuer.LocalNamespaceEntityID = report.accession_issuer

@@ -2,7 +2,10 @@
 
 Each connection reads with an idle timeout, deframes (mllp.FrameReader), hands each frame to
 the router in a worker thread (the database is synchronous) and writes the ACK back before
-reading the next frame, so a connection's messages apply in the order sent.
+reading the next frame, so a connection's messages apply in the order sent. A frame must end
+within ``frame_timeout_s`` of its start (a peer trickling a byte a second cannot hold it open);
+frames complete in the same read as a fault are answered before the connection is closed; at
+most ``max_connections`` connections are served at once.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 
 from integrations.hl7.mllp import FrameReader, FrameTooLarge, wrap
 from integrations.hl7.routing import Hl7Router
@@ -51,15 +55,22 @@ class MllpListener:
         Peer addresses or networks allowed to connect; empty allows any.
     idle_timeout_s
         A connection silent this long (or half-open) is closed.
+    frame_timeout_s
+        A frame not ended this long after its start mark closes the connection.
+    max_connections
+        Connections beyond this many are closed at once, with a log line.
     """
 
     def __init__(self, *, router: Hl7Router, max_message_bytes: int, allowed_hosts: list[str],
-                 idle_timeout_s: float, write_timeout_s: float = 30.0) -> None:
+                 idle_timeout_s: float, write_timeout_s: float = 30.0, frame_timeout_s: float = 60.0,
+                 max_connections: int = 64) -> None:
         self.router = router
         self.max_message_bytes = max_message_bytes
         self.allowed_hosts = allowed_hosts
         self.idle_timeout_s = idle_timeout_s
         self.write_timeout_s = write_timeout_s
+        self.frame_timeout_s = frame_timeout_s
+        self.max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -91,6 +102,10 @@ class MllpListener:
             if not _allowed(str(peer[0]), self.allowed_hosts):
                 log.warning("hl7: refused connection from %s (not in hl7.allowed_hosts)", peer_text)
                 return
+            if len(self._connections) > self.max_connections:
+                log.warning("hl7: refused connection from %s: %d connections open (hl7.max_connections)",
+                            peer_text, self.max_connections)
+                return
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -110,30 +125,44 @@ class MllpListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         frames = FrameReader(self.max_message_bytes)
+        frame_deadline: float | None = None  # monotonic time by which the open frame must end
         while True:
+            timeout = self.idle_timeout_s
+            if frame_deadline is not None:
+                timeout = min(timeout, max(frame_deadline - time.monotonic(), 0.0))
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=self.idle_timeout_s)
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=timeout)
             except TimeoutError:
-                log.info("hl7: closing idle connection from %s", peer)
+                if frame_deadline is not None and time.monotonic() >= frame_deadline:
+                    log.warning("hl7: closing connection from %s: a frame open for over %g s (%d bytes dropped)",
+                                peer, self.frame_timeout_s, frames.pending)
+                else:
+                    log.info("hl7: closing idle connection from %s", peer)
                 return
             if not data:
                 if frames.in_frame:
                     log.warning("hl7: %s closed the connection inside a frame (%d bytes dropped)",
                                 peer, frames.pending)
                 return
+            fault = ""
             try:
                 payloads = frames.feed(data)
-                if frames.discarded > self.max_message_bytes:
-                    log.warning("hl7: closing connection from %s: %d bytes outside MLLP frames",
-                                peer, frames.discarded)
-                    return
-            except FrameTooLarge:
-                log.warning("hl7: closing connection from %s: message over %d bytes", peer, self.max_message_bytes)
-                return
-            for payload in payloads:
+            except FrameTooLarge as exc:
+                payloads = exc.complete
+                fault = f"message over {self.max_message_bytes} bytes"
+            if not fault and frames.junk_run > self.max_message_bytes:
+                fault = f"{frames.junk_run} bytes outside MLLP frames"
+            for payload in payloads:  # whole messages are answered even when a fault follows them
                 ack = await asyncio.to_thread(self.router.handle, payload, peer)
                 if ack is None:
                     log.warning("hl7: closing connection from %s without ACK (not stored; sender will resend)", peer)
                     return
                 writer.write(wrap(ack))
                 await asyncio.wait_for(writer.drain(), timeout=self.write_timeout_s)
+            if fault:
+                log.warning("hl7: closing connection from %s: %s", peer, fault)
+                return
+            if not frames.in_frame:
+                frame_deadline = None
+            elif frame_deadline is None or payloads:
+                frame_deadline = time.monotonic() + self.frame_timeout_s

@@ -12,7 +12,15 @@ END_BLOCK = b"\x1c\x0d"
 
 
 class FrameTooLarge(Exception):
-    """A frame grew past the reader's limit before its end mark arrived."""
+    """A frame grew past the reader's limit before its end mark arrived.
+
+    ``complete`` holds the frames that ended before it in the same data: they are whole messages
+    and must still be answered.
+    """
+
+    def __init__(self, message: str, complete: list[bytes]) -> None:
+        super().__init__(message)
+        self.complete = complete
 
 
 def wrap(payload: bytes) -> bytes:
@@ -36,6 +44,8 @@ class FrameReader:
         self._scanned = 0  # bytes of the open frame already searched for marks
         #: Bytes seen outside any frame (junk, or a frame abandoned by a new start mark).
         self.discarded = 0
+        #: The same, since the last complete frame: what a peer that never frames looks like.
+        self.junk_run = 0
 
     @property
     def pending(self) -> int:
@@ -66,9 +76,11 @@ class FrameReader:
                 start = buf.find(START_BLOCK)
                 if start < 0:
                     self.discarded += len(buf)
+                    self.junk_run += len(buf)
                     buf.clear()
                     return frames
                 self.discarded += start
+                self.junk_run += start
                 del buf[: start + 1]
                 self._in_frame = True
                 self._scanned = 0
@@ -78,17 +90,19 @@ class FrameReader:
             restart = buf.find(START_BLOCK, frm, end if end >= 0 else len(buf))
             if restart >= 0:
                 self.discarded += restart
+                self.junk_run += restart
                 del buf[: restart + 1]
                 self._scanned = 0
                 continue
             if end < 0:
                 self._scanned = len(buf)
                 if len(buf) > self.max_frame_bytes:
-                    raise FrameTooLarge(f"frame exceeds {self.max_frame_bytes} bytes")
+                    raise FrameTooLarge(f"frame exceeds {self.max_frame_bytes} bytes", frames)
                 return frames
             payload = bytes(buf[:end])
             del buf[: end + len(END_BLOCK)]
             self._in_frame = False
             if len(payload) > self.max_frame_bytes:
-                raise FrameTooLarge(f"frame exceeds {self.max_frame_bytes} bytes")
+                raise FrameTooLarge(f"frame exceeds {self.max_frame_bytes} bytes", frames)
             frames.append(payload)
+            self.junk_run = 0

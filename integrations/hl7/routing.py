@@ -66,6 +66,8 @@ class Hl7Router:
         MSH-3/MSH-4 of our ACKs.
     accession_field
         Where the site puts the accession number (``OBR-18`` by default).
+    max_accession_chars
+        Longer accession numbers are refused (AE): 16 where a PACS is configured (DICOM SH).
     observers
         Called with (message type, ACK code) after each message, e.g. metrics.
     """
@@ -78,12 +80,16 @@ class Hl7Router:
         sending_facility: str,
         accession_field: str = "OBR-18",
         observers: Iterable[Observer] = (),
+        max_accession_chars: int = 64,
     ) -> None:
         self.sessions = sessions
         self.sending_application = sending_application
         self.sending_facility = sending_facility
         self.accession_field = inbound.FieldRef.parse(accession_field)
         self.observers = list(observers)
+        # 16 when a PACS is configured: the SR's Accession Number is SH (16 characters), and a
+        # longer one could never match the study there.
+        self.max_accession_chars = max_accession_chars
         # SQLite has one writer at a time and makes waiting writers sleep and poll; taking
         # turns on a lock in this process instead keeps several RIS connections fast.
         bind = sessions.kw.get("bind")
@@ -250,6 +256,11 @@ class Hl7Router:
 
     def _orders(self, session: Session, msg: Message) -> str:
         orders = inbound.orders_from(msg, self.accession_field)
+        for order in orders:
+            if len(order.accession_number) > self.max_accession_chars:
+                location = (self.accession_field.segment, self.accession_field.field)
+                raise MessageError("AE", 102, f"accession number longer than {self.max_accession_chars} characters "
+                                              "(DICOM SH: the PACS could not match it)", location)
         for order in orders:
             outcome = worklist.apply_order(session=session, order=order)
             audit.record(session=session, actor=AUDIT_ACTOR, action=f"order.{outcome.action}",

@@ -179,15 +179,17 @@ class _Closed(Exception):
 class RisSender:
     """The outbox's sender for destination ``ris``: ORU^R01 over a kept MLLP connection.
 
-    AA (or CA) -> acked; AE / AR (CE / CR) -> refused with the peer's reason; no connection,
-    a broken one or no answer in time -> try again later. Without ``ris.host`` every delivery
-    waits, saying so.
+    AA (or CA) -> acked; AE (CE) -> refused with the peer's reason; AR (CR) -> tried again
+    later up to ``ris.ar_attempts`` attempts when ``ris.retry_on_ar`` (in original mode AR also
+    means "system down"), else refused; no connection, a broken one or no answer in time -> try
+    again later. Without ``ris.host`` every delivery waits, saying so.
     """
 
     destination = "ris"
 
     def __init__(self, ris: RisSettings, *, sending_application: str, sending_facility: str) -> None:
         self.settings = ris
+        self.longest_send_s = ris.longest_send_s
         self.header = OruHeader(sending_application, sending_facility, ris.receiving_application,
                                 ris.receiving_facility)
         self.connection = (MllpConnection(ris.host, ris.port, connect_timeout=ris.connect_timeout_s,
@@ -204,6 +206,9 @@ class RisSender:
         reason = f"{ack.code}: {ack.text or 'no reason given'}"
         if ack.code in ("AA", "CA"):
             return SendResult.accepted(ack.code)
+        if ack.code in ("AR", "CR") and self.settings.retry_on_ar and report.attempts < self.settings.ar_attempts:
+            return SendResult.later(f"{reason} (AR read as 'system down': attempt {report.attempts} of "
+                                    f"{self.settings.ar_attempts}, ris.retry_on_ar)")
         if ack.code in ("AE", "AR", "CE", "CR"):
             return SendResult.refused(ack.code, reason)
         return SendResult.refused(ack.code, f"unknown acknowledgement code {ack.code!r}")

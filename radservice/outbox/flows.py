@@ -53,9 +53,14 @@ class SendResult:
 
 
 class Sender(Protocol):
-    """Delivers one signed version to one peer; never raises for a peer's failure."""
+    """Delivers one signed version to one peer; never raises for a peer's failure.
+
+    ``longest_send_s``: the longest one send can take (its timeouts added up); the outbox's
+    lease must be longer (checked when the settings are read).
+    """
 
     destination: str
+    longest_send_s: float
 
     def send(self, report: OutgoingReport) -> SendResult: ...
 
@@ -91,6 +96,9 @@ class DeliveryLoop:
         self.stop = stop or threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Claim what one lease can cover: each send may take the sender's longest exchange.
+        longest = max(getattr(sender, "longest_send_s", 0.0), 0.001)
+        self.batch = max(1, min(20, int(settings.lease_s // longest)))
 
     def wake(self) -> None:
         """Look for due rows now (a signature just queued one)."""
@@ -127,7 +135,7 @@ class DeliveryLoop:
         """Send every row due now; return how many were tried."""
         with self.sessions() as session:
             claimed = outbox.claim_due(session=session, destination=self.sender.destination, owner=self.owner,
-                                       lease=timedelta(seconds=self.settings.lease_s))
+                                       lease=timedelta(seconds=self.settings.lease_s), limit=self.batch)
         for delivery_id in claimed:
             if self.stop.is_set():
                 break  # the lease expires and another sender (or the next start) takes it
@@ -136,6 +144,12 @@ class DeliveryLoop:
 
     def _deliver(self, delivery_id: int) -> None:
         with self.sessions() as session:
+            # Checked and extended before each send: a batch may outlast its first lease.
+            if not outbox.renew(session=session, delivery_id=delivery_id, owner=self.owner,
+                                lease=timedelta(seconds=self.settings.lease_s)):
+                log.warning("outbox %s: delivery %d is no longer held by %s (lease lost); not sent",
+                            self.sender.destination, delivery_id, self.owner)
+                return
             report = outbox.outgoing(session=session, delivery_id=delivery_id)
         started = time.perf_counter()
         try:

@@ -16,7 +16,9 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # waiting for its turn, its next attempt, or an earlier version
     SENT = "sent"  # on the wire, the peer's acknowledgement not yet read
     ACKED = "acked"  # the peer accepted it
-    FAILED = "failed"  # refused by the peer or given up: needs a person (admin retry)
+    FAILED = "failed"  # refused by the peer or given up: needs a person (retry, skip or supersede)
+    SUPERSEDED = "superseded"  # a later version of the report (which carries all of it) left instead
+    SKIPPED = "skipped"  # an admin decided this version is not sent (the reason is on the row)
 
 
 class Destination(StrEnum):

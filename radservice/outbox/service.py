@@ -2,8 +2,11 @@
 outcomes, an admin's retry. Keyword-only, on the caller's session; the caller commits unless
 a function says it commits.
 
-Per study and destination, versions leave in order: a row is due only when every earlier
-version's row for the same destination is acknowledged.
+Per study and destination, versions leave in order: a row is due only when no earlier
+version's row for the same destination is still open (pending or sent). An earlier version
+that failed for good (refused, given up) does not hold later ones back: each version carries the
+whole report. Once a later version is acknowledged, earlier failed rows are ``superseded``; an
+admin may also ``skip`` or ``supersede`` a failed row (audited by the caller).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def add_for_version(*, session: Session, version: ReportVersion, study: Study, d
 def _earlier_open() -> object:
     earlier = aliased(Delivery)
     return exists().where(earlier.study_id == Delivery.study_id, earlier.destination == Delivery.destination,
-                          earlier.version < Delivery.version, earlier.status != DeliveryStatus.ACKED.value)
+                          earlier.version < Delivery.version, earlier.status.in_(_OPEN))
 
 
 def claim_due(*, session: Session, destination: str, owner: str, lease: timedelta, limit: int = 20,
@@ -84,12 +87,32 @@ def _held(delivery_id: int, owner: str) -> object:
                 Delivery.lease_owner == owner)
 
 
+def renew(*, session: Session, delivery_id: int, owner: str, lease: timedelta) -> bool:
+    """Extend ``owner``'s lease on a row it is about to send; False when the row is no longer
+    ours (the lease ran out and another sender took it, or it was finished): then it must not
+    be sent, or an older version could reach the peer after a newer one."""
+    now = utcnow()
+    done: int = session.execute(update(Delivery).where(_held(delivery_id, owner)).values(  # type: ignore[arg-type]
+        lease_expires_at=now + lease, updated_at=now)).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return done == 1
+
+
 def record_acked(*, session: Session, delivery_id: int, owner: str, ack_code: str, note: str = "") -> bool:
-    """The peer accepted the delivery; False when the row is no longer ours."""
+    """The peer accepted the delivery; False when the row is no longer ours. Earlier versions of
+    the same study that failed for this destination are now superseded by this one."""
     now = utcnow()
     done: int = session.execute(update(Delivery).where(_held(delivery_id, owner)).values(  # type: ignore[arg-type]
         status=DeliveryStatus.ACKED.value, ack_code=ack_code, last_error=note[:MAX_ERROR], acked_at=now,
         lease_owner=None, lease_expires_at=None, updated_at=now)).rowcount  # type: ignore[attr-defined]
+    if done == 1:
+        row = session.execute(select(Delivery.study_id, Delivery.destination, Delivery.version)
+                              .where(Delivery.id == delivery_id)).one()
+        session.execute(update(Delivery).where(
+            Delivery.study_id == row.study_id, Delivery.destination == row.destination,
+            Delivery.version < row.version, Delivery.status == DeliveryStatus.FAILED.value,
+        ).values(status=DeliveryStatus.SUPERSEDED.value, updated_at=now,
+                 last_error=f"superseded: version {row.version} reached the peer"))
     return done == 1
 
 
@@ -154,11 +177,12 @@ def retry(*, session: Session, delivery_id: int, give_up_after: timedelta) -> De
     OutboxError
         ``not_found``, or ``not_failed`` (only a failed row is retried by hand).
     """
-    delivery = session.get(Delivery, delivery_id)
-    if delivery is None:
-        raise OutboxError("not_found", f"no outbox row {delivery_id}")
-    if delivery.status != DeliveryStatus.FAILED.value:
-        raise OutboxError("not_failed", f"outbox row {delivery_id} is {delivery.status}: only a failed row is retried")
+    delivery = _failed_row(session, delivery_id, "retried")
+    later = _later_versions(session, delivery)
+    if later:
+        raise OutboxError("superseded", f"outbox row {delivery_id} is version {delivery.version}; version "
+                                        f"{later[-1][0]} ({later[-1][1]}) is newer and carries the whole report: "
+                                        "sending this one now would put an older report after it (supersede it)")
     now = utcnow()
     delivery.status = DeliveryStatus.PENDING.value
     delivery.next_attempt_at = now
@@ -168,13 +192,71 @@ def retry(*, session: Session, delivery_id: int, give_up_after: timedelta) -> De
     return delivery
 
 
+def skip(*, session: Session, delivery_id: int, reason: str) -> Delivery:
+    """An admin's decision that a failed row is not sent (e.g. a RIS that refuses preliminaries).
+
+    Raises
+    ------
+    OutboxError
+        ``not_found``, ``not_failed``, ``invalid`` (no reason).
+    """
+    if not reason.strip():
+        raise OutboxError("invalid", "skipping a delivery needs a reason")
+    delivery = _failed_row(session, delivery_id, "skipped")
+    delivery.status = DeliveryStatus.SKIPPED.value
+    delivery.last_error = f"skipped: {reason.strip()}"[:MAX_ERROR]
+    delivery.updated_at = utcnow()
+    session.flush()
+    return delivery
+
+
+def supersede(*, session: Session, delivery_id: int) -> Delivery:
+    """An admin's decision that a failed row is replaced by a later version of the same report
+    (which carries the whole report) for the same destination.
+
+    Raises
+    ------
+    OutboxError
+        ``not_found``, ``not_failed``, ``no_later_version``.
+    """
+    delivery = _failed_row(session, delivery_id, "superseded")
+    later = _later_versions(session, delivery, statuses=(*_OPEN, DeliveryStatus.ACKED.value))
+    if not later:
+        raise OutboxError("no_later_version", f"outbox row {delivery_id} is the newest version for "
+                                              f"{delivery.destination}: nothing supersedes it (retry or skip it)")
+    delivery.status = DeliveryStatus.SUPERSEDED.value
+    delivery.last_error = f"superseded by an admin: version {later[-1][0]} ({later[-1][1]}) replaces it"[:MAX_ERROR]
+    delivery.updated_at = utcnow()
+    session.flush()
+    return delivery
+
+
+def _failed_row(session: Session, delivery_id: int, what: str) -> Delivery:
+    delivery = session.get(Delivery, delivery_id, with_for_update=True)
+    if delivery is None:
+        raise OutboxError("not_found", f"no outbox row {delivery_id}")
+    if delivery.status != DeliveryStatus.FAILED.value:
+        raise OutboxError("not_failed", f"outbox row {delivery_id} is {delivery.status}: only a failed row is {what}")
+    return delivery
+
+
+def _later_versions(session: Session, delivery: Delivery,
+                    statuses: tuple[str, ...] = (DeliveryStatus.SENT.value, DeliveryStatus.ACKED.value),
+                    ) -> list[tuple[int, str]]:
+    """(version, status) of later versions of the same study for the same destination, oldest first."""
+    rows = session.execute(select(Delivery.version, Delivery.status).where(
+        Delivery.study_id == delivery.study_id, Delivery.destination == delivery.destination,
+        Delivery.version > delivery.version, Delivery.status.in_(statuses)).order_by(Delivery.version))
+    return [(int(v), str(s)) for v, s in rows]
+
+
 def for_report(*, session: Session, report_id: int) -> list[Delivery]:
     return list(session.scalars(select(Delivery).where(Delivery.report_id == report_id)
                                 .order_by(Delivery.version, Delivery.destination)))
 
 
 def waiting_for(*, session: Session, deliveries: list[Delivery]) -> dict[int, int]:
-    """Row id -> the earliest earlier version of the same study (same destination) not acked yet,
+    """Row id -> the earliest earlier version of the same study (same destination) still open,
     for each open row that waits for one; one query for all the rows."""
     open_rows = [d for d in deliveries if d.status in _OPEN]
     if not open_rows:
@@ -183,7 +265,7 @@ def waiting_for(*, session: Session, deliveries: list[Delivery]) -> dict[int, in
     for study_id, destination, version in session.execute(
             select(Delivery.study_id, Delivery.destination, Delivery.version)
             .where(Delivery.study_id.in_({d.study_id for d in open_rows}),
-                   Delivery.status != DeliveryStatus.ACKED.value)
+                   Delivery.status.in_(_OPEN))
             .order_by(Delivery.version)):
         unacked.setdefault((study_id, destination), []).append(version)
     found = {}
@@ -263,6 +345,8 @@ class OutgoingReport:
     sex: str
     #: "year" or "month" when only that much of the birth date is known.
     birth_date_precision: str = "day"
+    #: This attempt's number (1 for the first send).
+    attempts: int = 0
 
 
 def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
@@ -289,4 +373,5 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
         procedure_code=study.procedure_code, procedure_text=study.procedure_text, modality=study.modality,
         priority=study.priority, reason=study.reason, ordered_at=study.ordered_at, patient_id=patient.patient_id,
         patient_issuer=patient.issuer, family_name=patient.family_name, given_name=patient.given_name,
-        birth_date=patient.birth_date, birth_date_precision=patient.birth_date_precision, sex=patient.sex)
+        birth_date=patient.birth_date, birth_date_precision=patient.birth_date_precision, sex=patient.sex,
+        attempts=delivery.attempts)

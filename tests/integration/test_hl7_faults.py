@@ -197,3 +197,14 @@ def test_merge_picks_the_mr_identifier_of_mrg_1_as_pid_3_does(factory: sessionma
     with session_scope(factory) as session:
         study = session.scalars(select(Study)).one()
         assert study.patient.patient_id == "MRN-NEW"
+
+
+def test_an_accession_longer_than_dicom_allows_is_refused_where_a_pacs_is_configured(
+        factory: sessionmaker[Session]) -> None:
+    with_pacs = Hl7Router(sessions=factory, sending_application="RADSERVICE", sending_facility="RAD",
+                          max_accession_chars=16)
+    ack = send(with_pacs, order("L1", "A" * 17))
+    assert (ack.code, ack.error_code) == ("AE", "102") and "16 characters" in ack.raw
+    assert "OBR^1^18" in ack.raw.replace("|", "^") or "OBR" in ack.raw.split("ERR", 1)[1]
+    assert send(with_pacs, order("L2", "A" * 16)).code == "AA"
+    assert send(router(factory), order("L3", "B" * 40)).code == "AA"  # no PACS: the RIS's 64 characters

@@ -164,3 +164,63 @@ def test_database_down_closes_without_ack_so_the_ris_resends() -> None:
             socket.create_connection(("127.0.0.1", srv.port), timeout=15) as sock:
         sock.sendall(wrap(order("LOST-1", "ACC-L1")))
         assert recv_until_closed(sock, timeout=15) == b""
+
+
+def test_frames_complete_before_a_fault_are_answered(db_url: str) -> None:
+    with listening(db_url, max_message_bytes=2048) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            # one whole order, then (in the same write) the start of a frame that is too large
+            sock.sendall(wrap(order("FIRST-1", "ACC-FIRST")) + b"\x0b" + b"x" * 4096)
+            answer = recv_until_closed(sock)
+    assert read_ack(answer).code == "AA"
+    assert count(db_url, Study) == 1
+
+
+def test_junk_between_frames_is_counted_per_gap_not_for_the_connection_s_life(db_url: str) -> None:
+    with listening(db_url, max_message_bytes=1024) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.settimeout(10)
+            for n in range(4):  # 4 x 800 junk bytes: more than the limit in all, less in any gap
+                sock.sendall(b"\r\n" * 400 + wrap(order(f"JUNK-{n}", f"ACC-J{n}")))
+                assert read_ack(sock.recv(65536)).code == "AA"
+    assert count(db_url, Study) == 4
+
+
+def test_a_frame_trickled_byte_by_byte_is_cut_at_the_frame_deadline(db_url: str) -> None:
+    with listening(db_url, frame_timeout_s=1.0, idle_timeout_s=30.0) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"\x0b")
+            closed = False
+            for byte in order("SLOW-1", "ACC-SLOW")[:40]:
+                time.sleep(0.2)  # never idle for long, never finishing
+                try:
+                    sock.sendall(bytes([byte]))
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+                sock.settimeout(0.01)
+                try:
+                    if sock.recv(1) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            assert closed, "the trickling peer kept its frame open"
+            assert time.monotonic() - started < 5
+    assert count(db_url, Study) == 0
+
+
+def test_connections_over_max_connections_are_refused(db_url: str) -> None:
+    with listening(db_url, max_connections=2) as running:
+        held = [socket.create_connection(("127.0.0.1", running.port), timeout=10) for _ in range(2)]
+        try:
+            time.sleep(0.3)  # the listener has taken both
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as third:
+                assert recv_until_closed(third, timeout=5) == b""
+            held[0].sendall(wrap(order("HELD-1", "ACC-HELD")))  # the ones within the cap are served
+            held[0].settimeout(10)
+            assert read_ack(held[0].recv(65536)).code == "AA"
+        finally:
+            for sock in held:
+                sock.close()

@@ -91,3 +91,13 @@ def test_secrets_are_masked_in_the_logged_config(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, '[llm]\napi_key = "s3cret-key"\n'))
     assert settings.llm.api_key.get_secret_value() == "s3cret-key"
     assert "s3cret-key" not in repr(settings.redacted())
+
+
+def test_the_outbox_lease_must_outlast_one_send() -> None:
+    from pydantic import ValidationError
+
+    from radservice.config import Settings
+
+    with pytest.raises(ValidationError, match="lease_s"):
+        Settings(outbox={"lease_s": 30}, ris={"ack_timeout_s": 30, "connect_timeout_s": 5})  # type: ignore[arg-type]
+    assert Settings(outbox={"lease_s": 200}, pacs={"timeout_s": 60}).outbox.lease_s == 200  # type: ignore[arg-type]

@@ -77,7 +77,7 @@ def test_final_is_verified_preliminary_is_not_and_corrections_name_their_predece
     final = build_sr(_report(), study_instance_uid="1.2.3.4")
     assert final.VerificationFlag == "VERIFIED" and final.CompletionFlag == "COMPLETE"
     assert final.VerifyingObserverSequence[0].VerifyingObserverName == "Hopper^Grace"
-    assert final.VerifyingObserverSequence[0].VerificationDateTime == "20261201093000"
+    assert final.VerifyingObserverSequence[0].VerificationDateTime == "20261201093000+0000"
     assert "PredecessorDocumentsSequence" not in final
     preliminary = build_sr(_report(result_status="P"), study_instance_uid="1.2.3.4")
     assert preliminary.VerificationFlag == "UNVERIFIED" and preliminary.PreliminaryFlag == "PRELIMINARY"
@@ -112,3 +112,16 @@ def test_no_control_character_reaches_the_sr() -> None:
     assert text == "soft\nbreak and nul\n."
     assert str(ds.PatientName) == "SYN TH^Zoë"
     assert ds.ReferencedRequestSequence[0].PlacerOrderNumberImagingServiceRequest == "P" * 40  # LO, not cut to 16
+
+
+def test_times_are_utc_and_say_so() -> None:
+    ds = _roundtrip(build_sr(_report(), study_instance_uid="1.2.3.4"))
+    assert ds.TimezoneOffsetFromUTC == "+0000"
+    assert ds.ContentTime == "093000"  # signed at 09:30 UTC
+
+
+def test_an_accession_dicom_cannot_carry_is_refused_not_cut() -> None:
+    with pytest.raises(SrError, match="16 characters"):
+        build_sr(_report(accession_number="A" * 17), study_instance_uid="1.2.3.4")
+    ds = build_sr(_report(accession_number="A" * 16), study_instance_uid="1.2.3.4")
+    assert ds.AccessionNumber == "A" * 16

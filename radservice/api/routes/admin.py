@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from radservice.api.deps import AdminUser, SessionDep, SettingsDep
 from radservice.audit import service as audit
@@ -52,6 +52,48 @@ def list_outbox(admin: AdminUser, session: SessionDep,
     return DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
 
 
+class SkipRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+def _outbox_error(exc: outbox.OutboxError) -> HTTPException:
+    code = {"not_found": status.HTTP_404_NOT_FOUND, "invalid": 422}.get(
+        exc.kind, status.HTTP_409_CONFLICT)
+    return HTTPException(code, detail=str(exc))
+
+
+@router.post("/outbox/{delivery_id}/skip", response_model=DeliveryPublic)
+def skip_outbox(delivery_id: int, body: SkipRequest, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
+    """Do not send a failed row (e.g. a RIS that refuses preliminaries); later versions were never
+    held back by it. 404 unknown, 409 when it is not failed."""
+    try:
+        delivery = outbox.skip(session=session, delivery_id=delivery_id, reason=body.reason)
+    except outbox.OutboxError as exc:
+        raise _outbox_error(exc) from None
+    audit.record(session=session, actor=admin.username, user_id=admin.id, action="outbox.skip",
+                 entity_type="outbox", entity_id=str(delivery.id),
+                 detail={"accession": delivery.accession_number, "version": delivery.version,
+                         "destination": delivery.destination, "reason": body.reason[:200]})
+    session.commit()
+    return DeliveryPublic.many([delivery], {})[0]
+
+
+@router.post("/outbox/{delivery_id}/supersede", response_model=DeliveryPublic)
+def supersede_outbox(delivery_id: int, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
+    """Mark a failed row as replaced by a later version of the same report for the same peer.
+    404 unknown, 409 when it is not failed or nothing later exists."""
+    try:
+        delivery = outbox.supersede(session=session, delivery_id=delivery_id)
+    except outbox.OutboxError as exc:
+        raise _outbox_error(exc) from None
+    audit.record(session=session, actor=admin.username, user_id=admin.id, action="outbox.supersede",
+                 entity_type="outbox", entity_id=str(delivery.id),
+                 detail={"accession": delivery.accession_number, "version": delivery.version,
+                         "destination": delivery.destination})
+    session.commit()
+    return DeliveryPublic.many([delivery], {})[0]
+
+
 @router.post("/outbox/{delivery_id}/retry", response_model=DeliveryPublic)
 def retry_outbox(delivery_id: int, admin: AdminUser, session: SessionDep, settings: SettingsDep,
                  request: Request) -> DeliveryPublic:
@@ -60,8 +102,7 @@ def retry_outbox(delivery_id: int, admin: AdminUser, session: SessionDep, settin
         delivery = outbox.retry(session=session, delivery_id=delivery_id,
                                 give_up_after=timedelta(hours=settings.outbox.give_up_after_h))
     except outbox.OutboxError as exc:
-        code = status.HTTP_404_NOT_FOUND if exc.kind == "not_found" else status.HTTP_409_CONFLICT
-        raise HTTPException(code, detail=str(exc)) from None
+        raise _outbox_error(exc) from None
     audit.record(session=session, actor=admin.username, user_id=admin.id, action="outbox.retry",
                  entity_type="outbox", entity_id=str(delivery.id),
                  detail={"accession": delivery.accession_number, "version": delivery.version})
