@@ -21,6 +21,7 @@ from radservice.config import ConfigError, Settings, load_settings
 from radservice.db.session import make_sessionmaker, session_scope
 from radservice.logs import configure_logging
 from radservice.users import service as users
+from radservice.users.names import PersonName
 
 log = logging.getLogger("radservice")
 
@@ -231,7 +232,7 @@ def _check_ris(settings: Settings) -> int:
 
 def _check_pacs(settings: Settings) -> int:
     """C-ECHO to the PACS; 1 on failure, 0 when fine or not configured."""
-    from integrations.dicom.scu import PacsClient, PacsUnavailable
+    from integrations.dicom.scu import PacsClient, PacsRefusesService, PacsUnavailable
 
     pacs = settings.pacs
     where = f"{pacs.ae_title}@{pacs.host}:{pacs.port}"
@@ -241,7 +242,7 @@ def _check_pacs(settings: Settings) -> int:
     client = PacsClient(pacs, settings.dicom)
     try:
         status = client.echo()
-    except PacsUnavailable as exc:
+    except (PacsUnavailable, PacsRefusesService) as exc:
         typer.echo(f"pacs: FAILED (C-ECHO to {where}: {exc})")
         return 1
     finally:
@@ -283,6 +284,12 @@ def user_add(
     name: str,
     role: Annotated[str, typer.Option("--role", help="radiologist (= attending), resident, editor or admin")],
     display_name: Annotated[str, typer.Option("--display-name", help="Name shown in the UI and on reports.")] = "",
+    family: Annotated[str, typer.Option("--family", help="Family name (as signed reports carry it).")] = "",
+    given: Annotated[str, typer.Option("--given", help="Given name.")] = "",
+    middle: Annotated[str, typer.Option("--middle", help="Middle name(s) or initials.")] = "",
+    prefix: Annotated[str, typer.Option("--prefix", help="Title before the name, e.g. Dr.")] = "",
+    suffix: Annotated[str, typer.Option("--suffix", help="Suffix, e.g. Jr.")] = "",
+    degree: Annotated[str, typer.Option("--degree", help="Degree(s) after the name, e.g. MD.")] = "",
     config: ConfigOption = None,
 ) -> None:
     """Create a user; prints its API token as the last line."""
@@ -291,13 +298,38 @@ def user_add(
         parsed_role = users.parse_role(role)
     except users.UserError as exc:
         _fail(str(exc), 2)
+    parts = {"given": given, "middle": middle, "prefix": prefix, "suffix": suffix, "degree": degree}
+    if any(parts.values()) and not family.strip():
+        _fail("--given, --middle, --prefix, --suffix and --degree need --family", 2)
+    person = PersonName(family=family.strip(), **{k: v.strip() for k, v in parts.items()}) if family.strip() else None
     with _admin_session(settings) as session:
-        user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name)
+        user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name,
+                                 name=person)
         token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
         audit.record(session=session, actor=CLI_ACTOR, action="user.add", entity_type="user",
                      entity_id=user.username, detail={"role": user.role})
     typer.echo(f"created {parsed_role.value} '{name}'; API token:")
     typer.echo(token)
+
+
+@user_app.command("name")
+def user_name(
+    name: str,
+    family: Annotated[str, typer.Option("--family", help="Family name (as signed reports carry it).")],
+    given: Annotated[str, typer.Option("--given", help="Given name.")] = "",
+    middle: Annotated[str, typer.Option("--middle", help="Middle name(s) or initials.")] = "",
+    prefix: Annotated[str, typer.Option("--prefix", help="Title before the name, e.g. Dr.")] = "",
+    suffix: Annotated[str, typer.Option("--suffix", help="Suffix, e.g. Jr.")] = "",
+    degree: Annotated[str, typer.Option("--degree", help="Degree(s) after the name, e.g. MD.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Set a user's name in parts (what later signatures carry; signed versions keep theirs)."""
+    person = PersonName(family=family.strip(), given=given.strip(), middle=middle.strip(), prefix=prefix.strip(),
+                        suffix=suffix.strip(), degree=degree.strip())
+    with _admin_session(_settings(config)) as session:
+        users.set_name(session=session, username=name, name=person)
+        audit.record(session=session, actor=CLI_ACTOR, action="user.name", entity_type="user", entity_id=name)
+    typer.echo(f"'{name}' now signs as {person.display()}")
 
 
 @user_app.command("token")

@@ -68,8 +68,9 @@ class RisSettings(_Section):
 
     @property
     def longest_send_s(self) -> float:
-        """The longest one ORU exchange can take: connect, then wait for the ACK."""
-        return self.connect_timeout_s + self.ack_timeout_s
+        """The longest one ORU exchange can take: connect and wait for the ACK, twice (a kept
+        connection found closed is replaced once)."""
+        return 2 * (self.connect_timeout_s + self.ack_timeout_s)
 
 
 class DicomSettings(_Section):
@@ -83,14 +84,18 @@ class PacsSettings(_Section):
     port: int = Field(4242, ge=0, le=65535)
     ae_title: str = Field("ORTHANC", min_length=1, max_length=16)
     find_on_intake: bool = False
+    #: The issuer (assigning authority) the PACS names for the RIS's patient IDs, when it uses a
+    #: name of its own: a C-FIND match with another issuer is not taken as our patient's study.
+    patient_issuer: str = ""
     connect_timeout_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(30.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
 
     @property
     def longest_send_s(self) -> float:
-        """The longest one SR delivery can take: connect, association, C-FIND, C-STORE."""
-        return self.connect_timeout_s + 3 * self.timeout_s
+        """The longest one SR delivery can take: connect, association, C-FIND and C-STORE, then a
+        new association and C-STORE once more when the kept association was found dropped."""
+        return 2 * self.connect_timeout_s + 5 * self.timeout_s
 
 
 class WhisperSettings(_Section):
@@ -133,7 +138,7 @@ class OutboxSettings(_Section):
     retry_initial_s: float = Field(5.0, gt=0)
     retry_max_s: float = Field(300.0, gt=0)
     give_up_after_h: float = Field(72.0, gt=0)
-    lease_s: float = Field(120.0, ge=1)
+    lease_s: float = Field(300.0, ge=1)
 
 
 class AuthSettings(_Section):
@@ -171,11 +176,12 @@ class Settings(BaseSettings):
     def _lease_covers_one_send(self) -> Settings:
         # A sender whose lease runs out mid-send could see another sender take the row and send a
         # later version first; the lease must outlast the longest single exchange.
-        longest = max(self.ris.longest_send_s, self.pacs.longest_send_s)
-        if self.outbox.lease_s <= longest:
+        # Only the destinations that are configured send anything.
+        sends = {name: peer.longest_send_s for name, peer in (("ris", self.ris), ("pacs", self.pacs)) if peer.host}
+        if sends and self.outbox.lease_s <= max(sends.values()):
+            worst = ", ".join(f"{name} {seconds:g} s" for name, seconds in sends.items())
             raise ValueError(f"outbox.lease_s ({self.outbox.lease_s:g} s) must be longer than one delivery can take "
-                             f"({longest:g} s: ris connect + ack timeouts {self.ris.longest_send_s:g} s, pacs "
-                             f"connect + 3 x timeout {self.pacs.longest_send_s:g} s)")
+                             f"({worst}: ris 2 x (connect + ack timeouts), pacs 2 x connect + 5 x timeout)")
         return self
 
     @property

@@ -240,6 +240,7 @@ class PacsSender:
     def __init__(self, pacs: PacsSettings, dicom: DicomSettings, *, institution: str = "") -> None:
         self.client = PacsClient(pacs, dicom) if pacs.host else None
         self.institution = institution
+        self.patient_issuer = pacs.patient_issuer
         self.longest_send_s = pacs.longest_send_s
 
     def study_uid(self, report: OutgoingReport) -> StudyUid:
@@ -256,9 +257,15 @@ class PacsSender:
             return StudyUid(report.study_instance_uid, "order")
         assert self.client is not None
         found = self.client.find_studies(report.accession_number)
-        # A PACS that returns no Patient ID (or no issuer) cannot contradict ours.
-        ours = [s for s in found if (not s.patient_id or s.patient_id == report.patient_id)
-                and (not s.issuer or not report.patient_issuer or s.issuer == report.patient_issuer)]
+        # A PACS that returns no Patient ID (or no issuer) cannot contradict ours. On a PACS shared
+        # by several facilities, the same ID under another issuer is another patient; a PACS
+        # that names the RIS's issuer its own way is told by pacs.patient_issuer.
+        issuers = {i for i in (report.patient_issuer, self.patient_issuer) if i}
+        same_id = [s for s in found if not s.patient_id or s.patient_id == report.patient_id]
+        ours = [s for s in same_id if not s.issuer or not issuers or s.issuer in issuers]
+        if same_id and not ours:
+            raise StudyMismatch("the PACS files the study under the same patient ID with another issuer; if that "
+                                "is this hospital's issuer under the PACS's name, set pacs.patient_issuer")
         if len(ours) == 1:
             return StudyUid(ours[0].uid, "c-find")
         if len(ours) > 1:

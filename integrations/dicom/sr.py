@@ -19,7 +19,7 @@ each validates its arguments on construction and converts to and from a Dataset.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from radservice.outbox.service import OutgoingReport, signer_name_parts
+from radservice.outbox.service import OutgoingReport, Signer
 from radservice.reports.text import clean_line, clean_text
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -198,20 +198,30 @@ class BasicDiagnosticImagingReport(ContainerItem):
     sections
         ``(key, title, text)`` per section, in report order; empty texts are left out.
     observer_name
-        The signer as a DICOM person name (``Family^Given``): TID 1001's person observer.
+        The signer of the report's content as a DICOM person name (``Family^Given``): TID 1001's
+        person observer of the whole document.
+    section_observers
+        Section key -> another person observer for that section alone (an addendum signed by
+        someone else): the section's container gets its own observation context (TID 1001).
     """
 
-    def __init__(self, sections: Sequence[tuple[str, str, str]], observer_name: str) -> None:
+    def __init__(self, sections: Sequence[tuple[str, str, str]], observer_name: str,
+                 section_observers: Mapping[str, str] | None = None) -> None:
         children: list[ContentItem] = [
             CodeItem("HAS CONCEPT MOD", LANGUAGE_OF_CONTENT, ENGLISH_US),
             CodeItem("HAS OBS CONTEXT", OBSERVER_TYPE, PERSON),
             PersonNameItem("HAS OBS CONTEXT", PERSON_OBSERVER_NAME, observer_name),
         ]
+        others = section_observers or {}
         for key, title, text in sections:
             if not text.strip():
                 continue
             heading, element = section_concepts(key, title)
-            children.append(ContainerItem("CONTAINS", heading, [TextItem("CONTAINS", element, text)]))
+            items: list[ContentItem] = []
+            if others.get(key, observer_name) != observer_name:
+                items += [CodeItem("HAS OBS CONTEXT", OBSERVER_TYPE, PERSON),
+                          PersonNameItem("HAS OBS CONTEXT", PERSON_OBSERVER_NAME, others[key])]
+            children.append(ContainerItem("CONTAINS", heading, [*items, TextItem("CONTAINS", element, text)]))
         if len(children) == 3:
             raise SrError("BasicDiagnosticImagingReport: argument 'sections' holds no text")
         super().__init__(None, DIAGNOSTIC_IMAGING_REPORT, children, template="2000")
@@ -238,8 +248,22 @@ def _tm(moment: datetime | None) -> str:
 MAX_DICOM_ACCESSION = 16
 
 
-def _person_name(family: str, given: str) -> str:
-    return "^".join(clean_line(p).replace("^", " ") for p in (family, given)).rstrip("^")
+def _person_name(family: str, given: str, middle: str = "", prefix: str = "", suffix: str = "") -> str:
+    """PN: Family^Given^Middle^Prefix^Suffix, trailing empty parts left out."""
+    # 64 characters per component group: each part is cut to fit.
+    parts = [clean_line(p).replace("^", " ").replace("=", " ") for p in (family, given, middle, prefix, suffix)]
+    budget = 64 - 4
+    cut = []
+    for part in parts:
+        cut.append(part[:max(budget, 0)])
+        budget -= len(cut[-1])
+    return "^".join(cut).rstrip("^")
+
+
+def _signer_pn(signer: Signer) -> str:
+    n = signer.name
+    # DICOM PN has no degree component: it goes with the suffix ("Jr. MD").
+    return _person_name(n.family, n.given, n.middle, n.prefix, " ".join(p for p in (n.suffix, n.degree) if p))
 
 
 def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: str = "radservice",
@@ -256,9 +280,10 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
     """
     if not study_instance_uid:
         raise SrError("build_sr: argument 'study_instance_uid' must not be empty")
-    family, given = signer_name_parts(report.signer_name, report.signer_username)
-    signer = _person_name(family, given)
-    content = BasicDiagnosticImagingReport([(s.key, s.title, s.text) for s in report.sections], signer).to_dataset()
+    interpreter = report.principal_interpreter
+    content = BasicDiagnosticImagingReport(
+        [(s.key, s.title, s.text) for s in report.sections], _signer_pn(interpreter),
+        {s.key: _signer_pn(s.signer) for s in report.sections if s.signer is not None}).to_dataset()
     series = series_uid(study_instance_uid, report.report_id)
 
     ds = Dataset()
@@ -310,12 +335,22 @@ def build_sr(report: OutgoingReport, *, study_instance_uid: str, manufacturer: s
     else:
         ds.VerificationFlag = "VERIFIED"
         ds.PreliminaryFlag = "FINAL"
-        observer = Dataset()
-        observer.VerifyingObserverName = signer
-        observer.VerifyingObserverIdentificationCodeSequence = DicomSequence()
-        observer.VerifyingOrganization = institution or manufacturer
-        observer.VerificationDateTime = report.signed_at.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
-        ds.VerifyingObserverSequence = DicomSequence([observer])
+        # Each part of the content stays verified by the one who signed it, when they did: the
+        # original content by its signer, each addendum by its own (all listed, oldest first).
+        signers = [report.signer]
+        if report.kind == "addendum":
+            signers += [interpreter, *(s.signer for s in report.sections if s.signer is not None)]
+        distinct = {(who.username, who.signed_at): who for who in signers}
+        verifiers = sorted(distinct.values(), key=lambda who: who.signed_at)
+        observers = []
+        for who in verifiers:
+            observer = Dataset()
+            observer.VerifyingObserverName = _signer_pn(who)
+            observer.VerifyingObserverIdentificationCodeSequence = DicomSequence()
+            observer.VerifyingOrganization = institution or manufacturer
+            observer.VerificationDateTime = who.signed_at.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
+            observers.append(observer)
+        ds.VerifyingObserverSequence = DicomSequence(observers)
     ds.ReferencedRequestSequence = DicomSequence([_request(report, study_instance_uid)])
     ds.PerformedProcedureCodeSequence = DicomSequence()
     if report.previous_sr_instance_uid:

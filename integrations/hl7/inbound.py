@@ -19,6 +19,10 @@ from radservice.worklist.intake import OrderControl, OrderData, PatientData, Pat
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
 ADT_EVENTS = {"A08", "A40"}  # the ADT events that change anything here
+#: ADT events that merge or change patient identifiers, which radservice does not apply (only
+#: A40): acknowledged, but with a warning, since the IDs on the worklist and in results stay old.
+ADT_IDENTITY_EVENTS = {"A18", "A30", "A34", "A35", "A36", "A37", "A39", "A41", "A42", "A43", "A44", "A45", "A46",
+                       "A47", "A48", "A49", "A50", "A51"}
 
 ORDER_CONTROLS = {
     "NW": OrderControl.NEW,
@@ -66,6 +70,8 @@ def check_header(msg: Message) -> tuple[str, str]:
     if version not in SUPPORTED_VERSIONS:
         raise MessageError("AR", 203, f"unsupported HL7 version {version!r}"[:60], ("MSH", 12))
     code, trigger = msg.message_type
+    if code == "ADT" and not trigger:
+        raise MessageError("AR", 201, "ADT without a trigger event in MSH-9", ("MSH", 9))
     if (code, trigger) in ORDER_TYPES or code == "ADT":
         return code, trigger  # ADT events other than ADT_EVENTS are acknowledged and ignored
     if code in {"ORM", "OMI"}:

@@ -125,15 +125,22 @@ class MllpListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         frames = FrameReader(self.max_message_bytes)
+        # Deadlines count from the last complete message (or the connection's start), never from
+        # bytes that complete nothing: junk trickled now and then does not keep a slot.
+        # (An interface engine may open its connection when its channel starts and send the first
+        # message hours later: the first message gets the idle timeout too.)
+        waiting_since = time.monotonic()
         frame_deadline: float | None = None  # monotonic time by which the open frame must end
         while True:
-            timeout = self.idle_timeout_s
             if frame_deadline is not None:
-                timeout = min(timeout, max(frame_deadline - time.monotonic(), 0.0))
+                deadline, why = frame_deadline, "frame"
+            else:
+                deadline, why = waiting_since + self.idle_timeout_s, "idle"
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=timeout)
+                data = await asyncio.wait_for(reader.read(READ_CHUNK),
+                                              timeout=max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
-                if frame_deadline is not None and time.monotonic() >= frame_deadline:
+                if why == "frame":
                     log.warning("hl7: closing connection from %s: a frame open for over %g s (%d bytes dropped)",
                                 peer, self.frame_timeout_s, frames.pending)
                 else:
@@ -144,6 +151,7 @@ class MllpListener:
                     log.warning("hl7: %s closed the connection inside a frame (%d bytes dropped)",
                                 peer, frames.pending)
                 return
+            was_in_frame = frames.in_frame
             fault = ""
             try:
                 payloads = frames.feed(data)
@@ -162,7 +170,10 @@ class MllpListener:
             if fault:
                 log.warning("hl7: closing connection from %s: %s", peer, fault)
                 return
+            now = time.monotonic()
+            if payloads:
+                waiting_since = now
             if not frames.in_frame:
                 frame_deadline = None
-            elif frame_deadline is None or payloads:
-                frame_deadline = time.monotonic() + self.frame_timeout_s
+            elif payloads or not was_in_frame or frame_deadline is None:
+                frame_deadline = now + self.frame_timeout_s  # a new frame began in this read

@@ -222,7 +222,8 @@ def parse(text: str, charset: str = "utf-8") -> Message:
     MessageError
         AR when there is no MSH first, its delimiters are unusable, or a segment is malformed.
     """
-    body = text.strip("\r\n\x00 ")
+    # NUL is no text in any character set and PostgreSQL cannot store it: it is dropped.
+    body = text.strip("\r\n\x00 ").replace("\x00", "")
     if not body.startswith("MSH") or len(body) < 8:
         raise MessageError("AR", 100, "message does not start with an MSH segment", ("MSH", 1))
     field_sep = body[3]
@@ -298,7 +299,7 @@ def _escape_meaning(seq: str, enc: Encoding, original: str) -> str:
         return ""  # highlighting and formatting hints carry no text
     if seq.startswith("X") and len(seq) > 1 and len(seq) % 2 == 1:
         try:
-            return bytes.fromhex(seq[1:]).decode(enc.codec)
+            return bytes.fromhex(seq[1:]).decode(enc.codec).replace("\x00", "")
         except (ValueError, LookupError):  # not hex, or not valid in the declared character set
             return original
     return original

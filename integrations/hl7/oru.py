@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from integrations.hl7.ack import hl7_timestamp
 from integrations.hl7.message import DEFAULT_ENCODING, build_segment, escape
-from radservice.outbox.service import OutgoingReport, signer_name_parts
+from radservice.outbox.service import OutgoingReport, Signer
 
 #: OBX-3 of each section key (LOINC, as DICOM CID 7001 maps its headings); others get a local code.
 SECTION_CODES = {
@@ -64,10 +64,10 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
     e = DEFAULT_ENCODING
     signed = hl7_timestamp(report.signed_at)
     status = report.result_status
-    family, given = signer_name_parts(report.signer_name, report.signer_username)
-    # XCN / CNN of the signer: ID^family^given (CNN inside OBR-32 uses subcomponents)
-    signer_xcn = [escape(report.signer_username), escape(family), escape(given)]
-    signer_cnn = e.subcomponent.join(signer_xcn)
+    # OBR-32 (NDL.1, a CNN in subcomponents): the principal result interpreter, who signed the
+    # report's content (for an addendum: the original signer, not the addendum's).
+    interpreter_cnn = e.subcomponent.join(_person(report.principal_interpreter))
+    version_signer = _person(report.signer)
     placer = [escape(report.placer_order_number)] if report.placer_order_number else ""
     filler = [escape(report.filler_order_number)] if report.filler_order_number else ""
     # OBR-4 / OBR-44: the procedure as the order coded it, else its text alone
@@ -92,7 +92,7 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
     values: dict[int, str | list[str]] = {
         1: "1", 2: placer, 3: filler, 4: service, 7: observed, 13: escape(report.reason), 18: accession,
         19: escape(report.requested_procedure_id), 20: escape(report.scheduled_step_id), 22: signed, 24: "RAD",
-        25: status, 32: signer_cnn, 44: service,
+        25: status, 32: interpreter_cnn, 44: service,
     }
     for n, value in values.items():
         obr_fields[n - 1] = value
@@ -100,18 +100,29 @@ def build_oru(report: OutgoingReport, header: OruHeader) -> str:
     segments = [msh, pid, pv1, orc, tq1, obr]
     set_id = 0
 
-    def obx(value_type: str, ident: tuple[str, str, str], sub_id: str, value: str) -> str:
+    def obx(value_type: str, ident: tuple[str, str, str], sub_id: str, value: str, observer: list[str]) -> str:
         nonlocal set_id
         set_id += 1
         return build_segment("OBX", [str(set_id), value_type, _cwe(*ident), sub_id, value, "", "", "", "", "",
-                                     status, "", "", signed, "", signer_xcn])
+                                     status, "", "", signed, "", observer])
 
+    # OBX-16 per observation: who is responsible for it (an addendum's own signer for its text).
     for index, section in enumerate(report.sections, start=1):
-        segments.append(obx("FT", section_code(section.key), str(index), escape(section.text)))
+        segments.append(obx("FT", section_code(section.key), str(index), escape(section.text),
+                            _person(section.signer or report.signer)))
     if report.study_instance_uid:
-        segments.append(obx("ST", STUDY_UID_CODE, "", escape(report.study_instance_uid)))
-    segments.append(obx("ST", SR_UID_CODE, "", escape(report.sr_instance_uid)))
+        segments.append(obx("ST", STUDY_UID_CODE, "", escape(report.study_instance_uid), version_signer))
+    segments.append(obx("ST", SR_UID_CODE, "", escape(report.sr_instance_uid), version_signer))
     return "\r".join(segments) + "\r"
+
+
+def _person(signer: Signer) -> list[str]:
+    """XCN / CNN: ID ^ family ^ given ^ middle ^ suffix ^ prefix ^ degree (escaped)."""
+    n = signer.name
+    parts = [escape(part) for part in (signer.username, n.family, n.given, n.middle, n.suffix, n.prefix, n.degree)]
+    while len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    return parts
 
 
 def _birth_date(report: OutgoingReport) -> str:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.hl7 import inbound
@@ -112,11 +113,12 @@ class Hl7Router:
             return self._encode(self._ack("AR", header, err), header.charset if header else "utf-8")
         try:
             result = self._apply_with_retry(msg, payload, peer)
-        except OperationalError as exc:
-            log.error("hl7: database unavailable, control_id=%s not acknowledged: %s: %s",
-                      msg.control_id, type(exc).__name__, str(exc.orig)[:200])
-            return None
-        except Exception as exc:  # a poison message: answered and stored, never left to jam the feed
+        except Exception as exc:
+            if transient(exc):
+                log.error("hl7: database unavailable, control_id=%s not acknowledged: %s", msg.control_id,
+                          _cause(exc))
+                return None
+            # a poison message: answered and stored, never left to jam the feed
             failed = self._internal_error(msg, payload, peer, exc)
             if failed is None:
                 return None
@@ -155,9 +157,11 @@ class Hl7Router:
         except IntegrityError:
             # Two connections delivered the same message at once; the other one stored it.
             return self._apply(msg, payload, peer, last=True)
-        except OperationalError:
-            # A pooled connection the server dropped (restart, failover): the pool is now
-            # invalidated, so one more try runs on a fresh connection.
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            # A pooled connection the server dropped (restart, failover), a serialization
+            # failure: the pool is invalidated if need be, and one more try runs afresh.
             return self._apply(msg, payload, peer, last=True)
 
     def _apply(self, msg: Message, payload: bytes, peer: str, *, last: bool) -> RoutingResult:
@@ -196,8 +200,13 @@ class Hl7Router:
                 accession = self._merge(session, msg)
             else:
                 # An ADT event radservice does not use (A01, A04, A31, ...): accepted, since an AR
-                # would raise an alarm on the interface engine for every admission.
-                log.debug("hl7: ADT^%s control_id=%s acknowledged and ignored", trigger, msg.control_id)
+                # would raise an alarm on the interface engine for every admission. Merges and
+                # identifier changes other than A40 are said loudly: the IDs here stay as they were.
+                if trigger in inbound.ADT_IDENTITY_EVENTS:
+                    log.warning("hl7: ADT^%s control_id=%s (a merge or identifier change) acknowledged but not "
+                                "applied: radservice applies merges as ADT^A40", trigger, msg.control_id)
+                else:
+                    log.debug("hl7: ADT^%s control_id=%s acknowledged and ignored", trigger, msg.control_id)
                 return RoutingResult("AA", None)
             session.flush()
         except MessageError as err:
@@ -208,19 +217,16 @@ class Hl7Router:
             code_0357 = INTAKE_ERROR_CODES.get(exc.kind, 102)
             location = INTAKE_FIELDS.get(exc.subject, (self.accession_field.segment, self.accession_field.field))
             return RoutingResult("AE", MessageError("AE", code_0357, str(exc)[:200], location))
-        except OperationalError:
-            raise  # transient: no ACK, the RIS sends it again
         except IntegrityError:
             if not last:
                 raise  # most likely a race with another connection: tried once more
             session.rollback()
             return self._poisoned(msg, "database constraint")
-        except DBAPIError as exc:  # DataError and the like: this message's content, every time
-            session.rollback()
-            return self._poisoned(msg, type(exc.orig).__name__)
         except Exception as exc:
-            session.rollback()
-            return self._poisoned(msg, type(exc).__name__)
+            if transient(exc):
+                raise  # no ACK, the RIS sends it again
+            session.rollback()  # DataError and the like: this message's content, every time
+            return self._poisoned(msg, _cause(exc))
         return RoutingResult("AA", None, accession=accession)
 
     @staticmethod
@@ -231,27 +237,31 @@ class Hl7Router:
 
     def _internal_error(self, msg: Message, payload: bytes, peer: str, exc: Exception) -> RoutingResult | None:
         """AE 207 for a failure outside the message's own transaction; the message is stored in a new one."""
-        log.exception("hl7: control_id=%s failed outside its transaction", msg.control_id)
-        cause = type(getattr(exc, "orig", None) or exc).__name__
-        result = RoutingResult("AE", MessageError("AE", 207, f"internal error applying the message ({cause})"[:80]))
+        # The type and no text: a database error's text may quote the values (names, IDs).
+        log.error("hl7: control_id=%s failed outside its transaction: %s", msg.control_id, _cause(exc))
+        error = MessageError("AE", 207, f"internal error applying the message ({_cause(exc)})"[:80])
+        result = RoutingResult("AE", error)
         sender_app, sender_fac, key = msg.msh.get(3)[:64], msg.msh.get(4)[:64], content_key(msg)
         try:
             with self._write_turn, session_scope(self.sessions) as session:
                 earlier = worklist.find_inbound(session=session, sending_application=sender_app,
                                                 sending_facility=sender_fac, control_id=msg.control_id)
                 same = next((row for row in earlier if (row.content_hash or _key_of(row.raw)) == key), None)
+                if same is not None and same.ack_code == "AA":
+                    # another connection applied this very message meanwhile: its AA stands
+                    return RoutingResult("AA", None, duplicate=True, accession=same.accession_number)
                 values = _record_values(msg, result, peer)
                 if same is not None:
-                    if same.ack_code != "AA":
-                        worklist.update_inbound(session=session, inbound_id=same.id, **values)
+                    worklist.update_inbound(session=session, inbound_id=same.id, **values)
                 else:
                     worklist.record_inbound(session=session, sending_application=sender_app,
                                             sending_facility=sender_fac, control_id=msg.control_id,
                                             content_hash=key, raw=payload, **values)
-        except OperationalError:
-            return None  # the database went away meanwhile: no ACK, the RIS sends it again
-        except Exception:
-            log.exception("hl7: control_id=%s could not be stored with its error", msg.control_id)
+        except Exception as store_exc:
+            if transient(store_exc):
+                return None  # the database went away meanwhile: no ACK, the RIS sends it again
+            log.error("hl7: control_id=%s could not be stored with its error either: %s", msg.control_id,
+                      _cause(store_exc))
         return result
 
     def _orders(self, session: Session, msg: Message) -> str:
@@ -279,6 +289,41 @@ class Hl7Router:
         audit.record(session=session, actor=AUDIT_ACTOR, action="patient.merged", entity_type="patient",
                      entity_id=str(survivor), detail={"control_id": msg.control_id})
         return ""
+
+
+#: SQLSTATE classes and codes of failures that pass (PostgreSQL): connection (08), transaction
+#: rollback such as serialization failure or deadlock (40), insufficient resources (53),
+#: operator intervention such as a statement timeout or an admin shutdown (57), system I/O
+#: (58); lock not available (55P03); a read-only transaction or standby after a failover
+#: (25006, 25P03, 25P04); and a database the running code does not match (undefined table or
+#: column, no privilege: every message would fail alike until the deployment is fixed). Other
+#: class 42 errors are a bug on one path: AE 207, so that they cannot jam the feed.
+_TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
+_TRANSIENT_SQLSTATES = {"55P03", "25006", "25P03", "25P04", "42P01", "42703", "42501"}
+
+
+def transient(exc: BaseException) -> bool:
+    """Is this a failure that passes (database unreachable, busy, locked), so that closing without
+    an ACK (the RIS resends) is right? Everything else is this message's problem: AE 207."""
+    if isinstance(exc, (PoolTimeout, DisconnectionError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
+    # SQLite (no SQLSTATE): locked, busy, I/O, no such table: OperationalError; data and
+    # constraint errors are other classes.
+    return isinstance(exc, OperationalError)
+
+
+def _cause(exc: BaseException) -> str:
+    """The failure's type (and SQLSTATE) for logs and ERR text: never its message, which may quote values."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    return f"{type(orig).__name__}{f' {sqlstate}' if sqlstate else ''}"
 
 
 def _key_of(raw: bytes) -> str:

@@ -45,14 +45,17 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 5})
+        # hide_parameters: a failed statement's error (logged with its traceback) must not carry
+        # the bound values, which hold names, IDs and report text.
+        engine = create_engine(url, echo=echo, hide_parameters=True,
+                               connect_args={"check_same_thread": False, "timeout": 5})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     # No pre-ping: it costs a round trip per transaction on the intake path. A connection
     # dropped by a server restart fails once, SQLAlchemy then invalidates the pool, and the
     # callers retry (HL7 intake) or answer 503 (API readiness).
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800,
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800, hide_parameters=True,
                          connect_args={"connect_timeout": 5})
 
 

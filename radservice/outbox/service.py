@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from radservice.db.base import utcnow
 from radservice.outbox.models import Delivery, DeliveryStatus
 from radservice.reports.models import ReportVersion
+from radservice.users.names import PersonName, parse_display_name
 from radservice.worklist.models import Study
 
 #: Longest error text kept on a row.
@@ -63,13 +64,20 @@ def claim_due(*, session: Session, destination: str, owner: str, lease: timedelt
     """
     now = now or utcnow()
     lease_free = or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now)
-    query = (select(Delivery.id)
+    query = (select(Delivery.id, Delivery.study_id)
              .where(Delivery.destination == destination, Delivery.status.in_(_OPEN), Delivery.next_attempt_at <= now,
                     lease_free, ~_earlier_open())  # type: ignore[operator]
              .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit).with_for_update(skip_locked=True))
-    candidates = list(session.scalars(query))
+    candidates = list(session.execute(query))
+    # The studies' locks order this claim against an admin's retry of an earlier version of the
+    # same study; taken in study order, two loops (RIS, PACS) cannot deadlock on them.
+    lock_studies(session, {study_id for _, study_id in candidates})
     claimed = []
-    for delivery_id in candidates:
+    for delivery_id, _study_id in candidates:
+        # Read again under the lock: an earlier version may be open once more.
+        if session.scalar(select(exists().where(
+                Delivery.id == delivery_id, _earlier_open()))):  # type: ignore[arg-type]
+            continue
         # A conditional update: two senders that read the same row cannot both take it.
         taken = session.execute(
             update(Delivery).where(Delivery.id == delivery_id, Delivery.status.in_(_OPEN), lease_free)
@@ -80,6 +88,15 @@ def claim_due(*, session: Session, destination: str, owner: str, lease: timedelt
             claimed.append(delivery_id)
     session.commit()
     return claimed
+
+
+def lock_studies(session: Session, study_ids: set[int]) -> None:
+    """Take the studies' row locks in id order (PostgreSQL, FOR NO KEY UPDATE: rows that merely
+    reference a study are not held up; SQLite has one writer anyway) until commit: claims and
+    an admin's retry of the same study's deliveries then happen one after the other."""
+    if study_ids:
+        session.execute(select(Study.id).where(Study.id.in_(sorted(study_ids))).order_by(Study.id)
+                        .with_for_update(key_share=True))
 
 
 def _held(delivery_id: int, owner: str) -> object:
@@ -178,11 +195,13 @@ def retry(*, session: Session, delivery_id: int, give_up_after: timedelta) -> De
         ``not_found``, or ``not_failed`` (only a failed row is retried by hand).
     """
     delivery = _failed_row(session, delivery_id, "retried")
-    later = _later_versions(session, delivery)
+    lock_studies(session, {delivery.study_id})
+    later = _later_versions(session, delivery, tried=True)
     if later:
         raise OutboxError("superseded", f"outbox row {delivery_id} is version {delivery.version}; version "
-                                        f"{later[-1][0]} ({later[-1][1]}) is newer and carries the whole report: "
-                                        "sending this one now would put an older report after it (supersede it)")
+                                        f"{later[-1][0]} ({later[-1][1]}) is newer, carries the whole report and "
+                                        "may have reached the peer: sending this one now could put an older "
+                                        "report after it (supersede or skip it)")
     now = utcnow()
     delivery.status = DeliveryStatus.PENDING.value
     delivery.next_attempt_at = now
@@ -240,13 +259,15 @@ def _failed_row(session: Session, delivery_id: int, what: str) -> Delivery:
     return delivery
 
 
-def _later_versions(session: Session, delivery: Delivery,
-                    statuses: tuple[str, ...] = (DeliveryStatus.SENT.value, DeliveryStatus.ACKED.value),
-                    ) -> list[tuple[int, str]]:
-    """(version, status) of later versions of the same study for the same destination, oldest first."""
+def _later_versions(session: Session, delivery: Delivery, statuses: tuple[str, ...] = (),
+                    tried: bool = False) -> list[tuple[int, str]]:
+    """(version, status) of later versions of the same study for the same destination, oldest
+    first: those in ``statuses``, or (``tried``) those ever sent, whatever became of them."""
+    condition = (Delivery.attempts > 0) | Delivery.status.in_((DeliveryStatus.SENT.value, DeliveryStatus.ACKED.value)) \
+        if tried else Delivery.status.in_(statuses)
     rows = session.execute(select(Delivery.version, Delivery.status).where(
         Delivery.study_id == delivery.study_id, Delivery.destination == delivery.destination,
-        Delivery.version > delivery.version, Delivery.status.in_(statuses)).order_by(Delivery.version))
+        Delivery.version > delivery.version, condition).order_by(Delivery.version))
     return [(int(v), str(s)) for v, s in rows]
 
 
@@ -289,13 +310,20 @@ def list_rows(*, session: Session, status: list[str] | None = None, destination:
     return list(session.scalars(query))
 
 
-def signer_name_parts(display_name: str, username: str) -> tuple[str, str]:
-    """(family, given) of a signer: the last word of the display name is the family name (titles
-    such as "Dr." dropped); the username when there is no display name."""
-    words = [w for w in display_name.replace(",", " ").split() if w.lower().rstrip(".") not in ("dr", "prof")]
-    if not words:
-        return username, ""
-    return words[-1], " ".join(words[:-1])
+@dataclass(frozen=True)
+class Signer:
+    """Who signed (a version, or the content of a section): username, name in parts, when."""
+
+    username: str
+    name: PersonName
+    signed_at: datetime
+
+
+def version_signer(version: ReportVersion) -> Signer:
+    """The signer of a version, with the name in parts (kept at signing, else read from the display name)."""
+    name = (PersonName.from_dict(version.signer_parts) if version.signer_parts
+            else parse_display_name(version.signer_name, version.signer_username))
+    return Signer(version.signer_username, name, version.signed_at)
 
 
 @dataclass(frozen=True)
@@ -303,6 +331,9 @@ class Section:
     key: str
     title: str
     text: str
+    #: Who signed this section's content: an addendum's own signer; for the report's other
+    #: sections, the signer of the preliminary or final version (None: the version's signer).
+    signer: Signer | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +378,22 @@ class OutgoingReport:
     birth_date_precision: str = "day"
     #: This attempt's number (1 for the first send).
     attempts: int = 0
+    #: The signer of this version with the name in parts (None: read from signer_name).
+    signer_parts: PersonName | None = None
+    #: Who signed the report's content other than addenda (the last preliminary or final
+    #: version): the principal result interpreter. None: this version's signer.
+    interpreter: Signer | None = None
+
+    @property
+    def signer(self) -> Signer:
+        """This version's signer."""
+        return Signer(self.signer_username, self.signer_parts or parse_display_name(self.signer_name,
+                                                                                    self.signer_username),
+                      self.signed_at)
+
+    @property
+    def principal_interpreter(self) -> Signer:
+        return self.interpreter or self.signer
 
 
 def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
@@ -355,8 +402,21 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
     version = delivery.report_version
     study = session.get_one(Study, delivery.study_id)
     patient = study.patient
-    sections = tuple(Section(key, title, version.sections.get(key, "")) for key, title in version.titles
-                     if version.sections.get(key, "").strip())
+    history = list(session.scalars(select(ReportVersion).where(
+        ReportVersion.report_id == version.report_id, ReportVersion.version <= version.version)
+        .order_by(ReportVersion.version)))
+    this = version_signer(version)
+    content = [v for v in history if v.kind != "addendum"]
+    interpreter = version_signer(content[-1]) if content else this
+    introduced: dict[str, Signer] = {}  # an addendum section -> the signer of the version that added it
+    for earlier in history:
+        if earlier.kind == "addendum":
+            for key in earlier.sections:
+                if key.startswith("addendum_") and key not in introduced:
+                    introduced[key] = version_signer(earlier)
+    sections = tuple(Section(key, title, version.sections.get(key, ""),
+                             introduced.get(key, this) if key.startswith("addendum_") else interpreter)
+                     for key, title in version.titles if version.sections.get(key, "").strip())
     previous = session.scalar(select(ReportVersion.sr_instance_uid).where(
         ReportVersion.report_id == version.report_id, ReportVersion.version < version.version)
         .order_by(ReportVersion.version.desc()).limit(1))
@@ -374,4 +434,4 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
         priority=study.priority, reason=study.reason, ordered_at=study.ordered_at, patient_id=patient.patient_id,
         patient_issuer=patient.issuer, family_name=patient.family_name, given_name=patient.given_name,
         birth_date=patient.birth_date, birth_date_precision=patient.birth_date_precision, sex=patient.sex,
-        attempts=delivery.attempts)
+        attempts=delivery.attempts, signer_parts=this.name, interpreter=interpreter)

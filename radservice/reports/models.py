@@ -81,6 +81,9 @@ class ReportVersion(Base):
     # The signer as they were named when they signed (an account renamed later changes no report).
     signer_username: Mapped[str] = mapped_column(String(64))
     signer_name: Mapped[str] = mapped_column(String(200), default="")
+    #: The signer's name in parts at signing (users.names.PersonName.as_dict); None on versions
+    #: signed before it was kept (then read from signer_name).
+    signer_parts: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     sr_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
 

@@ -17,6 +17,7 @@ from radservice.pipeline.compose import Template
 from radservice.pipeline.refine.changes import Change
 from radservice.reports.models import RESULT_STATUS, Report, ReportStatus, ReportVersion, VersionKind
 from radservice.reports.text import clean_text
+from radservice.users import service as users
 from radservice.users.models import Role, User
 from radservice.worklist.models import Study, StudyStatus
 
@@ -234,6 +235,8 @@ def _new_version(*, session: Session, report: Report, kind: VersionKind, user: U
     version = ReportVersion(report_id=report.id, version=number, kind=kind.value, result_status=RESULT_STATUS[kind],
                             titles=[list(t) for t in report.titles], sections=dict(report.sections),
                             signed_by=user.id, signer_username=user.username, signer_name=user.display_name,
+                            # only a name entered in parts is kept as parts (never a guess)
+                            signer_parts=users.person_name(user).as_dict() if user.family_name else None,
                             signed_at=utcnow(), sr_instance_uid=new_sr_instance_uid())
     session.add(version)
     session.flush()

@@ -27,6 +27,14 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
+    # The name in parts, as HL7 (OBR-32, OBX-16) and DICOM (PN) carry a signer; empty family name:
+    # only display_name is known (users from before these columns), read by parse_display_name.
+    family_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    given_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    middle_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    name_prefix: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    name_suffix: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    degree: Mapped[str] = mapped_column(String(64), default="", server_default="")
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

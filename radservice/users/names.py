@@ -15,6 +15,8 @@ from typing import Any
 #: Academic and professional degrees written after a name (HL7 table 0360, the common ones).
 DEGREES = {"MD", "DO", "PHD", "MBBS", "MBCHB", "FRCR", "FRCP", "FACR", "DMRD", "MSC", "BSC", "RN", "NP", "PA",
            "DDS", "DMD", "MPH", "MA", "MS", "BS", "DVM", "DABR", "FRANZCR", "DNB", "MRCP", "MBBCH"}
+#: Degrees as they are written in mixed case (others count without a comma only in capitals).
+_MIXED_DEGREES = {"PhD", "MBChB", "MSc", "BSc", "DPhil", "MBBCh"}
 #: Titles written before a name.
 PREFIXES = {"DR", "PROF", "PROFESSOR", "MR", "MRS", "MS", "MISS", "MX", "SIR", "DAME"}
 #: Lower-case particles that begin a family name.
@@ -65,12 +67,16 @@ def parse_display_name(display_name: str, username: str) -> PersonName:
     if not text:
         return PersonName(family=username)
     degrees: list[str] = []
-    # Trailing degrees, with or without a comma: "John Smith, MD, PhD", "John Smith MD".
+    # Trailing degrees after a comma ("John Smith, MD, PhD"), or written as degrees are without
+    # one ("John Smith MD"; "Anh Do" and "Li Ma" are names, not degrees).
     parts = [p.strip() for p in text.split(",")]
     while len(parts) > 1 and parts[-1] and all(_norm(w) in DEGREES for w in _WORD.findall(parts[-1])):
         degrees.insert(0, parts.pop())
+    suffix_part = ""
+    if len(parts) > 1 and _norm(parts[-1]) in SUFFIXES:  # "Martin Luther King, Jr."
+        suffix_part = parts.pop()
     words = _WORD.findall(parts[0]) if len(parts) == 1 else []
-    while words and len(words) > 1 and _norm(words[-1]) in DEGREES:
+    while len(words) > 1 and _norm(words[-1]) in DEGREES and (words[-1].isupper() or words[-1] in _MIXED_DEGREES):
         degrees.insert(0, words.pop())
     degree = " ".join(degrees)
     if len(parts) > 1:
@@ -81,6 +87,7 @@ def parse_display_name(display_name: str, username: str) -> PersonName:
         return PersonName(family=family, given=rest[0] if rest else "", middle=" ".join(rest[1:]),
                           prefix=prefix, suffix=suffix, degree=degree)
     prefix, suffix, words = _take_prefix_suffix(words)
+    suffix = suffix_part or suffix
     if not words:
         return PersonName(family=username, prefix=prefix, suffix=suffix, degree=degree)
     if len(words) == 1:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from radservice.db.base import utcnow
 from radservice.users.models import ApiToken, Role, User
+from radservice.users.names import PersonName, parse_display_name
 
 ROLE_ALIASES = {"attending": Role.RADIOLOGIST}
 TOKEN_PREFIX = "rs_"
@@ -43,24 +44,71 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def get_user(*, session: Session, username: str) -> User | None:
-    return session.scalar(select(User).where(User.username == username))
+#: Column lengths of the name parts (users table).
+_NAME_LIMITS = {"family_name": 64, "given_name": 64, "middle_name": 64, "name_prefix": 32, "name_suffix": 32,
+                "degree": 64}
 
 
-def create_user(*, session: Session, username: str, role: Role, display_name: str = "") -> User:
-    """Create an active user.
+def person_name(user: User) -> PersonName:
+    """The user's name in parts: as entered, else read from the display name."""
+    if user.family_name:
+        return PersonName(family=user.family_name, given=user.given_name, middle=user.middle_name,
+                          prefix=user.name_prefix, suffix=user.name_suffix, degree=user.degree)
+    return parse_display_name(user.display_name, user.username)
+
+
+def set_name(*, session: Session, username: str, name: PersonName) -> User:
+    """Give an existing user a name in parts (and the display name it reads as).
 
     Raises
     ------
     UserError
-        The username is empty or taken.
+        No such user, no family name, or a part too long.
+    """
+    user = get_user(session=session, username=username)
+    if user is None:
+        raise UserError(f"no user '{username}'")
+    for column, value in _name_columns(name).items():
+        setattr(user, column, value)
+    user.display_name = name.display()
+    session.flush()
+    return user
+
+
+def _name_columns(name: PersonName) -> dict[str, str]:
+    if not name.family.strip():
+        raise UserError("a structured name needs a family name")
+    parts = {"family_name": name.family, "given_name": name.given, "middle_name": name.middle,
+             "name_prefix": name.prefix, "name_suffix": name.suffix, "degree": name.degree}
+    for column, value in parts.items():
+        if len(value.strip()) > _NAME_LIMITS[column]:
+            raise UserError(f"{column.replace('_', ' ')} is longer than {_NAME_LIMITS[column]} characters")
+    return {column: value.strip() for column, value in parts.items()}
+
+
+def get_user(*, session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def create_user(*, session: Session, username: str, role: Role, display_name: str = "",
+                name: PersonName | None = None) -> User:
+    """Create an active user, with the name in parts when ``name`` is given.
+
+    Raises
+    ------
+    UserError
+        The username is empty or taken, or a name part is too long.
     """
     username = username.strip()
     if not username:
         raise UserError("a username cannot be empty")
     if get_user(session=session, username=username) is not None:
         raise UserError(f"user '{username}' already exists")
-    user = User(username=username, role=role.value, display_name=display_name or username, active=True)
+    parts: dict[str, str] = {}
+    if name is not None:
+        parts = _name_columns(name)
+        display_name = display_name or name.display()
+    user = User(username=username, role=role.value, display_name=display_name or username, active=True, **parts)
     session.add(user)
     session.flush()
     return user

@@ -97,3 +97,44 @@ def test_check_fails_when_the_database_cannot_be_reached(tmp_path: Path) -> None
     result = radservice("check", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "database: FAILED" in result.stdout
+
+
+def test_user_add_takes_the_name_in_parts(tmp_path: Path, db_url: str) -> None:
+    from radservice.db.session import make_engine, make_sessionmaker, session_scope
+    from radservice.users import service as users
+
+    config = str(write_config(tmp_path, port=free_port(), db_url=db_url))
+    added = radservice("user", "add", "dr.hopper", "--role", "radiologist", "--family", "Hopper", "--given", "Grace",
+                       "--prefix", "Dr.", "--degree", "PhD", "--config", config, cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    no_family = radservice("user", "add", "dr.x", "--role", "radiologist", "--given", "Grace", "--config", config,
+                           cwd=tmp_path)
+    assert no_family.returncode == 2 and "need --family" in no_family.stderr
+    engine = make_engine(db_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        user = users.get_user(session=session, username="dr.hopper")
+        assert user is not None
+        assert (user.family_name, user.given_name, user.name_prefix, user.degree) == ("Hopper", "Grace", "Dr.", "PhD")
+        assert user.display_name == "Dr. Grace Hopper, PhD"
+        assert users.person_name(user).family == "Hopper"
+    engine.dispose()
+
+
+def test_user_name_sets_the_parts_of_an_existing_user(tmp_path: Path, db_url: str) -> None:
+    from radservice.db.session import make_engine, make_sessionmaker, session_scope
+    from radservice.users import service as users
+
+    config = str(write_config(tmp_path, port=free_port(), db_url=db_url))
+    assert radservice("user", "add", "dr.do", "--role", "radiologist", "--display-name", "Anh Do",
+                      "--config", config, cwd=tmp_path).returncode == 0
+    named = radservice("user", "name", "dr.do", "--family", "Do", "--given", "Anh", "--degree", "MD",
+                       "--config", config, cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    missing = radservice("user", "name", "nobody", "--family", "X", "--config", config, cwd=tmp_path)
+    assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr
+    engine = make_engine(db_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        user = users.get_user(session=session, username="dr.do")
+        assert user is not None and (user.family_name, user.given_name, user.degree) == ("Do", "Anh", "MD")
+        assert user.display_name == "Anh Do, MD"
+    engine.dispose()

@@ -9,7 +9,8 @@ import logging
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.hl7.routing import Hl7Router
@@ -122,8 +123,10 @@ def test_impossible_utc_offset_is_ae_102_not_a_dropped_connection(factory: sessi
     assert "ORC" in ack.raw.split("ERR", 1)[1]
 
 
-def test_adt_events_we_do_not_use_are_acknowledged(factory: sessionmaker[Session]) -> None:
+def test_adt_events_we_do_not_use_are_acknowledged(factory: sessionmaker[Session],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     r = router(factory)
+    caplog.set_level(logging.DEBUG, logger="radservice.hl7")
     for event in ("A01", "A04", "A31", "A34"):
         payload = "\r".join([
             f"MSH|^~\\&|RIS|H|RS|R|20261124||ADT^{event}|ADT-{event}|P|2.5.1",
@@ -133,6 +136,10 @@ def test_adt_events_we_do_not_use_are_acknowledged(factory: sessionmaker[Session
         ack = send(r, payload)
         assert (event, ack.code) == (event, "AA")
     assert accessions(factory) == set()
+    warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert len(warned) == 1 and "ADT^A34" in warned[0] and "not applied" in warned[0]  # a merge we do not apply
+    empty = send(r, b"MSH|^~\\&|RIS|H|RS|R|20261124||ADT|ADT-NONE|P|2.5.1\rEVN|\r")
+    assert (empty.code, empty.error_code) == ("AR", "201")
 
 
 def test_merge_of_unknown_patient_names_mrg_1(factory: sessionmaker[Session]) -> None:
@@ -208,3 +215,65 @@ def test_an_accession_longer_than_dicom_allows_is_refused_where_a_pacs_is_config
     assert "OBR^1^18" in ack.raw.replace("|", "^") or "OBR" in ack.raw.split("ERR", 1)[1]
     assert send(with_pacs, order("L2", "A" * 16)).code == "AA"
     assert send(router(factory), order("L3", "B" * 40)).code == "AA"  # no PACS: the RIS's 64 characters
+
+
+class _PgError(Exception):
+    """A DBAPI error as psycopg raises it: with a SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__("detail that may quote values")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("raised", "acked"), [
+    (PoolTimeout("QueuePool limit of size 10 overflow 10 reached"), False),  # every connection busy
+    (OperationalError("SELECT", {}, _PgError("40001")), False),  # serialization failure
+    (OperationalError("SELECT", {}, _PgError("55P03")), False),  # lock not available
+    (DataError("INSERT", {}, _PgError("22001")), True),  # value too long: this message, every time
+    (OperationalError("INSERT", {}, _PgError("54000")), True),  # program limit exceeded: permanent
+    (OperationalError("INSERT", {}, _PgError("25006")), False),  # read-only: a failover in progress
+    (OperationalError("SELECT", {}, _PgError("42P01")), False),  # table missing: the deployment, not the message
+    (OperationalError("SELECT", {}, _PgError("42883")), True),  # a bug on one path must not jam the feed
+], ids=["pool-timeout", "serialization", "lock", "data", "limit", "read-only", "undefined-table", "bug"])
+def test_only_passing_database_failures_go_unanswered(factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch,
+                                                      raised: Exception, acked: bool) -> None:
+    def apply_order(*, session: Session, order: object) -> object:
+        raise raised
+
+    monkeypatch.setattr(worklist, "apply_order", apply_order)
+    answer = router(factory).handle(order("X1", "ACC1"), peer="127.0.0.1")
+    if not acked:
+        assert answer is None  # closed without an ACK: the RIS sends it again, nothing lost
+        assert inbound_rows(factory) == []
+    else:
+        assert answer is not None
+        ack = read_ack(answer)
+        assert (ack.code, ack.error_code) == ("AE", "207")
+        assert "may quote" not in ack.raw
+
+
+def test_a_store_that_loses_the_race_replays_the_winner_s_aa(factory: sessionmaker[Session],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    r = router(factory)
+    payload = order("W1", "ACC1")
+    assert send(r, payload).code == "AA"  # the other connection's copy, applied and stored
+    real_find = worklist.find_inbound
+    calls = []
+
+    def find_inbound(**kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("failure before the stored answer was read")
+        return real_find(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worklist, "find_inbound", find_inbound)
+    assert send(r, payload).code == "AA"
+    assert accessions(factory) == {"ACC1"} and inbound_rows(factory) == [("W1", "AA", None)]
+
+
+def test_a_nul_in_a_field_is_dropped_not_a_lost_order(factory: sessionmaker[Session]) -> None:
+    payload = order("N1", "ACC1").replace(b"SYNTH^TEST", b"SYN\\X00\\TH^TE\x00ST")
+    assert send(router(factory), payload).code == "AA"
+    with session_scope(factory) as session:
+        patient = session.scalars(select(Study)).one().patient
+        assert (patient.family_name, patient.given_name) == ("SYNTH", "TEST")

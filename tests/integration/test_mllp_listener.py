@@ -224,3 +224,31 @@ def test_connections_over_max_connections_are_refused(db_url: str) -> None:
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_a_peer_that_sends_only_junk_loses_its_slot_at_the_idle_deadline(db_url: str) -> None:
+    with listening(db_url, frame_timeout_s=30.0, idle_timeout_s=1.0) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"\r\n")  # junk now and then is no message
+            assert recv_until_closed(sock, timeout=5) == b""
+            assert time.monotonic() - started < 4
+
+
+def test_junk_does_not_keep_an_idle_connection_open(db_url: str) -> None:
+    with listening(db_url, frame_timeout_s=30.0, idle_timeout_s=1.5) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(wrap(order("IDLE-1", "ACC-IDLE")))
+            sock.settimeout(10)
+            assert read_ack(sock.recv(65536)).code == "AA"
+            started = time.monotonic()
+            closed = False
+            for _ in range(20):
+                time.sleep(0.3)
+                try:
+                    sock.sendall(b"\r")
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+            assert closed, "a byte of junk every 0.3 s kept the connection"
+            assert time.monotonic() - started < 5

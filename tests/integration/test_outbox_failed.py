@@ -108,3 +108,21 @@ def test_an_admin_skips_or_supersedes_a_failed_row_and_it_is_audited(
     with factory() as session:
         actions = [a for a, in session.execute(select(AuditEvent.action).where(AuditEvent.action.like("outbox.%")))]
     assert sorted(actions) == ["outbox.skip", "outbox.supersede"]
+
+
+def test_retry_is_refused_once_a_newer_version_was_tried_even_without_an_answer(
+        client: TestClient, factory: sessionmaker[Session], people: dict[str, dict[str, str]]) -> None:
+    _signed(client, factory, people, "FAIL-5", "preliminary", "final")
+    with factory() as session:
+        (first,) = outbox.claim_due(session=session, destination="ris", owner="t", lease=LEASE)
+        outbox.record_refused(session=session, delivery_id=first, owner="t", ack_code="AE", error="AE: no")
+        session.commit()
+        (second,) = outbox.claim_due(session=session, destination="ris", owner="t", lease=LEASE)
+        # v2 went out and no ACK came back in time: pending again, but the RIS may well have it
+        assert outbox.record_retry(session=session, delivery_id=second, owner="t", error="no ACK",
+                                   initial=timedelta(seconds=0), maximum=timedelta(seconds=0)) == "pending"
+        session.commit()
+    refused = client.post(f"/api/v1/admin/outbox/{first}/retry", headers=people["admin"])
+    assert refused.status_code == 409 and "may have reached the peer" in refused.json()["detail"]
+    with factory() as session:
+        assert outbox.claim_due(session=session, destination="ris", owner="t", lease=LEASE) == [second]

@@ -70,11 +70,13 @@ def test_two_senders_deliver_every_version_once_and_in_order(pg: sessionmaker[Se
     messages = _three_versions_each(pg)
     assert len(messages) == 3 * STUDIES
     rng = random.Random(26)
-    # Mostly quick ACKs, some late ones (a batch of them outlasts the lease), none past the timeout.
-    delay = lambda: 0.3 if rng.random() < 0.05 else rng.uniform(0.0, 0.01)  # noqa: E731
+    # Mostly quick ACKs, some late ones (a batch of them outlasts the lease), none near the timeout
+    # (a timed-out message is sent again by design, with the same control ID).
+    delay = lambda: 0.8 if rng.random() < 0.15 else rng.uniform(0.0, 0.01)  # noqa: E731
     port = free_port()
-    ris_settings = RisSettings(host="127.0.0.1", port=port, ack_timeout_s=2.0, connect_timeout_s=1.0)
-    settings = OutboxSettings(poll_interval_s=0.02, retry_initial_s=0.1, retry_max_s=0.5, lease_s=1.0)
+    ris_settings = RisSettings(host="127.0.0.1", port=port, ack_timeout_s=2.0, connect_timeout_s=0.2)
+    settings = OutboxSettings(poll_interval_s=0.02, retry_initial_s=0.1, retry_max_s=0.5, lease_s=4.5)
+    assert settings.lease_s > ris_settings.longest_send_s  # a lease the product's settings accept
     with RisPeer(port, delay=delay) as ris:
         loops = []
         for owner in ("sender-a", "sender-b"):

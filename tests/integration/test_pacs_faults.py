@@ -30,6 +30,7 @@ class FakePacs:
     """What the SCP answers: C-FIND matches (uid, patient ID) and a final status; stores kept."""
 
     matches: list[tuple[str, str]] = field(default_factory=list)
+    issuer: str = ""
     find_status: int = 0x0000
     stored: list[Dataset] = field(default_factory=list)
 
@@ -39,6 +40,8 @@ class FakePacs:
             ds.QueryRetrieveLevel = "STUDY"
             ds.StudyInstanceUID = uid
             ds.PatientID = patient_id
+            if self.issuer:
+                ds.IssuerOfPatientID = self.issuer
             yield 0xFF00, ds
         if self.find_status != 0x0000:
             yield self.find_status, None
@@ -50,7 +53,8 @@ class FakePacs:
 
 @pytest.fixture
 def pacs(request: pytest.FixtureRequest) -> Iterator[tuple[FakePacs, PacsSender]]:
-    accept_sr = getattr(request, "param", True)
+    param = getattr(request, "param", True)
+    accept_sr, patient_issuer = (param, "") if isinstance(param, bool) else (True, param)
     fake = FakePacs()
     ae = AE(ae_title="FAKEPACS")
     contexts = [StudyRootQueryRetrieveInformationModelFind, Verification] + ([BasicTextSRStorage] if accept_sr else [])
@@ -60,7 +64,7 @@ def pacs(request: pytest.FixtureRequest) -> Iterator[tuple[FakePacs, PacsSender]
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_C_FIND, fake.on_find), (evt.EVT_C_STORE, fake.on_store)])
     sender = PacsSender(PacsSettings(host="127.0.0.1", port=port, ae_title="FAKEPACS", timeout_s=5,
-                                     connect_timeout_s=2), DicomSettings())
+                                     connect_timeout_s=2, patient_issuer=patient_issuer), DicomSettings())
     try:
         yield fake, sender
     finally:
@@ -107,3 +111,28 @@ def test_a_pacs_that_refuses_basic_text_sr_fails_at_once(pacs: tuple[FakePacs, P
     result = sender.send(_report())
     assert result.outcome == "refused"
     assert "PACS does not accept Basic Text SR" in result.detail
+
+
+def test_the_same_patient_id_under_another_issuer_is_not_our_patient(pacs: tuple[FakePacs, PacsSender]) -> None:
+    fake, sender = pacs
+    fake.matches, fake.issuer = [("1.2.3.96", "MRN1")], "OTHER-HOSPITAL"
+    result = sender.send(_report(study_instance_uid=None))  # the order's issuer is HOSP
+    assert result.outcome == "refused" and "pacs.patient_issuer" in result.detail
+    assert fake.stored == []
+
+
+@pytest.mark.parametrize("pacs", ["PACS-LOCAL"], indirect=True)
+def test_the_pacs_s_own_name_for_our_issuer_is_configured(pacs: tuple[FakePacs, PacsSender]) -> None:
+    fake, sender = pacs
+    fake.matches, fake.issuer = [("1.2.3.96", "MRN1")], "PACS-LOCAL"
+    result = sender.send(_report(study_instance_uid=None))
+    assert result.outcome == "acked", result.detail
+    assert [ds.StudyInstanceUID for ds in fake.stored] == ["1.2.3.96"]
+
+
+def test_a_cancelled_c_find_is_retried(pacs: tuple[FakePacs, PacsSender]) -> None:
+    fake, sender = pacs
+    fake.matches, fake.find_status = [("1.2.3.95", "MRN1")], 0xFE00
+    result = sender.send(_report(study_instance_uid=None))
+    assert result.outcome == "later" and "0xFE00" in result.detail
+    assert fake.stored == []

@@ -137,7 +137,8 @@ def test_each_signed_version_reaches_the_ris_with_its_fields_and_exact_text(
         assert oru.field("OBR", 22)[:8] == time.strftime("%Y%m%d", time.gmtime())
         assert oru.field("OBR", 24) == "RAD"
         assert oru.field("OBR", 32, 1, 1) == "dr.sign"
-        assert oru.field("OBR", 32, 1, 2) == "Lovelace" and oru.field("OBR", 32, 1, 3) == "Ada Q."
+        assert oru.field("OBR", 32, 1, 2) == "Lovelace" and oru.field("OBR", 32, 1, 3) == "Ada"
+        assert oru.field("OBR", 32, 1, 4) == "Q." and oru.field("OBR", 32, 1, 6) == "Dr."  # middle, prefix
         assert oru.field("OBR", 44, 1) == "CTCHEST"
         status = oru.field("OBR", 25)
         statuses.append(status)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from integrations.dicom.sr import build_sr
-from radservice.outbox.service import OutgoingReport, Section
+from radservice.outbox.service import OutgoingReport, Section, Signer
+from radservice.users.names import PersonName
 from tests.conftest import IN_CI
 from tests.unit.test_hl7_oru import _report
 
@@ -33,6 +35,15 @@ CASES: dict[str, OutgoingReport] = {
                           procedure_code="", procedure_text="", placer_order_number="", filler_order_number="",
                           requested_procedure_id="", signer_name=""),
     "with issuer": _report(accession_issuer="HOSP-RIS"),
+    # an addendum by another radiologist: two verifying observers, the addendum's own observer context
+    "addendum by another signer": _report(
+        result_status="C", kind="addendum", sr_instance_uid="2.25.78", previous_sr_instance_uid="2.25.1234",
+        signer_username="dr.two", signer_name="John Smith, MD", signed_at=datetime(2026, 12, 2, 10, 0, tzinfo=UTC),
+        interpreter=Signer("dr.one", PersonName(family="Hopper", given="Grace", prefix="Dr.", degree="PhD"),
+                           datetime(2026, 12, 1, 9, 30, tzinfo=UTC)),
+        sections=(*_report().sections, Section("addendum_1", "Addendum 1", "Größe stable.", Signer(
+            "dr.two", PersonName(family="Smith", given="John", degree="MD"),
+            datetime(2026, 12, 2, 10, 0, tzinfo=UTC))))),
 }
 
 
@@ -52,7 +63,7 @@ def test_dciodvfy_finds_no_error_and_dsrdump_reads_it(case: str, tmp_path: Path)
     assert "Basic Text SR Document" in text and '"Diagnostic Imaging Report"' in text
     assert '<contains CONTAINER:(,,"Findings")=SEPARATE>' in text
     assert 'TEXT:(,,"Impression")="Normal."' in text
-    if case == "addendum":
+    if case.startswith("addendum"):
         assert "Größe stable." in text and "Predecessor Docs    : 1" in text
     verification = "UNVERIFIED" if case == "preliminary" else "VERIFIED"
     assert f"Verification Flag   : {verification}" in text

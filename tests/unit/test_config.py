@@ -99,5 +99,10 @@ def test_the_outbox_lease_must_outlast_one_send() -> None:
     from radservice.config import Settings
 
     with pytest.raises(ValidationError, match="lease_s"):
-        Settings(outbox={"lease_s": 30}, ris={"ack_timeout_s": 30, "connect_timeout_s": 5})  # type: ignore[arg-type]
-    assert Settings(outbox={"lease_s": 200}, pacs={"timeout_s": 60}).outbox.lease_s == 200  # type: ignore[arg-type]
+        Settings(outbox={"lease_s": 60}, ris={"host": "ris", "ack_timeout_s": 30})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="pacs 170 s"):
+        Settings(pacs={"host": "pacs", "timeout_s": 30, "connect_timeout_s": 10},  # type: ignore[arg-type]
+                 outbox={"lease_s": 120})
+    # a peer that is not configured sends nothing: its timeouts do not count
+    assert Settings(outbox={"lease_s": 100}, pacs={"timeout_s": 60}).outbox.lease_s == 100  # type: ignore[arg-type]
+    assert Settings().outbox.lease_s > Settings(ris={"host": "r"}, pacs={"host": "p"}).pacs.longest_send_s  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ round trip through DICOM bytes."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from io import BytesIO
 
 import pydicom
@@ -19,7 +20,8 @@ from integrations.dicom.sr import (
     read_sections,
     series_uid,
 )
-from radservice.outbox.service import Section
+from radservice.outbox.service import Section, Signer
+from radservice.users.names import PersonName
 from tests.unit.test_hl7_oru import _report
 
 TEXT = "Lungs: 4 mm nodule | right ^ upper & lobe.\n\nPleura: Größe 5 × 3 cm, Ødem ñ."
@@ -49,7 +51,7 @@ def test_sections_and_text_read_back_the_same() -> None:
     language, observer_type, observer = ds.ContentSequence[:3]
     assert language.RelationshipType == "HAS CONCEPT MOD" and language.ConceptCodeSequence[0].CodeValue == "en-US"
     assert observer_type.ConceptCodeSequence[0].CodeValue == "121006"
-    assert observer.RelationshipType == "HAS OBS CONTEXT" and observer.PersonName == "Hopper^Grace"
+    assert observer.RelationshipType == "HAS OBS CONTEXT" and observer.PersonName == "Hopper^Grace^^Dr."
 
 
 def test_patient_study_and_request_attributes_come_from_the_order() -> None:
@@ -76,7 +78,7 @@ def test_a_year_of_birth_is_not_written_as_a_whole_date() -> None:
 def test_final_is_verified_preliminary_is_not_and_corrections_name_their_predecessor() -> None:
     final = build_sr(_report(), study_instance_uid="1.2.3.4")
     assert final.VerificationFlag == "VERIFIED" and final.CompletionFlag == "COMPLETE"
-    assert final.VerifyingObserverSequence[0].VerifyingObserverName == "Hopper^Grace"
+    assert final.VerifyingObserverSequence[0].VerifyingObserverName == "Hopper^Grace^^Dr."
     assert final.VerifyingObserverSequence[0].VerificationDateTime == "20261201093000+0000"
     assert "PredecessorDocumentsSequence" not in final
     preliminary = build_sr(_report(result_status="P"), study_instance_uid="1.2.3.4")
@@ -125,3 +127,45 @@ def test_an_accession_dicom_cannot_carry_is_refused_not_cut() -> None:
         build_sr(_report(accession_number="A" * 17), study_instance_uid="1.2.3.4")
     ds = build_sr(_report(accession_number="A" * 16), study_instance_uid="1.2.3.4")
     assert ds.AccessionNumber == "A" * 16
+
+
+def test_an_addendum_sr_keeps_the_original_verifier_and_observes_the_addendum_by_its_signer() -> None:
+    original = Signer("dr.one", PersonName(family="Hopper", given="Grace", middle="B", prefix="Dr.", degree="PhD"),
+                      datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    second = Signer("dr.two", PersonName(family="Smith", given="John", degree="MD"),
+                    datetime(2026, 12, 2, 10, 0, tzinfo=UTC))
+    report = _report(kind="addendum", result_status="C", signer_username="dr.two", signer_name="John Smith, MD",
+                     signer_parts=second.name, signed_at=second.signed_at, interpreter=original,
+                     sections=(Section("findings", "Findings", "Clear.", original),
+                               Section("addendum_1", "Addendum 1", "Stable.", second)))
+    ds = _roundtrip(build_sr(report, study_instance_uid="1.2.3.4"))
+    assert [(str(o.VerifyingObserverName), o.VerificationDateTime) for o in ds.VerifyingObserverSequence] == [
+        ("Hopper^Grace^B^Dr.^PhD", "20261201093000+0000"), ("Smith^John^^^MD", "20261202100000+0000")]
+    root_observer = ds.ContentSequence[2]
+    assert str(root_observer.PersonName) == "Hopper^Grace^B^Dr.^PhD"
+    findings, addendum = [item for item in ds.ContentSequence if item.ValueType == "CONTAINER"]
+    assert [i.ValueType for i in findings.ContentSequence] == ["TEXT"]  # observed by the document's observer
+    names = [str(i.PersonName) for i in addendum.ContentSequence if i.ValueType == "PNAME"]
+    assert names == ["Smith^John^^^MD"]
+    assert [s.text for s in read_sections(ds)] == ["Clear.", "Stable."]
+
+
+def test_every_signer_of_content_present_stays_a_verifier() -> None:
+    a = Signer("dr.a", PersonName(family="Alpha", given="Ann"), datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    b = Signer("dr.b", PersonName(family="Beta", given="Bob"), datetime(2026, 12, 2, 9, 0, tzinfo=UTC))
+    c = Signer("dr.c", PersonName(family="Gamma", given="Cy"), datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
+    report = _report(kind="addendum", result_status="C", signer_username="dr.c", signer_name="Cy Gamma",
+                     signer_parts=c.name, signed_at=c.signed_at, interpreter=a,
+                     sections=(Section("findings", "Findings", "Clear.", a),
+                               Section("addendum_1", "Addendum 1", "Stable.", b),
+                               Section("addendum_2", "Addendum 2", "Still stable.", c)))
+    ds = build_sr(report, study_instance_uid="1.2.3.4")
+    assert [str(o.VerifyingObserverName) for o in ds.VerifyingObserverSequence] == ["Alpha^Ann", "Beta^Bob",
+                                                                                    "Gamma^Cy"]
+
+
+def test_a_person_name_fits_its_64_characters() -> None:
+    long = PersonName(family="F" * 64, given="G" * 64, middle="M" * 64, prefix="P" * 32, suffix="S" * 32)
+    report = _report(signer_parts=long)
+    ds = build_sr(report, study_instance_uid="1.2.3.4")
+    assert len(str(ds.VerifyingObserverSequence[0].VerifyingObserverName)) <= 64

@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from integrations.hl7.message import parse
 from integrations.hl7.oru import OruHeader, build_oru, section_code
 from integrations.hl7.sender import read_ack
-from radservice.outbox.service import OutgoingReport, Section, backoff
+from radservice.outbox.service import OutgoingReport, Section, Signer, backoff
+from radservice.users.names import PersonName
 
 HEADER = OruHeader("RADSERVICE", "RADIOLOGY", "RIS", "HOSPITAL")
 NASTY = "a|b^c&d~e\\f\nsecond line é"
@@ -118,3 +119,29 @@ def test_control_characters_never_reach_the_wire_as_they_are() -> None:
     assert not [ch for ch in text if ch < " " and ch != "\r"]
     assert "SYN\\X0B\\TH" in text
     assert parse(text).first("PID").get(5, 1) == "SYN\x0bTH"  # type: ignore[union-attr]
+
+
+def test_an_addendum_names_its_signer_and_keeps_the_original_interpreter() -> None:
+    original = Signer("dr.one", PersonName(family="Hopper", given="Grace", prefix="Dr.", degree="PhD"),
+                      datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    second = Signer("dr.two", PersonName(family="Smith", given="John", degree="MD"),
+                    datetime(2026, 12, 2, 10, 0, tzinfo=UTC))
+    report = _report(kind="addendum", result_status="C", signer_username="dr.two", signer_name="John Smith, MD",
+                     signer_parts=second.name, signed_at=second.signed_at, interpreter=original,
+                     sections=(Section("findings", "Findings", "Clear.", original),
+                               Section("addendum_1", "Addendum 1", "Stable.", second)))
+    message = parse(build_oru(report, HEADER))
+    obr = message.first("OBR")
+    assert obr is not None
+    assert [obr.get(32, 1, n) for n in range(1, 8)] == ["dr.one", "Hopper", "Grace", "", "", "Dr.", "PhD"]
+    observers = [(o.get(16, 1), o.get(16, 2), o.get(16, 7)) for o in message.all("OBX")]
+    # findings: the original signer; the addendum: its own; the UID observations: this version's signer
+    assert observers == [("dr.one", "Hopper", "PhD"), ("dr.two", "Smith", "MD"), ("dr.two", "Smith", "MD"),
+                         ("dr.two", "Smith", "MD")]
+
+
+def test_a_comma_written_name_is_not_turned_around() -> None:
+    obr = parse(build_oru(_report(signer_name="Smith, John", signer_username="dr.s"), HEADER)).first("OBR")
+    assert obr is not None and (obr.get(32, 1, 2), obr.get(32, 1, 3)) == ("Smith", "John")
+    obr = parse(build_oru(_report(signer_name="John Smith, MD", signer_username="dr.s"), HEADER)).first("OBR")
+    assert obr is not None and (obr.get(32, 1, 2), obr.get(32, 1, 3), obr.get(32, 1, 7)) == ("Smith", "John", "MD")

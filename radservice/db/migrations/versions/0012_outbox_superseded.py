@@ -24,6 +24,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Superseded and skipped rows become failed: the code before 0012 holds every later version
+    # of their study behind a failed one, so run the downgrade only with those resolved by hand.
     op.execute("UPDATE outbox SET status = 'failed' WHERE status IN ('superseded', 'skipped')")
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_constraint(op.f('ck_outbox_status'), type_='check')
