@@ -279,17 +279,36 @@ def _admin_session(settings: Settings) -> Iterator[Session]:
         engine.dispose()
 
 
+# The name in parts, as `user add` and `user name` take it.
+FamilyOption = Annotated[str, typer.Option("--family", help="Family name (as signed reports carry it).")]
+GivenOption = Annotated[str, typer.Option("--given", help="Given name.")]
+MiddleOption = Annotated[str, typer.Option("--middle", help="Middle name(s) or initials.")]
+PrefixOption = Annotated[str, typer.Option("--prefix", help="Title before the name, e.g. Dr.")]
+SuffixOption = Annotated[str, typer.Option("--suffix", help="Suffix, e.g. Jr.")]
+DegreeOption = Annotated[str, typer.Option("--degree", help="Degree(s) after the name, e.g. MD.")]
+
+
+def _person_name(family: str, given: str, middle: str, prefix: str, suffix: str, degree: str) -> PersonName | None:
+    """The name the options give (None without --family; exit 2 for other parts without it)."""
+    parts = {"given": given, "middle": middle, "prefix": prefix, "suffix": suffix, "degree": degree}
+    if not family.strip():
+        if any(value.strip() for value in parts.values()):
+            _fail("--given, --middle, --prefix, --suffix and --degree need --family", 2)
+        return None
+    return PersonName(family=family.strip(), **{key: value.strip() for key, value in parts.items()})
+
+
 @user_app.command("add")
 def user_add(
     name: str,
     role: Annotated[str, typer.Option("--role", help="radiologist (= attending), resident, editor or admin")],
     display_name: Annotated[str, typer.Option("--display-name", help="Name shown in the UI and on reports.")] = "",
-    family: Annotated[str, typer.Option("--family", help="Family name (as signed reports carry it).")] = "",
-    given: Annotated[str, typer.Option("--given", help="Given name.")] = "",
-    middle: Annotated[str, typer.Option("--middle", help="Middle name(s) or initials.")] = "",
-    prefix: Annotated[str, typer.Option("--prefix", help="Title before the name, e.g. Dr.")] = "",
-    suffix: Annotated[str, typer.Option("--suffix", help="Suffix, e.g. Jr.")] = "",
-    degree: Annotated[str, typer.Option("--degree", help="Degree(s) after the name, e.g. MD.")] = "",
+    family: FamilyOption = "",
+    given: GivenOption = "",
+    middle: MiddleOption = "",
+    prefix: PrefixOption = "",
+    suffix: SuffixOption = "",
+    degree: DegreeOption = "",
     config: ConfigOption = None,
 ) -> None:
     """Create a user; prints its API token as the last line."""
@@ -298,10 +317,7 @@ def user_add(
         parsed_role = users.parse_role(role)
     except users.UserError as exc:
         _fail(str(exc), 2)
-    parts = {"given": given, "middle": middle, "prefix": prefix, "suffix": suffix, "degree": degree}
-    if any(parts.values()) and not family.strip():
-        _fail("--given, --middle, --prefix, --suffix and --degree need --family", 2)
-    person = PersonName(family=family.strip(), **{k: v.strip() for k, v in parts.items()}) if family.strip() else None
+    person = _person_name(family, given, middle, prefix, suffix, degree)
     with _admin_session(settings) as session:
         user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name,
                                  name=person)
@@ -315,17 +331,18 @@ def user_add(
 @user_app.command("name")
 def user_name(
     name: str,
-    family: Annotated[str, typer.Option("--family", help="Family name (as signed reports carry it).")],
-    given: Annotated[str, typer.Option("--given", help="Given name.")] = "",
-    middle: Annotated[str, typer.Option("--middle", help="Middle name(s) or initials.")] = "",
-    prefix: Annotated[str, typer.Option("--prefix", help="Title before the name, e.g. Dr.")] = "",
-    suffix: Annotated[str, typer.Option("--suffix", help="Suffix, e.g. Jr.")] = "",
-    degree: Annotated[str, typer.Option("--degree", help="Degree(s) after the name, e.g. MD.")] = "",
+    family: FamilyOption,
+    given: GivenOption = "",
+    middle: MiddleOption = "",
+    prefix: PrefixOption = "",
+    suffix: SuffixOption = "",
+    degree: DegreeOption = "",
     config: ConfigOption = None,
 ) -> None:
     """Set a user's name in parts (what later signatures carry; signed versions keep theirs)."""
-    person = PersonName(family=family.strip(), given=given.strip(), middle=middle.strip(), prefix=prefix.strip(),
-                        suffix=suffix.strip(), degree=degree.strip())
+    person = _person_name(family, given, middle, prefix, suffix, degree)
+    if person is None:
+        _fail("--family is needed", 2)
     with _admin_session(_settings(config)) as session:
         users.set_name(session=session, username=name, name=person)
         audit.record(session=session, actor=CLI_ACTOR, action="user.name", entity_type="user", entity_id=name)

@@ -22,7 +22,7 @@ from integrations.dicom.sr import (
 )
 from radservice.outbox.service import Section, Signer
 from radservice.users.names import PersonName
-from tests.unit.test_hl7_oru import _report
+from tests.unit.test_hl7_oru import _report, addendum_by_another
 
 TEXT = "Lungs: 4 mm nodule | right ^ upper & lobe.\n\nPleura: Größe 5 × 3 cm, Ødem ñ."
 
@@ -130,14 +130,7 @@ def test_an_accession_dicom_cannot_carry_is_refused_not_cut() -> None:
 
 
 def test_an_addendum_sr_keeps_the_original_verifier_and_observes_the_addendum_by_its_signer() -> None:
-    original = Signer("dr.one", PersonName(family="Hopper", given="Grace", middle="B", prefix="Dr.", degree="PhD"),
-                      datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
-    second = Signer("dr.two", PersonName(family="Smith", given="John", degree="MD"),
-                    datetime(2026, 12, 2, 10, 0, tzinfo=UTC))
-    report = _report(kind="addendum", result_status="C", signer_username="dr.two", signer_name="John Smith, MD",
-                     signer_parts=second.name, signed_at=second.signed_at, interpreter=original,
-                     sections=(Section("findings", "Findings", "Clear.", original),
-                               Section("addendum_1", "Addendum 1", "Stable.", second)))
+    report = addendum_by_another(PersonName(family="Hopper", given="Grace", middle="B", prefix="Dr.", degree="PhD"))
     ds = _roundtrip(build_sr(report, study_instance_uid="1.2.3.4"))
     assert [(str(o.VerifyingObserverName), o.VerificationDateTime) for o in ds.VerifyingObserverSequence] == [
         ("Hopper^Grace^B^Dr.^PhD", "20261201093000+0000"), ("Smith^John^^^MD", "20261202100000+0000")]

@@ -121,15 +121,20 @@ def test_control_characters_never_reach_the_wire_as_they_are() -> None:
     assert parse(text).first("PID").get(5, 1) == "SYN\x0bTH"  # type: ignore[union-attr]
 
 
-def test_an_addendum_names_its_signer_and_keeps_the_original_interpreter() -> None:
-    original = Signer("dr.one", PersonName(family="Hopper", given="Grace", prefix="Dr.", degree="PhD"),
-                      datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+def addendum_by_another(original_name: PersonName) -> OutgoingReport:
+    """A final signed by dr.one (``original_name``) on 2026-12-01 09:30 UTC, and an addendum
+    signed by dr.two (John Smith, MD) on 2026-12-02 10:00 UTC: the version of that addendum."""
+    original = Signer("dr.one", original_name, datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
     second = Signer("dr.two", PersonName(family="Smith", given="John", degree="MD"),
                     datetime(2026, 12, 2, 10, 0, tzinfo=UTC))
-    report = _report(kind="addendum", result_status="C", signer_username="dr.two", signer_name="John Smith, MD",
-                     signer_parts=second.name, signed_at=second.signed_at, interpreter=original,
-                     sections=(Section("findings", "Findings", "Clear.", original),
-                               Section("addendum_1", "Addendum 1", "Stable.", second)))
+    return _report(kind="addendum", result_status="C", signer_username="dr.two", signer_name="John Smith, MD",
+                   signer_parts=second.name, signed_at=second.signed_at, interpreter=original,
+                   sections=(Section("findings", "Findings", "Clear.", original),
+                             Section("addendum_1", "Addendum 1", "Stable.", second)))
+
+
+def test_an_addendum_names_its_signer_and_keeps_the_original_interpreter() -> None:
+    report = addendum_by_another(PersonName(family="Hopper", given="Grace", prefix="Dr.", degree="PhD"))
     message = parse(build_oru(report, HEADER))
     obr = message.first("OBR")
     assert obr is not None
