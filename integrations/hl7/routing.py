@@ -169,24 +169,15 @@ class Hl7Router:
         control_id = msg.control_id
         if not control_id:
             return RoutingResult("AR", MessageError("AR", 101, "MSH-10 message control ID missing", ("MSH", 10)))
-        key = content_key(msg)
         with session_scope(self.sessions) as session:
-            earlier = worklist.find_inbound(session=session, sending_application=sender_app,
-                                            sending_facility=sender_fac, control_id=control_id)
-            same = next((row for row in earlier if (row.content_hash or _key_of(row.raw)) == key), None)
+            earlier, same = _stored(session, msg)
             if same is not None and same.ack_code == "AA":
                 return RoutingResult("AA", None, duplicate=True, accession=same.accession_number)
             if earlier and same is None:
                 log.warning("hl7: control_id=%s from %s^%s reused for other content; applied as a new message",
                             control_id, sender_app, sender_fac)
             result = self._dispatch(session, msg, last=last)
-            values = _record_values(msg, result, peer)
-            if same is not None:
-                worklist.update_inbound(session=session, inbound_id=same.id, **values)
-            else:
-                worklist.record_inbound(session=session, sending_application=sender_app,
-                                        sending_facility=sender_fac, control_id=control_id,
-                                        content_hash=key, raw=payload, **values)
+            _store(session, msg, payload, peer, same, result)
             return result
 
     def _dispatch(self, session: Session, msg: Message, *, last: bool) -> RoutingResult:
@@ -241,22 +232,13 @@ class Hl7Router:
         log.error("hl7: control_id=%s failed outside its transaction: %s", msg.control_id, _cause(exc))
         error = MessageError("AE", 207, f"internal error applying the message ({_cause(exc)})"[:80])
         result = RoutingResult("AE", error)
-        sender_app, sender_fac, key = msg.msh.get(3)[:64], msg.msh.get(4)[:64], content_key(msg)
         try:
             with self._write_turn, session_scope(self.sessions) as session:
-                earlier = worklist.find_inbound(session=session, sending_application=sender_app,
-                                                sending_facility=sender_fac, control_id=msg.control_id)
-                same = next((row for row in earlier if (row.content_hash or _key_of(row.raw)) == key), None)
+                _, same = _stored(session, msg)
                 if same is not None and same.ack_code == "AA":
                     # another connection applied this very message meanwhile: its AA stands
                     return RoutingResult("AA", None, duplicate=True, accession=same.accession_number)
-                values = _record_values(msg, result, peer)
-                if same is not None:
-                    worklist.update_inbound(session=session, inbound_id=same.id, **values)
-                else:
-                    worklist.record_inbound(session=session, sending_application=sender_app,
-                                            sending_facility=sender_fac, control_id=msg.control_id,
-                                            content_hash=key, raw=payload, **values)
+                _store(session, msg, payload, peer, same, result)
         except Exception as store_exc:
             if transient(store_exc):
                 return None  # the database went away meanwhile: no ACK, the RIS sends it again
@@ -333,6 +315,26 @@ def _key_of(raw: bytes) -> str:
         return content_key(parse(text, codec))
     except MessageError:
         return ""
+
+
+def _stored(session: Session, msg: Message) -> tuple[list[worklist.InboundAck], worklist.InboundAck | None]:
+    """What this sender sent under this control ID before, and the one row with this content (if any)."""
+    earlier = worklist.find_inbound(session=session, sending_application=msg.msh.get(3)[:64],
+                                    sending_facility=msg.msh.get(4)[:64], control_id=msg.control_id)
+    key = content_key(msg)
+    return earlier, next((row for row in earlier if (row.content_hash or _key_of(row.raw)) == key), None)
+
+
+def _store(session: Session, msg: Message, payload: bytes, peer: str, same: worklist.InboundAck | None,
+           result: RoutingResult) -> None:
+    """Record the message and its answer: the row of the same content updated, else a new row."""
+    values = _record_values(msg, result, peer)
+    if same is not None:
+        worklist.update_inbound(session=session, inbound_id=same.id, **values)
+    else:
+        worklist.record_inbound(session=session, sending_application=msg.msh.get(3)[:64],
+                                sending_facility=msg.msh.get(4)[:64], control_id=msg.control_id,
+                                content_hash=content_key(msg), raw=payload, **values)
 
 
 def _record_values(msg: Message, result: RoutingResult, peer: str) -> dict[str, object]:

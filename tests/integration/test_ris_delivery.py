@@ -4,6 +4,7 @@ them, report text round-tripped exactly, and the faults: RIS down, AE, AR, no an
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -262,5 +263,9 @@ def test_an_addendum_signed_while_version_one_is_pending_goes_out_after_it(
     with RisPeer(ris_port) as ris:
         received = ris.wait_for(2, timeout=20)
         wait_for(lambda: all(d["status"] == "acked" for d in _deliveries(client, report_id, doctor)), "both ACKs")
-    assert [m.field("OBR", 25) for m in received] == ["F", "C"]
-    assert [m.field("MSH", 10) for m in received] == [first["message_id"], second["message_id"]]
+    # An ACK later than ack_timeout_s (a loaded machine) makes the sender resend the same message
+    # (same control ID, by design): what counts is the order, each message after the one before.
+    ids = [key for key, _ in itertools.groupby(m.field("MSH", 10) for m in received)]
+    statuses = [key for key, _ in itertools.groupby(m.field("OBR", 25) for m in received)]
+    assert statuses == ["F", "C"]
+    assert ids == [first["message_id"], second["message_id"]]
