@@ -67,8 +67,9 @@ def run(db_url: str | None, label: str, reports: int) -> None:
                                                 headers={"Authorization": f"Bearer {token}"}))
         sign_ms, ack_ms, both_ms = [], [], []
         for n, report_id in enumerate(report_ids):
+            revision = http.get(f"/api/v1/reports/{report_id}").json()["revision"]  # what the signer read
             wall, started = time.time(), time.perf_counter()
-            response = http.post(f"/api/v1/reports/{report_id}/sign", json={"status": "final"})
+            response = http.post(f"/api/v1/reports/{report_id}/sign", json={"status": "final", "revision": revision})
             answered = time.perf_counter()
             assert response.status_code == 200, response.text
             deadline = started + 10

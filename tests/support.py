@@ -221,3 +221,12 @@ def start_delivery_loop(app_state: Any, sessions: sessionmaker[Session], sender:
     app_state.settings = app_state.settings.model_copy(update={"outbox": settings})
     app_state.outbox_wake = loop.wake
     return loop
+
+
+def sign_report(http: Any, report_id: int, status: str, *, headers: dict[str, str] | None = None) -> Any:
+    """Sign as a client does: read the report, then sign the revision read (an httpx or test client)."""
+    extra: dict[str, Any] = {"headers": headers} if headers else {}
+    read = http.get(f"/api/v1/reports/{report_id}", **extra)
+    assert read.status_code == 200, read.text
+    return http.post(f"/api/v1/reports/{report_id}/sign", json={"status": status, "revision": read.json()["revision"]},
+                     **extra)

@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrations.hl7 import inbound
 from integrations.hl7.ack import build_ack
 from integrations.hl7.message import Message, MessageError, content_key, decode, parse, peek_header
 from radservice.audit import service as audit
+from radservice.db.errors import cause as _cause
+from radservice.db.errors import transient
 from radservice.db.session import session_scope
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import IntakeError
@@ -271,41 +272,6 @@ class Hl7Router:
         audit.record(session=session, actor=AUDIT_ACTOR, action="patient.merged", entity_type="patient",
                      entity_id=str(survivor), detail={"control_id": msg.control_id})
         return ""
-
-
-#: SQLSTATE classes and codes of failures that pass (PostgreSQL): connection (08), transaction
-#: rollback such as serialization failure or deadlock (40), insufficient resources (53),
-#: operator intervention such as a statement timeout or an admin shutdown (57), system I/O
-#: (58); lock not available (55P03); a read-only transaction or standby after a failover
-#: (25006, 25P03, 25P04); and a database the running code does not match (undefined table or
-#: column, no privilege: every message would fail alike until the deployment is fixed). Other
-#: class 42 errors are a bug on one path: AE 207, so that they cannot jam the feed.
-_TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
-_TRANSIENT_SQLSTATES = {"55P03", "25006", "25P03", "25P04", "42P01", "42703", "42501"}
-
-
-def transient(exc: BaseException) -> bool:
-    """Is this a failure that passes (database unreachable, busy, locked), so that closing without
-    an ACK (the RIS resends) is right? Everything else is this message's problem: AE 207."""
-    if isinstance(exc, (PoolTimeout, DisconnectionError)):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate:
-        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
-    # SQLite (no SQLSTATE): locked, busy, I/O, no such table: OperationalError; data and
-    # constraint errors are other classes.
-    return isinstance(exc, OperationalError)
-
-
-def _cause(exc: BaseException) -> str:
-    """The failure's type (and SQLSTATE) for logs and ERR text: never its message, which may quote values."""
-    orig = getattr(exc, "orig", None) or exc
-    sqlstate = getattr(orig, "sqlstate", None)
-    return f"{type(orig).__name__}{f' {sqlstate}' if sqlstate else ''}"
 
 
 def _key_of(raw: bytes) -> str:

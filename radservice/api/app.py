@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from radservice import __version__
 from radservice.api import metrics
 from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
 from radservice.config import Settings
+from radservice.db.errors import cause, transient
 from radservice.db.session import make_sessionmaker
+
+log = logging.getLogger("radservice.api")
+#: Seconds a client is asked to wait before it retries a request the database was too busy for.
+RETRY_AFTER_S = 1
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
@@ -37,6 +45,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     # Set by `serve` to wake its outbox senders when a signature queues rows; a no-op elsewhere.
     app.state.outbox_wake = lambda: None
     app.state.metrics = metrics.install(app)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(admin.router)
@@ -45,3 +54,20 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(reports.router)
     return app
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database failure as an answer the client can act on, never a 500 with a traceback:
+    busy, locked or unreachable is 503 with ``Retry-After``; a write that lost a race to another
+    (a unique key taken meanwhile) is 409. The log names the failure's kind, never its values."""
+    if transient(exc):
+        log.warning("%s %s: database busy or unreachable (%s): 503", request.method, request.url.path, cause(exc))
+        return JSONResponse({"detail": "the database is busy or unreachable: retry shortly"},
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, IntegrityError):
+        log.warning("%s %s: a concurrent change conflicted (%s): 409", request.method, request.url.path, cause(exc))
+        return JSONResponse({"detail": "a concurrent change conflicted with this request: read again and retry"},
+                            status_code=status.HTTP_409_CONFLICT)
+    log.error("%s %s: database error %s", request.method, request.url.path, cause(exc))
+    return JSONResponse({"detail": "internal database error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)

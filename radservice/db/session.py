@@ -23,7 +23,9 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk when it returns (WAL fsynced at every commit). Everything behind
+    # an HL7 ACK or a 202 must survive a power loss; NORMAL could lose the last commits.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
 

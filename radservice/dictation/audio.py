@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ class StoredAudio:
     duration_s: float
 
 
-def probe(path: Path) -> tuple[str, float]:
+def probe(path: Path, *, max_seconds: float | None = None) -> tuple[str, float]:
     """Decode the whole file: its format and its duration in seconds.
 
     Decoding every frame (milliseconds for minutes of speech) is what finds a truncated or
@@ -49,7 +50,8 @@ def probe(path: Path) -> tuple[str, float]:
     Raises
     ------
     AudioRejected
-        Not a container we accept, no audio stream, undecodable or truncated data, no samples.
+        Not a container we accept, no audio stream, undecodable or truncated data, no samples;
+        longer than ``max_seconds`` (413), found while decoding (the rest is not decoded).
     """
     try:
         with av.open(str(path), mode="r") as container:
@@ -65,6 +67,8 @@ def probe(path: Path) -> tuple[str, float]:
             for frame in container.decode(stream):
                 samples += frame.samples
                 rate = frame.sample_rate or rate
+                if max_seconds is not None and rate > 0 and samples / rate > max_seconds:
+                    raise AudioRejected(f"audio longer than the limit of {max_seconds:.0f} s", 413)
     except AudioRejected:
         raise
     except (av.FFmpegError, ValueError, EOFError, UnicodeDecodeError) as exc:
@@ -104,6 +108,21 @@ def _check_wav_complete(path: Path) -> None:
             offset += 8 + declared + (declared & 1)
 
 
+def durable(out: BinaryIO) -> None:
+    """The file's data on disk (not only in the page cache) before anything acknowledges it."""
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def durable_folder(folder: Path) -> None:
+    """A folder's entries (a file created or renamed in it) on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def store_upload(source: BinaryIO, *, data_dir: Path, max_bytes: int, max_seconds: float) -> StoredAudio:
     """Copy an upload into the audio store under a new UUID name, checked and measured.
 
@@ -127,13 +146,14 @@ def store_upload(source: BinaryIO, *, data_dir: Path, max_bytes: int, max_second
                 if size > max_bytes:
                     raise AudioRejected(f"audio larger than the limit of {max_bytes // (1 << 20)} MiB", 413)
                 out.write(chunk)
+            if size:
+                durable(out)
         if size == 0:
             raise AudioRejected("the audio file is empty")
-        fmt, duration = probe(partial)
-        if duration > max_seconds:
-            raise AudioRejected(f"audio of {duration:.0f} s is longer than the limit of {max_seconds:.0f} s", 413)
+        fmt, duration = probe(partial, max_seconds=max_seconds)
         final = folder / f"{name}.{fmt}"
         partial.rename(final)
+        durable_folder(folder)  # the new name survives a power loss before the 202 is sent
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

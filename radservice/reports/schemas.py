@@ -86,7 +86,8 @@ class ReportEdit(BaseModel):
     """New text for some sections of a draft (the others stay as they are)."""
 
     sections: dict[str, str] = Field(min_length=1)
-    revision: int | None = Field(None, description="the revision the edit is based on (recommended)")
+    revision: int = Field(ge=1, le=2**31 - 1, description="the revision the edit is based on, as read: "
+                          "409 if the report changed since (another edit, a dictation, a signature)")
 
 
 class ImpressionSuggestion(BaseModel):
@@ -103,7 +104,8 @@ class ImpressionSuggestion(BaseModel):
 
 class SignRequest(BaseModel):
     status: Literal["preliminary", "final"]
-    revision: int | None = Field(None, description="the revision the signer read (recommended): 409 if it changed")
+    revision: int = Field(ge=1, le=2**31 - 1, description="the revision the signer read: 409 if the report "
+                          "changed since (what is signed is exactly the text the signer saw)")
 
 
 class AddendumRequest(BaseModel):

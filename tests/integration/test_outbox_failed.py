@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radservice.audit.models import AuditEvent
 from radservice.outbox import service as outbox
 from radservice.outbox.models import Delivery
-from tests.support import add_report, add_study, make_user
+from tests.support import add_report, add_study, make_user, sign_report
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def _signed(client: TestClient, factory: sessionmaker[Session], people: dict[str
     report_id = add_report(factory, accession, TEXT)
     for kind in kinds:
         who = "resident" if kind == "preliminary" else "radiologist"
-        signed = client.post(f"/api/v1/reports/{report_id}/sign", json={"status": kind}, headers=people[who])
+        signed = sign_report(client, report_id, kind, headers=people[who])
         assert signed.status_code == 200, signed.text
     return report_id
 

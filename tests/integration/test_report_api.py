@@ -71,14 +71,16 @@ def test_uploaded_dictation_becomes_a_refined_report_draft(tmp_path: Path) -> No
         stale = client.patch(f"/api/v1/reports/{report['report_id']}",
                              json={"sections": {"technique": "x"}, "revision": report["revision"]})
         assert stale.status_code == 409 and "revision" in stale.json()["detail"]
-        unknown = client.patch(f"/api/v1/reports/{report['report_id']}", json={"sections": {"lungs": "x"}})
+        now = edited.json()["revision"]
+        unknown = client.patch(f"/api/v1/reports/{report['report_id']}", json={"sections": {"lungs": "x"},
+                                                                               "revision": now})
         assert unknown.status_code == 422 and "unknown section" in unknown.json()["detail"]
-        empty = client.patch(f"/api/v1/reports/{report['report_id']}", json={"sections": {}})
+        empty = client.patch(f"/api/v1/reports/{report['report_id']}", json={"sections": {}, "revision": now})
         assert empty.status_code == 422
         assert client.get("/api/v1/reports/999999").status_code == 404
         forbidden = httpx.patch(f"{running.base_url}/api/v1/reports/{report['report_id']}",
                                 headers={"Authorization": f"Bearer {admin}"},
-                                json={"sections": {"technique": "x"}}, timeout=30)
+                                json={"sections": {"technique": "x"}, "revision": now}, timeout=30)
         assert forbidden.status_code == 403
         log = running.log()
     assert "Traceback" not in log

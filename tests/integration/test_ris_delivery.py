@@ -21,7 +21,7 @@ from radservice.outbox.flows import DeliveryLoop
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import OrderControl, OrderData, PatientData, Priority
 from tests.ris_peer import RisPeer
-from tests.support import T0, add_report, free_port, make_user, start_delivery_loop, wait_for
+from tests.support import T0, add_report, free_port, make_user, sign_report, start_delivery_loop, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def _deliveries(client: TestClient, report_id: int, headers: dict[str, str]) -> 
 
 
 def _sign(client: TestClient, report_id: int, headers: dict[str, str], status: str) -> None:
-    response = client.post(f"/api/v1/reports/{report_id}/sign", json={"status": status}, headers=headers)
+    response = sign_report(client, report_id, status, headers=headers)
     assert response.status_code == 200, response.text
 
 

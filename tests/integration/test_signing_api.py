@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.outbox.models import Delivery
 from radservice.reports.models import ReportVersion
-from tests.support import add_report, add_study, make_user
+from tests.support import add_report, add_study, make_user, sign_report
 
 pytestmark = pytest.mark.integration
 
@@ -46,21 +46,24 @@ def test_sign_preliminary_then_final_writes_versions_and_outbox_rows(
     # preliminary studies stay on the worklist; a signed version cannot be edited
     worklist = client.get("/api/v1/worklist", headers=people["radiologist"]).json()
     assert [s["accession_number"] for s in worklist["items"]] == ["SIGN-1"]
-    edit = client.patch(url, json={"sections": {"impression": "changed"}}, headers=people["radiologist"])
+    edit = client.patch(url, json={"sections": {"impression": "changed"}, "revision": body["revision"]},
+                        headers=people["radiologist"])
     assert edit.status_code == 409
     # a resident cannot sign final; editors and admins sign nothing
-    assert client.post(f"{url}/sign", json={"status": "final"}, headers=people["resident"]).status_code == 403
+    signed_revision = {"status": "final", "revision": body["revision"]}
+    assert client.post(f"{url}/sign", json=signed_revision, headers=people["resident"]).status_code == 403
     for role in ("editor", "admin"):
-        refused = client.post(f"{url}/sign", json={"status": "final"}, headers=people[role])
+        refused = client.post(f"{url}/sign", json=signed_revision, headers=people[role])
         assert refused.status_code == 403 and "may not" in refused.json()["detail"]
     assert client.post(f"{url}/sign", json={"status": "amended"}, headers=people["radiologist"]).status_code == 422
 
-    final = client.post(f"{url}/sign", json={"status": "final"}, headers=people["radiologist"])
+    final = client.post(f"{url}/sign", json=signed_revision, headers=people["radiologist"])
     assert final.status_code == 200, final.text
     assert final.json()["status"] == "final" and final.json()["version"] == 2
     assert [(v["version"], v["result_status"], v["signed_by"]) for v in final.json()["versions"]] == [
         (1, "P", "u.resident"), (2, "F", "u.radiologist")]
-    again = client.post(f"{url}/sign", json={"status": "final"}, headers=people["radiologist"])
+    again = client.post(f"{url}/sign", json={"status": "final", "revision": final.json()["revision"]},
+                        headers=people["radiologist"])
     assert again.status_code == 409 and "addendum" in again.json()["detail"]
     # final: off the worklist, still readable, status final on the study
     assert client.get("/api/v1/worklist", headers=people["radiologist"]).json()["items"] == []
@@ -86,7 +89,7 @@ def test_addenda_need_a_final_report_and_carry_the_whole_report(
     url = f"/api/v1/reports/{report_id}"
     early = client.post(f"{url}/addenda", json={"text": "Too early."}, headers=people["radiologist"])
     assert early.status_code == 409 and "final" in early.json()["detail"]
-    assert client.post(f"{url}/sign", json={"status": "final"}, headers=people["radiologist"]).status_code == 200
+    assert sign_report(client, report_id, "final", headers=people["radiologist"]).status_code == 200
     assert client.post(f"{url}/addenda", json={"text": "  "}, headers=people["radiologist"]).status_code == 422
     assert client.post(f"{url}/addenda", json={"text": "x"}, headers=people["editor"]).status_code == 403
     first = client.post(f"{url}/addenda", json={"text": "Comparison with 2026-10-01: stable."},
@@ -117,9 +120,9 @@ def test_signing_refuses_an_empty_report_and_a_cancelled_study(
         report = session.get_one(Report, report_id)
         report.sections = {k: "" for k in report.sections}
         session.commit()
-    empty = client.post(f"/api/v1/reports/{report_id}/sign", json={"status": "final"}, headers=people["radiologist"])
+    empty = sign_report(client, report_id, "final", headers=people["radiologist"])
     assert empty.status_code == 422 and "no text" in empty.json()["detail"]
-    assert client.post("/api/v1/reports/424242/sign", json={"status": "final"},
+    assert client.post("/api/v1/reports/424242/sign", json={"status": "final", "revision": 1},
                        headers=people["radiologist"]).status_code == 404
     with factory() as session:
         assert session.scalars(select(Delivery)).all() == []
@@ -130,8 +133,7 @@ def test_admin_outbox_lists_filters_and_retries_only_failed_rows(
     for accession in ("OUT-1", "OUT-2"):
         add_study(factory, accession)
         report_id = add_report(factory, accession, TEXT)
-        assert client.post(f"/api/v1/reports/{report_id}/sign", json={"status": "final"},
-                           headers=people["radiologist"]).status_code == 200
+        assert sign_report(client, report_id, "final", headers=people["radiologist"]).status_code == 200
     assert client.get("/api/v1/admin/outbox", headers=people["radiologist"]).status_code == 403
     rows = client.get("/api/v1/admin/outbox", headers=people["admin"]).json()
     assert [r["accession_number"] for r in rows] == ["OUT-2", "OUT-2", "OUT-1", "OUT-1"]
@@ -158,11 +160,12 @@ def test_control_characters_are_cleaned_where_text_enters_the_report(
     report_id = add_report(factory, "CTRL-1", TEXT)
     url = f"/api/v1/reports/{report_id}"
     # Word's soft line break (VT), a NUL and a file separator pasted into the editor
-    edited = client.patch(url, json={"sections": {"impression": "No acute\x0bfinding.\x00\x1c"}},
+    edited = client.patch(url, json={"sections": {"impression": "No acute\x0bfinding.\x00\x1c"},
+                                    "revision": client.get(url, headers=people["radiologist"]).json()["revision"]},
                           headers=people["radiologist"])
     assert edited.status_code == 200, edited.text
     assert edited.json()["sections"]["impression"] == "No acute\nfinding."
-    assert client.post(f"{url}/sign", json={"status": "final"}, headers=people["radiologist"]).status_code == 200
+    assert sign_report(client, report_id, "final", headers=people["radiologist"]).status_code == 200
     addendum = client.post(f"{url}/addenda", json={"text": "Compared\x0bwith prior.\x07"},
                            headers=people["radiologist"])
     assert addendum.status_code == 201, addendum.text

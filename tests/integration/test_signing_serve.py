@@ -18,7 +18,7 @@ from radservice.db.session import make_engine, make_sessionmaker
 from tests.hl7_peer import RisClient, order, read_ack
 from tests.pacs_peer import MISSING, orthanc
 from tests.ris_peer import RisPeer
-from tests.support import add_report, free_port, radservice, serve, write_config
+from tests.support import add_report, free_port, radservice, serve, sign_report, write_config
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed")]
@@ -54,7 +54,7 @@ def test_a_report_signed_in_serve_reaches_the_ris_and_the_pacs(tmp_path: Path, d
             token = radservice("user", "add", "dr.srv", "--role", "radiologist", "--config", str(config),
                                cwd=tmp_path).stdout.split()[-1]
             http = httpx.Client(base_url=running.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-            signed = http.post(f"/api/v1/reports/{report_id}/sign", json={"status": "final"})
+            signed = sign_report(http, report_id, "final")
             assert signed.status_code == 200, signed.text
             (oru,) = ris.wait_for(1)
             deadline = time.monotonic() + 15

@@ -61,3 +61,26 @@ def test_limits_answer_413(tmp_path: Path) -> None:
 def test_silence_is_accepted_as_audio(tmp_path: Path) -> None:
     # Silence is valid audio: the transcription job says "no speech detected", not the upload.
     assert _store(tmp_path, audio_samples.silence(3.0)).duration_s == pytest.approx(3.0, abs=0.01)
+
+
+def test_a_stored_upload_and_its_name_are_on_disk_before_it_is_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync of the file and of its folder: a power loss after the 202 cannot lose the audio."""
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    stored = _store(tmp_path, audio_samples.tone(1.0))
+    assert synced == [str(tmp_path / "audio" / f".{stored.uuid}.part"), str(tmp_path / "audio")]
+
+
+def test_the_duration_limit_stops_decoding_early() -> None:
+    with pytest.raises(AudioRejected) as refused:
+        probe(FIXTURES / "ct_chest_nodule.ogg", max_seconds=5)
+    assert refused.value.status == 413 and "5 s" in str(refused.value)

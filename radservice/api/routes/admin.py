@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from radservice.api.deps import AdminUser, SessionDep, SettingsDep
+from radservice.api.deps import AdminUser, RowId, SessionDep, SettingsDep
 from radservice.audit import service as audit
 from radservice.outbox import service as outbox
 from radservice.outbox.models import DeliveryStatus, Destination
@@ -63,7 +63,7 @@ def _outbox_error(exc: outbox.OutboxError) -> HTTPException:
 
 
 @router.post("/outbox/{delivery_id}/skip", response_model=DeliveryPublic)
-def skip_outbox(delivery_id: int, body: SkipRequest, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
+def skip_outbox(delivery_id: RowId, body: SkipRequest, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
     """Do not send a failed row (e.g. a RIS that refuses preliminaries); later versions were never
     held back by it. 404 unknown, 409 when it is not failed."""
     try:
@@ -79,7 +79,7 @@ def skip_outbox(delivery_id: int, body: SkipRequest, admin: AdminUser, session: 
 
 
 @router.post("/outbox/{delivery_id}/supersede", response_model=DeliveryPublic)
-def supersede_outbox(delivery_id: int, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
+def supersede_outbox(delivery_id: RowId, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
     """Mark a failed row as replaced by a later version of the same report for the same peer.
     404 unknown, 409 when it is not failed or nothing later exists."""
     try:
@@ -95,7 +95,7 @@ def supersede_outbox(delivery_id: int, admin: AdminUser, session: SessionDep) ->
 
 
 @router.post("/outbox/{delivery_id}/retry", response_model=DeliveryPublic)
-def retry_outbox(delivery_id: int, admin: AdminUser, session: SessionDep, settings: SettingsDep,
+def retry_outbox(delivery_id: RowId, admin: AdminUser, session: SessionDep, settings: SettingsDep,
                  request: Request) -> DeliveryPublic:
     """Send a failed row again now (same message control ID); 404 unknown, 409 when it is not failed."""
     try:

@@ -6,15 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
 
-from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role, study_or_404
+from radservice.api.deps import CurrentUser, RowId, SessionDep, SettingsDep, require_role, study_or_404
 from radservice.audit import service as audit
 from radservice.dictation import service as dictations
 from radservice.dictation.audio import AudioRejected, store_upload
+from radservice.dictation.models import DictationStatus
 from radservice.dictation.schemas import DictationAccepted, DictationPublic, JobPublic, JobQueued
 from radservice.jobs import service as jobs
 from radservice.users.models import Role, User
 
 router = APIRouter(prefix="/api/v1", tags=["dictation"])
+
+#: A dictation whose audio is still arriving or being closed: transcribing it now would merge a
+#: partial text and end the live job.
+_STILL_RECORDING = (DictationStatus.RECORDING.value, DictationStatus.FINALIZING.value)
 
 Dictator = Annotated[User, Depends(require_role(Role.RADIOLOGIST, Role.RESIDENT))]
 
@@ -88,6 +93,9 @@ def transcribe_again(dictation_id: str, user: Dictator, session: SessionDep, set
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
     if dictation.audio_path is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the dictation's audio is no longer stored")
+    if dictation.status in _STILL_RECORDING:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"dictation {dictation.id} is {dictation.status}: "
+                            "its audio is not complete; stop it (or let it be interrupted) first")
     job = dictations.queue_transcription(session=session, dictation=dictation,
                                          max_attempts=settings.worker.max_attempts)
     audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.transcribe",
@@ -97,7 +105,7 @@ def transcribe_again(dictation_id: str, user: Dictator, session: SessionDep, set
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, user: CurrentUser, session: SessionDep) -> JobPublic:
+def get_job(job_id: RowId, user: CurrentUser, session: SessionDep) -> JobPublic:
     """A job's status, progress, error and result."""
     job = jobs.get(session=session, job_id=job_id)
     if job is None:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from integrations.ollama.client import make_model
-from radservice.api.deps import CurrentUser, SessionDep, SettingsDep, require_role
+from radservice.api.deps import CurrentUser, RowId, SessionDep, SettingsDep, require_role
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.outbox import service as outbox
@@ -71,7 +71,7 @@ def _public(session: SessionDep, report: Report) -> ReportPublic:
 
 
 @router.get("/reports/{report_id}", response_model=ReportPublic)
-def get_report(report_id: int, user: CurrentUser, session: SessionDep) -> ReportPublic:
+def get_report(report_id: RowId, user: CurrentUser, session: SessionDep) -> ReportPublic:
     """The report's sections, status, version and revision, and the refinement notes."""
     report = _report_or_404(session, report_id)
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.read",
@@ -81,7 +81,7 @@ def get_report(report_id: int, user: CurrentUser, session: SessionDep) -> Report
 
 
 @router.patch("/reports/{report_id}", response_model=ReportPublic)
-def edit_report(report_id: int, body: ReportEdit, user: Editor, session: SessionDep) -> ReportPublic:
+def edit_report(report_id: RowId, body: ReportEdit, user: Editor, session: SessionDep) -> ReportPublic:
     """Replace the text of some sections of a draft; 409 once signed or when ``revision`` is stale."""
     report = _report_or_404(session, report_id, for_update=True)
     try:
@@ -98,7 +98,7 @@ def edit_report(report_id: int, body: ReportEdit, user: Editor, session: Session
 
 
 @router.post("/reports/{report_id}/sign", response_model=ReportPublic)
-def sign_report(report_id: int, body: SignRequest, user: Signer, session: SessionDep, settings: SettingsDep,
+def sign_report(report_id: RowId, body: SignRequest, user: Signer, session: SessionDep, settings: SettingsDep,
                 request: Request) -> ReportPublic:
     """Sign the report's text as a preliminary (radiologist or resident) or final (radiologist)
     version. The version is immutable; its deliveries are queued in the same transaction.
@@ -119,7 +119,7 @@ def sign_report(report_id: int, body: SignRequest, user: Signer, session: Sessio
 
 
 @router.post("/reports/{report_id}/addenda", response_model=ReportPublic, status_code=status.HTTP_201_CREATED)
-def add_addendum(report_id: int, body: AddendumRequest, user: Signer, session: SessionDep, settings: SettingsDep,
+def add_addendum(report_id: RowId, body: AddendumRequest, user: Signer, session: SessionDep, settings: SettingsDep,
                  request: Request) -> ReportPublic:
     """Sign an addendum to a final report: a new version (HL7 result status C) with the whole report
     and its addenda, delivered after the versions before it. 409 before the report is final."""
@@ -138,7 +138,7 @@ def add_addendum(report_id: int, body: AddendumRequest, user: Signer, session: S
 
 
 @router.get("/reports/{report_id}/deliveries", response_model=list[DeliveryPublic])
-def report_deliveries(report_id: int, user: CurrentUser, session: SessionDep) -> list[DeliveryPublic]:
+def report_deliveries(report_id: RowId, user: CurrentUser, session: SessionDep) -> list[DeliveryPublic]:
     """One row per signed version and destination: status, attempts, last error, next attempt."""
     report = _report_or_404(session, report_id)
     rows = outbox.for_report(session=session, report_id=report.id)
@@ -146,7 +146,7 @@ def report_deliveries(report_id: int, user: CurrentUser, session: SessionDep) ->
 
 
 @router.post("/reports/{report_id}/suggest-impression", response_model=ImpressionSuggestion)
-def suggest_impression(report_id: int, user: Editor, session: SessionDep,
+def suggest_impression(report_id: RowId, user: Editor, session: SessionDep,
                        settings: SettingsDep) -> ImpressionSuggestion:
     """An impression the LLM draws from the findings, checked by the guard (it may leave findings
     out, never change or add one). Only a suggestion: the report is unchanged until the

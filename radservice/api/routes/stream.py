@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.dictation import service as dictations
+from radservice.dictation.audio import durable
 from radservice.dictation.models import Dictation, DictationStatus
 from radservice.pipeline.decode import sniff
 from radservice.users import service as users
@@ -172,6 +173,7 @@ class LiveSession:
 
     def _close_file(self) -> None:
         if self.file is not None and not self.file.closed:
+            durable(self.file)  # on disk before the dictation is finalizing or interrupted
             self.file.close()
 
     async def _set(self, status: DictationStatus, *, reset: bool = False) -> None:
