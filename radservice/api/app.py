@@ -38,7 +38,10 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    # writers (the live dictation socket, background steps) and the request sessions, which read
+    # unless a route begins a write (db.session.begin_write)
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.read_sessionmaker = make_sessionmaker(engine, reader=True)
     # name -> "is it up?"; listeners started beside the API register here for /readyz.
     listeners: dict[str, Callable[[], bool]] = {}
     app.state.listeners = listeners

@@ -24,8 +24,9 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request; the route commits what it means to keep."""
-    session: Session = request.app.state.sessionmaker()
+    """One session per request: it reads without taking a write lock (SQLite); a route that writes
+    calls ``db.session.begin_write`` first and commits what it means to keep."""
+    session: Session = request.app.state.read_sessionmaker()
     try:
         yield session
     finally:

@@ -33,11 +33,18 @@ def _unicode_lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+#: Execution option that says how a SQLite transaction begins: ``IMMEDIATE`` (the default: the
+#: write lock up front) or ``DEFERRED`` (a reader: no lock; see ``reader``).
+SQLITE_BEGIN = "radservice_sqlite_begin"
+
+
 def _sqlite_begin(conn: Any) -> None:
     # IMMEDIATE takes the write lock up front (waiting up to busy_timeout): a deferred
     # transaction that reads and then writes fails at once with "database is locked" when
-    # another connection wrote in between. Nearly every transaction here writes (audit).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # another connection wrote in between. Workers, intake and the CLI write in nearly every
+    # transaction; the API's request sessions read with DEFERRED and write through begin_write.
+    mode = conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -61,9 +68,32 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
                          connect_args={"connect_timeout": 5})
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *, reader: bool = False) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit.
+
+    ``reader``: sessions whose transactions only read unless ``begin_write`` says otherwise. On
+    SQLite they begin DEFERRED and so never take (or wait for) the write lock: a read is never
+    held up by a writer, and a slow request (an LLM call, an upload being decoded) holds no lock
+    for others. On PostgreSQL nothing changes (readers never block there).
+    """
+    bind = engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}) if reader else engine
+    return sessionmaker(bind, expire_on_commit=False)
+
+
+def begin_write(session: Session) -> None:
+    """Start the session's next transaction as a writer, ending a read transaction in progress.
+
+    Call it before the first statement of a transaction that writes (and before reading what
+    that write depends on, which is then read again under the lock). On SQLite a reader's
+    transaction cannot safely become a writer (it fails at once when another connection wrote
+    since it began); this begins a new one with ``BEGIN IMMEDIATE``, waiting for the write lock
+    up to the busy timeout. Objects loaded before stay usable (``expire_on_commit=False``).
+    """
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("begin_write: changes made before the write transaction began")
+        session.commit()
+    session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
 
 
 @contextmanager

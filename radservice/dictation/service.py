@@ -76,7 +76,10 @@ def queue_transcription(*, session: Session, dictation: Dictation, max_attempts:
     return _queue(session, dictation, TRANSCRIBE, max_attempts)
 
 
-def get(*, session: Session, dictation_id: str) -> Dictation | None:
+def get(*, session: Session, dictation_id: str, for_update: bool = False) -> Dictation | None:
+    """The dictation; ``for_update`` locks its row (PostgreSQL) until the caller commits."""
+    if for_update:
+        return session.get(Dictation, dictation_id, with_for_update=True, populate_existing=True)
     return session.get(Dictation, dictation_id)
 
 

@@ -229,3 +229,97 @@ def test_transcribing_again_is_refused_while_the_dictation_is_still_recording(
         assert refused.status_code == 409 and status in refused.json()["detail"], refused.text
     with factory() as session:
         assert [j.kind for j in session.scalars(select(Job))] == ["transcribe"]  # only the upload's own job
+
+
+def _in_background(call: Any) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(call()))
+    thread.start()
+    return thread, answers
+
+
+def test_reads_answer_while_another_process_holds_the_sqlite_write_lock(tmp_path: Path) -> None:
+    """A read takes no write lock: GET /me, the worklist's and the report's data are read while
+    a writer holds the lock (before, every request began IMMEDIATE and waited, then failed)."""
+    from radservice.api.app import create_app
+    from radservice.config import Settings
+    from radservice.db import migrate
+    from radservice.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(f"sqlite:///{tmp_path}/held.db")
+    migrate.upgrade(engine)
+    factory = make_sessionmaker(engine)
+    headers = _auth(make_user(factory, "c.reader", "radiologist"))
+    add_study(factory, "HELD-1")
+    settings = Settings(database={"url": str(engine.url)}, storage={"data_dir": tmp_path / "data"})
+    with TestClient(create_app(settings, engine)) as client:
+        holder = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            me = client.get("/api/v1/me", headers=headers)
+            waited = time.monotonic() - started
+            assert me.status_code == 200 and waited < 2, (me.text, waited)
+            # the worklist's audit row waits for the lock: released after 0.5 s, it is written
+            thread, answers = _in_background(lambda: client.get("/api/v1/worklist", headers=headers))
+            time.sleep(0.5)
+            assert thread.is_alive()
+        finally:
+            holder.rollback()
+            holder.close()
+        thread.join(10)
+        assert answers and answers[0].status_code == 200
+        assert [s["accession_number"] for s in answers[0].json()["items"]] == ["HELD-1"]
+    engine.dispose()
+
+
+def test_a_slow_llm_call_or_upload_holds_no_lock_for_other_writers(
+        client: TestClient, factory: sessionmaker[Session], tmp_path: Path, people: dict[str, dict[str, str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While suggest-impression waits for the LLM and while an upload is being decoded, an edit
+    and a read of the same report go through (before, on SQLite, the slow request held the write
+    lock from authentication on: the others waited 5 s and failed)."""
+    from radservice.api.routes import dictations as dictation_routes
+    from radservice.pipeline.refine.llm import LlmRefiner, Outcome
+    from tests import audio_samples
+
+    add_study(factory, "SLOW-1")
+    report_id = add_report(factory, "SLOW-1", TEXT)
+    url = f"/api/v1/reports/{report_id}"
+    llm_waiting, release = threading.Event(), threading.Event()
+
+    def slow_suggestion(self: LlmRefiner, findings: str) -> Outcome:
+        llm_waiting.set()
+        assert release.wait(20)
+        return Outcome(text="", by_llm=False, reason="LLM off (test)", seconds=0.0, notes=[])
+
+    monkeypatch.setattr(LlmRefiner, "suggest_impression", slow_suggestion)
+    real_store = dictation_routes.store_upload
+    decoding = threading.Event()
+
+    def slow_store(*args: Any, **kwargs: Any) -> Any:
+        decoding.set()
+        assert release.wait(20)
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(dictation_routes, "store_upload", slow_store)
+    suggestion, suggested = _in_background(lambda: client.post(f"{url}/suggest-impression",
+                                                               headers=people["radiologist"]))
+    upload, uploaded = _in_background(lambda: client.post(
+        "/api/v1/studies/SLOW-1/dictations", headers=people["radiologist"], data={"section": "findings"},
+        files={"audio": ("d.wav", audio_samples.tone(1.0), "audio/wav")}))
+    try:
+        assert llm_waiting.wait(10) and decoding.wait(10)
+        started = time.monotonic()
+        revision = client.get(url, headers=people["resident"]).json()["revision"]
+        edited = client.patch(url, json={"sections": {"findings": "Edited meanwhile."}, "revision": revision},
+                              headers=people["resident"])
+        waited = time.monotonic() - started
+        assert edited.status_code == 200 and waited < 3, (edited.text, waited)
+        assert suggestion.is_alive() and upload.is_alive()
+    finally:
+        release.set()
+        suggestion.join(20)
+        upload.join(20)
+    assert suggested[0].status_code == 200 and suggested[0].json()["reason"] == "LLM off (test)"
+    assert uploaded[0].status_code == 202, uploaded[0].text

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from radservice.api.deps import AdminUser, RowId, SessionDep, SettingsDep
 from radservice.audit import service as audit
+from radservice.db.session import begin_write
 from radservice.outbox import service as outbox
 from radservice.outbox.models import DeliveryStatus, Destination
 from radservice.outbox.schemas import DeliveryPublic
@@ -30,6 +31,7 @@ class UserPublic(BaseModel):
 def list_users(admin: AdminUser, session: SessionDep) -> list[UserPublic]:
     """Every user account (no tokens)."""
     rows = users.list_users(session=session)
+    begin_write(session)
     audit.record(session=session, actor=admin.username, user_id=admin.id, action="users.list")
     session.commit()
     return [
@@ -49,7 +51,13 @@ def list_outbox(admin: AdminUser, session: SessionDep,
     rows = outbox.list_rows(session=session, status=[s.value for s in status_ or []],
                             destination=destination.value if destination else None, accession=accession,
                             limit=limit, offset=offset)
-    return DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
+    waiting = outbox.waiting_for(session=session, deliveries=rows)
+    begin_write(session)
+    audit.record(session=session, actor=admin.username, user_id=admin.id, action="outbox.list",
+                 entity_type="outbox", detail={"returned": len(rows), "offset": offset,
+                                               "accessions": sorted({r.accession_number for r in rows})})
+    session.commit()
+    return DeliveryPublic.many(rows, waiting)
 
 
 class SkipRequest(BaseModel):
@@ -66,6 +74,7 @@ def _outbox_error(exc: outbox.OutboxError) -> HTTPException:
 def skip_outbox(delivery_id: RowId, body: SkipRequest, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
     """Do not send a failed row (e.g. a RIS that refuses preliminaries); later versions were never
     held back by it. 404 unknown, 409 when it is not failed."""
+    begin_write(session)
     try:
         delivery = outbox.skip(session=session, delivery_id=delivery_id, reason=body.reason)
     except outbox.OutboxError as exc:
@@ -82,6 +91,7 @@ def skip_outbox(delivery_id: RowId, body: SkipRequest, admin: AdminUser, session
 def supersede_outbox(delivery_id: RowId, admin: AdminUser, session: SessionDep) -> DeliveryPublic:
     """Mark a failed row as replaced by a later version of the same report for the same peer.
     404 unknown, 409 when it is not failed or nothing later exists."""
+    begin_write(session)
     try:
         delivery = outbox.supersede(session=session, delivery_id=delivery_id)
     except outbox.OutboxError as exc:
@@ -98,6 +108,7 @@ def supersede_outbox(delivery_id: RowId, admin: AdminUser, session: SessionDep) 
 def retry_outbox(delivery_id: RowId, admin: AdminUser, session: SessionDep, settings: SettingsDep,
                  request: Request) -> DeliveryPublic:
     """Send a failed row again now (same message control ID); 404 unknown, 409 when it is not failed."""
+    begin_write(session)
     try:
         delivery = outbox.retry(session=session, delivery_id=delivery_id,
                                 give_up_after=timedelta(hours=settings.outbox.give_up_after_h))

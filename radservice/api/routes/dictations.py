@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 
 from radservice.api.deps import CurrentUser, RowId, SessionDep, SettingsDep, require_role, study_or_404
 from radservice.audit import service as audit
+from radservice.db.session import begin_write
 from radservice.dictation import service as dictations
 from radservice.dictation.audio import AudioRejected, store_upload
 from radservice.dictation.models import DictationStatus
@@ -53,12 +54,20 @@ def upload_dictation(
         dictations.check_dictatable(study)
     except dictations.DictationError as exc:
         raise _refuse(exc) from None
+    session.commit()  # no transaction stays open while the upload is copied and decoded
     try:
         stored = store_upload(audio.file, data_dir=settings.storage.data_dir, max_bytes=limit,
                               max_seconds=settings.storage.max_audio_seconds)
     except AudioRejected as exc:
         raise HTTPException(exc.status, detail=str(exc)) from None
     try:
+        # the checks again, in the write transaction: the study may have been cancelled meanwhile
+        begin_write(session)
+        session.refresh(study)
+        try:
+            dictations.check_dictatable(study)
+        except dictations.DictationError as exc:
+            raise _refuse(exc) from None
         dictation, job = dictations.add_dictation(session=session, study=study, section=parsed, audio=stored,
                                                   user_id=user.id, max_attempts=settings.worker.max_attempts)
         audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.created",
@@ -78,17 +87,20 @@ def get_dictation(dictation_id: str, user: CurrentUser, session: SessionDep) -> 
     dictation = dictations.get(session=session, dictation_id=dictation_id)
     if dictation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
+    public = DictationPublic.of(dictation)
+    begin_write(session)  # the audit row, in its own short transaction
     audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.read",
                  entity_type="dictation", entity_id=dictation.id)
     session.commit()
-    return DictationPublic.of(dictation)
+    return public
 
 
 @router.post("/dictations/{dictation_id}/transcribe", status_code=status.HTTP_202_ACCEPTED,
              response_model=JobQueued)
 def transcribe_again(dictation_id: str, user: Dictator, session: SessionDep, settings: SettingsDep) -> JobQueued:
     """Queue the dictation's transcription again (after an interruption or a failure)."""
-    dictation = dictations.get(session=session, dictation_id=dictation_id)
+    begin_write(session)
+    dictation = dictations.get(session=session, dictation_id=dictation_id, for_update=True)
     if dictation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
     if dictation.audio_path is None:
@@ -110,8 +122,10 @@ def get_job(job_id: RowId, user: CurrentUser, session: SessionDep) -> JobPublic:
     job = jobs.get(session=session, job_id=job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
+    public = JobPublic.of(job)
     if job.result and "text" in job.result:
+        begin_write(session)  # the audit row, in its own short transaction
         audit.record(session=session, actor=user.username, user_id=user.id, action="job.read",
                      entity_type="job", entity_id=str(job.id))
         session.commit()
-    return JobPublic.of(job)
+    return public

@@ -14,6 +14,7 @@ from integrations.ollama.client import make_model
 from radservice.api.deps import CurrentUser, RowId, SessionDep, SettingsDep, require_role
 from radservice.audit import service as audit
 from radservice.config import Settings
+from radservice.db.session import begin_write
 from radservice.outbox import service as outbox
 from radservice.outbox.models import Destination
 from radservice.outbox.schemas import DeliveryPublic
@@ -74,15 +75,18 @@ def _public(session: SessionDep, report: Report) -> ReportPublic:
 def get_report(report_id: RowId, user: CurrentUser, session: SessionDep) -> ReportPublic:
     """The report's sections, status, version and revision, and the refinement notes."""
     report = _report_or_404(session, report_id)
+    public = _public(session, report)
+    begin_write(session)  # the audit row, in its own short transaction
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.read",
                  entity_type="report", entity_id=str(report.id))
     session.commit()
-    return _public(session, report)
+    return public
 
 
 @router.patch("/reports/{report_id}", response_model=ReportPublic)
 def edit_report(report_id: RowId, body: ReportEdit, user: Editor, session: SessionDep) -> ReportPublic:
     """Replace the text of some sections of a draft; 409 once signed or when ``revision`` is stale."""
+    begin_write(session)
     report = _report_or_404(session, report_id, for_update=True)
     try:
         reports.edit(session=session, report=report, sections=body.sections, user_id=user.id,
@@ -103,6 +107,7 @@ def sign_report(report_id: RowId, body: SignRequest, user: Signer, session: Sess
     """Sign the report's text as a preliminary (radiologist or resident) or final (radiologist)
     version. The version is immutable; its deliveries are queued in the same transaction.
     403 for a role that may not sign it, 409 when the report is already final or ``revision`` is stale."""
+    begin_write(session)
     report = _report_or_404(session, report_id, for_update=True)
     try:
         version = reports.sign(session=session, report=report, kind=VersionKind(body.status), user=user,
@@ -123,6 +128,7 @@ def add_addendum(report_id: RowId, body: AddendumRequest, user: Signer, session:
                  request: Request) -> ReportPublic:
     """Sign an addendum to a final report: a new version (HL7 result status C) with the whole report
     and its addenda, delivered after the versions before it. 409 before the report is final."""
+    begin_write(session)
     report = _report_or_404(session, report_id, for_update=True)
     try:
         version = reports.add_addendum(session=session, report=report, text=body.text, user=user,
@@ -142,7 +148,12 @@ def report_deliveries(report_id: RowId, user: CurrentUser, session: SessionDep) 
     """One row per signed version and destination: status, attempts, last error, next attempt."""
     report = _report_or_404(session, report_id)
     rows = outbox.for_report(session=session, report_id=report.id)
-    return DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
+    public = DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
+    begin_write(session)  # the audit row, in its own short transaction
+    audit.record(session=session, actor=user.username, user_id=user.id, action="report.deliveries_read",
+                 entity_type="report", entity_id=str(report.id))
+    session.commit()
+    return public
 
 
 @router.post("/reports/{report_id}/suggest-impression", response_model=ImpressionSuggestion)
@@ -161,10 +172,13 @@ def suggest_impression(report_id: RowId, user: Editor, session: SessionDep,
     terms = study_terms(_vocabulary(settings.whisper.vocabulary_dir), modality=study.modality,
                         procedure=study.procedure_text)
     refiner = LlmRefiner(make_model(settings.llm), Prompts.load(settings.llm.prompts_dir), Guard(terms))
+    revision = report.revision
+    session.commit()  # no transaction stays open while the LLM works (up to llm.timeout_s)
     outcome = refiner.suggest_impression(findings)
+    begin_write(session)  # the audit row, in its own short transaction
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.impression_suggested",
                  entity_type="report", entity_id=str(report.id),
                  detail={"suggested": outcome.by_llm, "seconds": round(outcome.seconds, 2)})
     session.commit()
     return ImpressionSuggestion(report_id=report.id, suggestion=outcome.text if outcome.by_llm else None,
-                                reason=outcome.reason, revision=report.revision)
+                                reason=outcome.reason, revision=revision)

@@ -97,11 +97,13 @@ class LiveSession:
     """One WebSocket connection of a live dictation."""
 
     def __init__(self, websocket: WebSocket, live: Live, settings: Settings, sessions: sessionmaker[Session],
-                 fmt: str | None) -> None:
+                 fmt: str | None, readers: sessionmaker[Session] | None = None) -> None:
         self.ws = websocket
         self.live = live
         self.settings = settings
         self.sessions = sessions
+        # polls of the dictation's state take no write lock (SQLite): 20 a second per socket
+        self.readers = readers or sessions
         self.fmt = fmt
         self.file: BinaryIO | None = None
         self.bytes = 0
@@ -216,7 +218,7 @@ class LiveSession:
 
     async def _state(self) -> dictations.LiveState | None:
         def read() -> dictations.LiveState | None:
-            with self.sessions() as session:
+            with self.readers() as session:
                 return dictations.live_state(session=session, dictation_id=self.live.dictation_id)
         return await asyncio.to_thread(read)
 
@@ -262,4 +264,4 @@ async def stream_dictation(websocket: WebSocket, accession: str, section: str = 
         await websocket.close(code=refused.code, reason=refused.reason)
         return
     await websocket.send_json({"type": "started", "dictation_id": live.dictation_id})
-    await LiveSession(websocket, live, settings, sessions, format).run()
+    await LiveSession(websocket, live, settings, sessions, format, websocket.app.state.read_sessionmaker).run()

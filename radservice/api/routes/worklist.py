@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from radservice.api.deps import CurrentUser, SessionDep, study_or_404
 from radservice.audit import service as audit
+from radservice.db.session import begin_write
 from radservice.dictation import service as dictations
 from radservice.reports import service as reports
 from radservice.worklist import service as worklist
@@ -51,13 +52,15 @@ def get_worklist(
     _check("priority", priorities, _PRIORITIES)
     flt = worklist.WorklistFilter(status=statuses, modality=_values(modality), priority=priorities, q=q.strip())
     rows, total = worklist.list_worklist(session=session, flt=flt, limit=limit, offset=offset)
+    page = [WorklistRow.of(s) for s in rows]
+    begin_write(session)  # the audit row, in its own short transaction
     audit.record(session=session, actor=user.username, user_id=user.id, action="worklist.read",
                  entity_type="worklist", detail={"returned": len(rows), "offset": offset,
                                                  "accessions": [s.accession_number for s in rows]})
     session.commit()
     exact = total < worklist.COUNT_CAP
     more = offset + len(rows) < total or (not exact and len(rows) == limit)
-    return WorklistPage(items=[WorklistRow.of(s) for s in rows], total=total, total_is_exact=exact, limit=limit,
+    return WorklistPage(items=page, total=total, total_is_exact=exact, limit=limit,
                         offset=offset, next_offset=offset + len(rows) if more else None)
 
 
@@ -70,9 +73,11 @@ def get_study(
 ) -> StudyDetail:
     """One study with its order and patient; 404 for an unknown accession."""
     study = study_or_404(session, accession, issuer)
+    detail = StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id),
+                            reports.for_study(session=session, study_id=study.id))
+    begin_write(session)  # the audit row, in its own short transaction
     audit.record(session=session, actor=user.username, user_id=user.id, action="study.read",
                  entity_type="study", entity_id=study.accession_number,
                  detail={"issuer": study.accession_issuer})
     session.commit()
-    return StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id),
-                          reports.for_study(session=session, study_id=study.id))
+    return detail
