@@ -24,6 +24,14 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     environment: Literal["local", "production"] = "local"
+    #: Largest body of a request other than an audio upload (JSON edits, signatures), in KiB.
+    max_body_kb: int = Field(1024, ge=16)
+    #: Largest WebSocket message (live audio arrives in chunks of a few KiB), in KiB.
+    ws_max_kb: int = Field(1024, ge=16)
+    #: Open HTTP connections and WebSockets at most (more are answered 503 by uvicorn).
+    max_connections: int = Field(200, ge=1)
+    #: An idle keep-alive connection is closed after this many seconds.
+    keep_alive_s: int = Field(5, ge=1)
 
 
 class DatabaseSettings(_Section):

@@ -69,7 +69,10 @@ async def run(settings: Settings, engine: Engine) -> int:
         api_sock.close()
         raise
     app = create_app(settings, engine)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = settings.server
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                            ws_max_size=server.ws_max_kb << 10, limit_concurrency=server.max_connections,
+                            timeout_keep_alive=server.keep_alive_s)
     api = _ApiServer(config)
 
     stop = asyncio.Event()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from radservice import __version__
 from radservice.api import metrics
+from radservice.api.limits import RequestLimits
 from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
 from radservice.config import Settings
 from radservice.db.errors import cause, transient
@@ -49,6 +50,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.state.outbox_wake = lambda: None
     app.state.metrics = metrics.install(app)
     app.add_exception_handler(DBAPIError, _database_error)
+    # outermost: the token and the body's size are checked before anything reads the body
+    app.add_middleware(RequestLimits, settings=settings)
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(admin.router)

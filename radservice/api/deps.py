@@ -9,7 +9,9 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from radservice.audit import service as audit
 from radservice.config import Settings
+from radservice.db.session import begin_write
 from radservice.users import service as users
 from radservice.users.models import Role, User
 from radservice.worklist import service as worklist
@@ -40,12 +42,22 @@ RowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a row id")]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def _audit_refusal(session: Session, request: Request, *, actor: str, reason: str, user_id: int | None = None) -> None:
+    """A refused request in the audit trail, in its own short transaction (the token never)."""
+    begin_write(session)
+    audit.record(session=session, actor=actor, user_id=user_id, action="auth.refused",
+                 detail={"path": request.url.path[:200], "method": request.method, "reason": reason})
+    session.commit()
+
+
 def get_current_user(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The user the bearer token belongs to; 401 without a valid token."""
+    """The user the bearer token belongs to; 401 without a valid token (audited, with the client's address)."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        _audit_refusal(session, request, actor="anonymous", reason="no token")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing bearer token: send 'Authorization: Bearer TOKEN'",
@@ -53,6 +65,7 @@ def get_current_user(
         )
     user = users.authenticate(session=session, token=credentials.credentials)
     if user is None:
+        _audit_refusal(session, request, actor="anonymous", reason="bad token")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="invalid, expired or revoked token",
@@ -64,12 +77,13 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def require_role(*roles: Role) -> Callable[[User], User]:
+def require_role(*roles: Role) -> Callable[[User, Session, Request], User]:
     """A dependency that lets only the given roles through (403 for the others)."""
     allowed = {r.value for r in roles}
 
-    def check(user: CurrentUser) -> User:
+    def check(user: CurrentUser, session: SessionDep, request: Request) -> User:
         if user.role not in allowed:
+            _audit_refusal(session, request, actor=user.username, user_id=user.id, reason=f"role {user.role}")
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 detail=f"role '{user.role}' may not do this (needs: {', '.join(sorted(allowed))})",

@@ -23,3 +23,5 @@ class AuditEvent(Base):
     entity_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     entity_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The network address of the API client whose request this was (None outside a request).
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)

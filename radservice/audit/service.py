@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import insert
@@ -11,6 +12,9 @@ from radservice.audit.models import AuditEvent
 from radservice.db.base import Base, utcnow
 
 _INSERT = insert(Base.metadata.tables[AuditEvent.__tablename__])
+#: The network address of the API client being served (set per request by the API; None in
+#: workers, the HL7 listener and the CLI). Every audit row written while serving it names it.
+client_address: ContextVar[str | None] = ContextVar("radservice_client_address", default=None)
 
 
 def record(
@@ -32,5 +36,5 @@ def record(
     # read back in the same unit of work.
     session.connection().execute(_INSERT, {
         "at": utcnow(), "actor": actor, "action": action, "user_id": user_id, "entity_type": entity_type,
-        "entity_id": entity_id, "detail": detail,
+        "entity_id": entity_id, "detail": detail, "client": (client_address.get() or "")[:64] or None,
     })

@@ -1,0 +1,135 @@
+"""Limits checked before a request body is read: the caller's token, then the body's size.
+
+FastAPI reads (and parses) a body before it resolves a route's dependencies, so an anonymous
+client could make the API read a gigabyte before the 401. This ASGI middleware runs first: a
+request with a body and no valid token is answered 401 unread; a declared length over the
+route's limit is 413 unread; a body that streams past it (chunked, or lying about its length)
+is cut off with 413 as soon as it does. Uploads of dictations may be ``storage.max_audio_mb``;
+every other body ``server.max_body_kb``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+
+from radservice.audit import service as audit
+from radservice.config import Settings
+from radservice.db.session import begin_write
+from radservice.users import service as users
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The route whose body is audio (multipart): it may be as large as storage.max_audio_mb.
+_UPLOAD = re.compile(r"^/api/v1/studies/[^/]+/dictations/?$")
+#: Room for the multipart envelope around the audio (boundaries, headers, the section field).
+_ENVELOPE = 64 << 10
+
+
+class RequestLimits:
+    def __init__(self, app: App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def limit_for(self, path: str) -> int:
+        if _UPLOAD.match(path):
+            return (self.settings.storage.max_audio_mb << 20) + _ENVELOPE
+        return self.settings.server.max_body_kb << 10
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        token = audit.client_address.set(client[0] if client else None)
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            audit.client_address.reset(token)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        has_body = scope["method"] in ("POST", "PUT", "PATCH") and (
+            headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers)
+        path = scope.get("path", "")
+        if not has_body or not path.startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        if not await anyio.to_thread.run_sync(self._authenticated, scope, headers.get("authorization", "")):
+            await _answer(send, 401, "invalid, expired, revoked or missing bearer token (send "
+                          "'Authorization: Bearer TOKEN'); the body was not read",
+                          [(b"www-authenticate", b"Bearer")])
+            return
+        limit = self.limit_for(path)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _answer(send, 413, f"request body larger than the limit of {_size(limit)}")
+            return
+        received = 0
+        started = cut = False
+
+        async def counted() -> Message:
+            # Past the limit: answer 413 now and tell the app the client left (an exception here
+            # would become FastAPI's 400 "error parsing the body").
+            nonlocal received, cut, started
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    cut = True
+                    if not started:
+                        started = True
+                        await _answer(send, 413, f"request body larger than the limit of {_size(limit)}")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if cut:
+                return  # the 413 went out; what the app answers to the "disconnect" is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except Exception:
+            if not cut:
+                raise
+
+    def _authenticated(self, scope: Scope, authorization: str) -> bool:
+        """Is the bearer token valid? A refusal is audited (with the client's address, no token)."""
+        scheme, _, credentials = authorization.partition(" ")
+        factory = scope["app"].state.read_sessionmaker
+        with factory() as session:
+            if scheme.lower() == "bearer" and credentials.strip():
+                if users.authenticate(session=session, token=credentials.strip()) is not None:
+                    return True
+            begin_write(session)
+            audit.record(session=session, actor="anonymous", action="auth.refused",
+                         detail={"path": scope.get("path", "")[:200], "method": scope["method"],
+                                 "reason": "bad token" if credentials.strip() else "no token"})
+            session.commit()
+        return False
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+
+
+async def _answer(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
