@@ -40,6 +40,7 @@ class TranscribeFlow:
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
+            ctx.hold(session)
             dictation = dictation_for_job(session, dictation_id)
             if dictation.audio_path is None:
                 raise PermanentJobError("the dictation's audio is no longer stored (retention period)")
@@ -68,6 +69,17 @@ class TranscribeFlow:
         return store_transcript(ctx, dictation_id, transcript)
 
 
+    @staticmethod
+    def on_failed(session: Session, payload: dict[str, Any], reason: str) -> None:
+        """The job failed for good (its last attempt raised, or its worker died): the dictation
+        says so, unless a transcript was stored meanwhile."""
+        dictation = session.get(Dictation, str(payload.get("dictation_id", "")))
+        if dictation is not None and dictation.status not in (DictationStatus.TRANSCRIBED.value,
+                                                               DictationStatus.FAILED.value):
+            dictation.status = DictationStatus.FAILED.value
+            dictation.error = f"transcription failed: {reason}"[:500]
+
+
 def study_prompt(vocabulary: list[TermList], dictation: Dictation) -> str:
     """The vocabulary prompt of the dictation's study."""
     return build_prompt(vocabulary, modality=dictation.study.modality, procedure=dictation.study.procedure_text)
@@ -93,6 +105,7 @@ def dictation_for_job(session: Session, dictation_id: str) -> Dictation:
 
 def mark_failed(ctx: JobContext, dictation_id: str, reason: str) -> None:
     with session_scope(ctx.sessions) as session:
+        ctx.hold(session)
         dictation = session.get_one(Dictation, dictation_id)
         dictation.status = DictationStatus.FAILED.value
         dictation.error = reason
@@ -105,6 +118,7 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript,
     is queued with the draft (its text replaces this one in the report when it is done)."""
     final_job_id = None
     with session_scope(ctx.sessions) as session:
+        ctx.hold(session)
         dictation = session.get_one(Dictation, dictation_id)
         keep_transcript(dictation, transcript)
         dictation.status = DictationStatus.TRANSCRIBED.value
@@ -144,6 +158,7 @@ class FinalTranscribeFlow(TranscribeFlow):
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
+            ctx.hold(session)
             dictation = dictation_for_job(session, dictation_id)
             # stored already (a retry after the store committed): its draft job is queued
             pending = dictation.final_pass == FinalPass.PENDING.value and not dictation.interim_transcript
@@ -169,6 +184,7 @@ class FinalTranscribeFlow(TranscribeFlow):
             raise
         elapsed = time.perf_counter() - started
         with session_scope(ctx.sessions) as session:
+            ctx.hold(session)
             dictation = session.get_one(Dictation, dictation_id, with_for_update=True, populate_existing=True)
             if dictation.final_pass != FinalPass.PENDING.value or dictation.interim_transcript:
                 return {"dictation_id": dictation_id, "skipped": dictation.final_pass}
@@ -186,8 +202,15 @@ class FinalTranscribeFlow(TranscribeFlow):
                 "draft_job_id": draft_job_id}
 
     @staticmethod
+    def on_failed(session: Session, payload: dict[str, Any], reason: str) -> None:
+        """The accurate pass failed for good: the live text stays, the dictation says why."""
+        dictations.fail_final_pass(session=session, dictation_id=str(payload.get("dictation_id", "")),
+                                   reason=f"the accurate pass failed: {reason}"[:500])
+
+    @staticmethod
     def _failed(ctx: JobContext, dictation_id: str, reason: str) -> dict[str, Any]:
         with session_scope(ctx.sessions) as session:
+            ctx.hold(session)
             dictations.fail_final_pass(session=session, dictation_id=dictation_id, reason=reason)
         log.warning("dictation %s: %s; the live text stays", dictation_id, reason)
         return {"dictation_id": dictation_id, "final_pass": FinalPass.FAILED.value, "reason": reason}
@@ -220,6 +243,16 @@ class LiveTranscribeFlow:
         self.step_s = step_s
         self.poll_s = poll_s
         self.wait_for_audio_s = wait_for_audio_s
+
+    @staticmethod
+    def on_failed(session: Session, payload: dict[str, Any], reason: str) -> None:
+        """The live job failed for good: a dictation still live (or transcribing) is failed with
+        the reason, so that `stop` answers and the study shows it (its audio stays, to transcribe
+        again)."""
+        dictation = session.get(Dictation, str(payload.get("dictation_id", "")))
+        if dictation is not None and dictation.status in (*LIVE_STATUSES, DictationStatus.TRANSCRIBING.value):
+            dictation.status = DictationStatus.FAILED.value
+            dictation.error = f"live transcription failed: {reason}"[:500]
 
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))

@@ -116,10 +116,33 @@ def fail(*, session: Session, job_id: int, owner: str, error: str, retry: bool,
     return status.value
 
 
-def reap_expired(*, session: Session, now: datetime | None = None) -> int:
+def holds(*, session: Session, job_id: int, owner: str) -> bool:
+    """Does ``owner`` still hold the running job? Its row stays locked until the caller's
+    transaction ends (PostgreSQL; SQLite's write lock is held already), so the lease cannot be
+    reaped between this check and the write that depends on it."""
+    return session.scalar(select(Job.id).where(_held(job_id, owner)).with_for_update()) is not None
+
+
+def reap_expired_jobs(*, session: Session, now: datetime | None = None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
     """Put jobs whose worker died (lease expired) back in the queue, or fail them when their
-    attempts are used up. Returns how many jobs were reaped."""
+    attempts are used up, in the caller's transaction. Returns how many were reaped, and the kind
+    and payload of each failed for good (what it worked on must be marked failed too)."""
     now = now or utcnow()
+    expired = Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now
+    exhausted_rows = session.execute(select(Job.kind, Job.payload).where(
+        *expired, Job.attempts >= Job.max_attempts).with_for_update()).all()
+    count = _reap(session, now)
+    return count, [(row.kind, dict(row.payload or {})) for row in exhausted_rows]
+
+
+def reap_expired(*, session: Session, now: datetime | None = None) -> int:
+    """``reap_expired_jobs`` committed; returns how many jobs were reaped."""
+    count = _reap(session, now or utcnow())
+    session.commit()
+    return count
+
+
+def _reap(session: Session, now: datetime) -> int:
     exhausted = Job.attempts >= Job.max_attempts
     count = session.execute(
         update(Job).where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now).values(
@@ -127,7 +150,6 @@ def reap_expired(*, session: Session, now: datetime | None = None) -> int:
             error=LEASE_LOST, lease_owner=None, lease_expires_at=None, run_after=now,
             finished_at=case((exhausted, now), else_=None), updated_at=now)
     ).rowcount  # type: ignore[attr-defined]
-    session.commit()
     return int(count)
 
 

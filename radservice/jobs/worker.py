@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radservice.db.errors import cause
 from radservice.db.session import session_scope
 from radservice.jobs import service as jobs
 from radservice.jobs.service import ClaimedJob
@@ -28,6 +29,11 @@ class PermanentJobError(Exception):
     """The job cannot succeed by running again (bad input); it fails at once with this reason."""
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the job (its lease expired and another may run it): nothing
+    of this attempt's result may be written."""
+
+
 @dataclass
 class JobContext:
     """What a handler gets: the job, the database, and a way to report progress."""
@@ -35,9 +41,31 @@ class JobContext:
     job: ClaimedJob
     sessions: sessionmaker[Session]
     report_progress: Callable[[float], None] = field(default=lambda fraction: None)
+    #: The worker holding the job's lease (None when a handler is called outside a worker).
+    owner: str | None = None
+
+    def hold(self, session: Session) -> None:
+        """Call first in every transaction that writes the job's result: the job's row is locked
+        until that transaction ends, and LeaseLost is raised unless this worker still holds it, so
+        that a job reaped from a stalled worker and run again elsewhere is never written twice."""
+        if self.owner is not None and not jobs.holds(session=session, job_id=self.job.id, owner=self.owner):
+            raise LeaseLost(f"job {self.job.id} is no longer held by {self.owner}")
 
 
 Handler = Callable[[JobContext], dict[str, Any]]
+
+
+def job_error(exc: BaseException) -> str:
+    """What a failed attempt stores as the job's error (shown by the API and the CLI): the kind of
+    failure, never the exception's text, which may quote patient names, IDs or report text (a
+    database driver's message quotes the values it refused). The traceback goes to the debug log."""
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error ({type(exc).__name__}: {cause(exc)})"
+    if isinstance(exc, OSError):
+        return f"file or network error ({type(exc).__name__}{f', errno {exc.errno}' if exc.errno else ''})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"internal error ({type(exc).__name__}); the worker's debug log has the traceback"
 
 
 class _Heartbeat(threading.Thread):
@@ -123,16 +151,25 @@ class Worker:
         now = time.monotonic()
         if now - self._last_reap >= self.lease.total_seconds() / 2:
             self._last_reap = now
-            with self.sessions() as session:
-                reaped = jobs.reap_expired(session=session)
+            with session_scope(self.sessions) as session:
+                reaped, exhausted = jobs.reap_expired_jobs(session=session)
+                for kind, payload in exhausted:
+                    self._failed_for_good(session, kind, payload, jobs.LEASE_LOST)
             if reaped:
                 log.warning("worker %s: %d job(s) of lost workers queued again or failed", self.owner, reaped)
+
+    def _failed_for_good(self, session: Session, kind: str, payload: dict[str, Any], reason: str) -> None:
+        """A job failed for good: its handler's ``on_failed`` marks what the job worked on (a
+        dictation left ``transcribing`` would otherwise stay so for ever)."""
+        on_failed = getattr(self.handlers.get(kind), "on_failed", None)
+        if on_failed is not None:
+            on_failed(session, payload, reason)
 
     def _run(self, job: ClaimedJob) -> None:
         log.info("worker %s: job %d (%s) attempt %d/%d", self.owner, job.id, job.kind, job.attempts,
                  job.max_attempts)
         beat = _Heartbeat(self, job)
-        ctx = JobContext(job=job, sessions=self.sessions,
+        ctx = JobContext(job=job, sessions=self.sessions, owner=self.owner,
                          report_progress=lambda fraction: setattr(beat, "progress", fraction))
         beat.start()
         started = time.perf_counter()
@@ -143,9 +180,12 @@ class Worker:
             result = self.handlers[job.kind](ctx)
         except PermanentJobError as exc:
             error, retry = str(exc), False
+        except LeaseLost:
+            error = "lease lost"  # not recorded: the job is no longer ours (fail() finds it so)
         except Exception as exc:  # a handler's failure becomes the job's error, never a dead worker
-            log.exception("worker %s: job %d (%s) raised", self.owner, job.id, job.kind)
-            error = f"{type(exc).__name__}: {exc}"
+            error = job_error(exc)
+            log.error("worker %s: job %d (%s) raised: %s", self.owner, job.id, job.kind, error)
+            log.debug("worker %s: job %d traceback", self.owner, job.id, exc_info=True)
         finally:
             beat.stopped.set()
             beat.join()
@@ -156,6 +196,8 @@ class Worker:
                 outcome = "done" if kept else None
             else:
                 outcome = jobs.fail(session=session, job_id=job.id, owner=self.owner, error=error, retry=retry)
+                if outcome == "failed":  # for good: what it worked on says so, in the same transaction
+                    self._failed_for_good(session, job.kind, job.payload, error)
         if outcome is None:
             log.warning("worker %s: job %d finished after its lease was lost; outcome not recorded", self.owner,
                         job.id)

@@ -56,6 +56,19 @@ class DraftFlow:
                    macros=load_macros(report.macros_file), model=model,
                    prompts=Prompts.load(settings.llm.prompts_dir), lexicon=load_lexicon(report.lexicon_file))
 
+    @staticmethod
+    def on_failed(session: Session, payload: dict[str, Any], reason: str) -> None:
+        """The draft job failed for good: the dictation says its text is not in the report (the
+        transcript stays on it); for the accurate pass, the live text stays and it says why."""
+        dictation_id = str(payload.get("dictation_id", ""))
+        if payload.get("final"):
+            dictations.fail_final_pass(session=session, dictation_id=dictation_id,
+                                       reason=f"the accurate text could not be put in the report: {reason}"[:500])
+            return
+        dictation = session.get(Dictation, dictation_id)
+        if dictation is not None:
+            dictation.error = f"not put in the report: {reason}"[:500]
+
     def __call__(self, ctx: JobContext) -> dict[str, Any]:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         # the accurate pass after a live dictation: its text replaces the live text already merged
@@ -65,12 +78,14 @@ class DraftFlow:
         except Exception as exc:
             if final and ctx.job.attempts >= ctx.job.max_attempts:  # the live text stays: say so
                 with session_scope(ctx.sessions) as session:
+                    ctx.hold(session)
                     dictations.fail_final_pass(session=session, dictation_id=dictation_id, reason=(
                         f"the accurate text could not be put in the report: {type(exc).__name__}"))
             raise
 
     def _draft(self, ctx: JobContext, dictation_id: str, final: bool) -> dict[str, Any]:
         with session_scope(ctx.sessions) as session:
+            ctx.hold(session)
             dictation = dictation_for_job(session, dictation_id)
             if final and dictation.final_pass != FinalPass.PENDING.value:  # done before (a retry)
                 return {"dictation_id": dictation_id, "merged": False, "final_pass": dictation.final_pass}
@@ -96,6 +111,7 @@ class DraftFlow:
         notes = list(refined.changes) + [flag.as_change() for flag in flags]
         titles = {s.key: s.title for s in template.sections}
         with session_scope(ctx.sessions) as session:
+            ctx.hold(session)
             # both rows locked: the revision and status checked here are the ones written over
             locked_report = reports.get(session=session, report_id=report_id, for_update=True)
             locked = session.get(Dictation, dictation_id, with_for_update=True, populate_existing=True)
