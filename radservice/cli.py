@@ -122,6 +122,7 @@ def jobs_list(
     limit: Annotated[int, typer.Option(min=1)] = 20,
 ) -> None:
     """The periodic duties, then the newest jobs in the queue."""
+    from radservice.handlers import failure_markers
     from radservice.jobs import scheduled
     from radservice.jobs import service as jobs
 
@@ -129,7 +130,7 @@ def jobs_list(
     engine = _migrated_engine(settings)
     sessions = make_sessionmaker(engine)
     typer.echo("duties:")
-    for duty in scheduled.duties(settings, sessions).values():
+    for duty in scheduled.duties(settings, sessions, failure_markers()).values():
         typer.echo(f"  {duty.name:16} every {duty.every}  {duty.description}")
     typer.echo("jobs:")
     with sessions() as session:
@@ -142,12 +143,13 @@ def jobs_list(
 @jobs_app.command("run")
 def jobs_run(name: str, config: ConfigOption = None) -> None:
     """Run one periodic duty now and print what it did."""
+    from radservice.handlers import failure_markers
     from radservice.jobs import scheduled
 
     settings = _settings(config)
     engine = _migrated_engine(settings)
     try:
-        known = scheduled.duties(settings, make_sessionmaker(engine))
+        known = scheduled.duties(settings, make_sessionmaker(engine), failure_markers())
         if name not in known:
             _fail(f"no duty named {name!r}; one of: {', '.join(sorted(known))}", 2)
         typer.echo(f"{name}: {known[name].run()}")

@@ -10,7 +10,7 @@ from integrations.ollama.client import make_model
 from radservice.config import Settings
 from radservice.dictation.flows import FinalTranscribeFlow, LiveTranscribeFlow, TranscribeFlow, make_transcriber
 from radservice.dictation.service import TRANSCRIBE, TRANSCRIBE_FINAL, TRANSCRIBE_LIVE
-from radservice.jobs.worker import Handler
+from radservice.jobs.worker import Handler, OnFailed
 from radservice.pipeline.vocabulary import load_vocabulary
 from radservice.reports.flows import DraftFlow
 from radservice.reports.service import DRAFT_REPORT
@@ -40,3 +40,10 @@ def handlers(settings: Settings) -> Mapping[str, Handler]:
              "(llm.enabled = false)")
     return {TRANSCRIBE: flow, TRANSCRIBE_LIVE: live, TRANSCRIBE_FINAL: final,
             DRAFT_REPORT: DraftFlow.from_settings(settings, model)}
+
+
+def failure_markers() -> Mapping[str, OnFailed]:
+    """What marks a job's subject failed when the job fails for good, by kind, without loading a
+    model (for the reaper outside a worker)."""
+    return {TRANSCRIBE: TranscribeFlow.on_failed, TRANSCRIBE_LIVE: LiveTranscribeFlow.on_failed,
+            TRANSCRIBE_FINAL: FinalTranscribeFlow.on_failed, DRAFT_REPORT: DraftFlow.on_failed}

@@ -23,6 +23,7 @@ from integrations.hl7.sender import RisSender
 from radservice.api.app import create_app
 from radservice.config import Settings
 from radservice.db.session import make_sessionmaker
+from radservice.handlers import failure_markers
 from radservice.jobs.processes import WorkerPool
 from radservice.jobs.scheduled import start_scheduler
 from radservice.outbox.flows import DeliveryLoop
@@ -112,7 +113,7 @@ async def run(settings: Settings, engine: Engine) -> int:
     pool.start()
     if settings.worker.serve_workers:
         app.state.listeners["worker"] = lambda: pool.alive() > 0
-    scheduler = start_scheduler(settings, make_sessionmaker(engine))
+    scheduler = start_scheduler(settings, make_sessionmaker(engine), failure_markers())
     senders = start_senders(settings, engine, observers=[
         lambda destination, status: app.state.metrics.outbox_deliveries.labels(destination, status).inc()])
     app.state.outbox_wake = lambda: wake_senders(senders)

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from radservice.db.base import utcnow
-from radservice.dictation.audio import StoredAudio
+from radservice.dictation.audio import AUDIO_DIR, StoredAudio
 from radservice.dictation.models import Dictation, DictationStatus, FinalPass, Section
 from radservice.jobs import service as jobs
 from radservice.jobs.models import Job
@@ -89,15 +89,41 @@ def for_study(*, session: Session, study_id: int) -> list[Dictation]:
 
 
 def purge_audio(*, session: Session, data_dir: Path, older_than: timedelta, now: datetime | None = None) -> int:
-    """Delete stored audio older than the retention period; the transcript stays. Returns files removed."""
+    """Delete stored audio older than the retention period, every part of it (a resumed live
+    dictation has several); the transcript stays. Returns files removed."""
     cutoff = (now or utcnow()) - older_than
-    rows = session.execute(select(Dictation.id, Dictation.audio_path).where(
+    rows = session.scalars(select(Dictation).where(
         Dictation.created_at < cutoff, Dictation.audio_path.is_not(None))).all()
-    for dictation_id, relative in rows:
-        (data_dir / relative).unlink(missing_ok=True)
-        session.execute(update(Dictation).where(Dictation.id == dictation_id).values(audio_path=None))
+    removed = 0
+    for dictation in rows:
+        for path in audio_parts(dictation, data_dir):
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed += 1
+        session.execute(update(Dictation).where(Dictation.id == dictation.id).values(audio_path=None))
     session.commit()
-    return len(rows)
+    return removed
+
+
+def sweep_orphan_audio(*, session: Session, data_dir: Path, older_than: timedelta = timedelta(days=1),
+                       now: datetime | None = None) -> int:
+    """Delete files in the audio store that no dictation names and that are older than
+    ``older_than``: a partial upload left by a crash (``.NAME.part``), or a file renamed into
+    place by an API killed before its row was committed. Younger files may still be on their
+    way in. Returns files removed."""
+    folder = data_dir / AUDIO_DIR
+    if not folder.is_dir():
+        return 0
+    cutoff = ((now or utcnow()) - older_than).timestamp()
+    named = {str(path.relative_to(data_dir)) for dictation in session.scalars(
+        select(Dictation).where(Dictation.audio_path.is_not(None))) for path in audio_parts(dictation, data_dir)}
+    removed = 0
+    for path in folder.iterdir():
+        if path.is_file() and f"{AUDIO_DIR}/{path.name}" not in named and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    session.rollback()
+    return removed
 
 
 # --- live dictation (WebSocket) ------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,8 +11,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.config import Settings
+from radservice.db.session import session_scope
 from radservice.dictation import service as dictations
 from radservice.jobs import service as jobs
+from radservice.jobs.worker import OnFailed
 
 log = logging.getLogger("radservice.scheduler")
 
@@ -25,12 +27,21 @@ class Duty:
     run: Callable[[], str]
 
 
-def duties(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Duty]:
-    """Every periodic duty by name; each returns a one-line summary of what it did."""
+def duties(settings: Settings, sessions: sessionmaker[Session],
+           on_failed: Mapping[str, OnFailed] | None = None) -> dict[str, Duty]:
+    """Every periodic duty by name; each returns a one-line summary of what it did.
+
+    ``on_failed``: job kind -> what marks the job's subject failed when the reaper fails a job for
+    good (radservice.handlers.failure_markers; the worker's handlers do the same)."""
 
     def reap() -> str:
-        with sessions() as session:
-            return f"{jobs.reap_expired(session=session)} job(s) of lost workers queued again or failed"
+        with session_scope(sessions) as session:
+            count, exhausted = jobs.reap_expired_jobs(session=session)
+            for kind, payload in exhausted:
+                marker = (on_failed or {}).get(kind)
+                if marker is not None:
+                    marker(session, payload, jobs.LEASE_LOST)
+        return f"{count} job(s) of lost workers queued again or failed"
 
     def purge() -> str:
         with sessions() as session:
@@ -38,11 +49,18 @@ def duties(settings: Settings, sessions: sessionmaker[Session]) -> dict[str, Dut
                                              older_than=timedelta(days=settings.storage.audio_retention_days))
         return f"{removed} audio file(s) older than {settings.storage.audio_retention_days} days removed"
 
+    def sweep() -> str:
+        with sessions() as session:
+            removed = dictations.sweep_orphan_audio(session=session, data_dir=settings.storage.data_dir)
+        return f"{removed} orphan audio file(s) older than a day removed"
+
     lease = timedelta(seconds=max(5.0, settings.worker.lease_s / 2))
     return {duty.name: duty for duty in (
         Duty("lease-reaper", lease, "queue again (or fail) jobs whose worker stopped renewing its lease", reap),
         Duty("audio-retention", timedelta(hours=6), "delete dictation audio past storage.audio_retention_days",
              purge),
+        Duty("audio-orphans", timedelta(hours=6), "delete audio files no dictation names (a crashed upload), "
+             "older than a day", sweep),
     )}
 
 
@@ -50,15 +68,17 @@ def _logged(duty: Duty) -> Callable[[], None]:
     def run() -> None:
         try:
             log.info("duty %s: %s", duty.name, duty.run())
-        except Exception:  # a failed duty is logged and runs again at its next time
-            log.exception("duty %s failed", duty.name)
+        except Exception as exc:  # a failed duty is logged and runs again at its next time
+            log.error("duty %s failed: %s (traceback at debug level)", duty.name, type(exc).__name__)
+            log.debug("duty %s traceback", duty.name, exc_info=True)
     return run
 
 
-def start_scheduler(settings: Settings, sessions: sessionmaker[Session]) -> BackgroundScheduler:
+def start_scheduler(settings: Settings, sessions: sessionmaker[Session],
+                    on_failed: Mapping[str, OnFailed] | None = None) -> BackgroundScheduler:
     """A background scheduler running every duty at its interval (one run at a time per duty)."""
     scheduler = BackgroundScheduler(timezone="UTC")
-    for duty in duties(settings, sessions).values():
+    for duty in duties(settings, sessions, on_failed).values():
         scheduler.add_job(_logged(duty), "interval", seconds=duty.every.total_seconds(), id=duty.name,
                           name=duty.name, max_instances=1, coalesce=True)
     scheduler.start()

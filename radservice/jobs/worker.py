@@ -53,6 +53,8 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], dict[str, Any]]
+#: Marks what a job failed for good worked on (a handler's ``on_failed``): session, payload, reason.
+OnFailed = Callable[[Session, dict[str, Any], str], None]
 
 
 def job_error(exc: BaseException) -> str:

@@ -155,7 +155,10 @@ class DeliveryLoop:
         try:
             result = self.sender.send(report)
         except Exception as exc:  # a sender's bug must not stop deliveries: the row says what happened
-            log.exception("outbox %s: sender raised for delivery %d", self.sender.destination, delivery_id)
+            # the type only: an exception's text may quote the report or the patient (traceback at debug)
+            log.error("outbox %s: sender raised %s for delivery %d", self.sender.destination, type(exc).__name__,
+                      delivery_id)
+            log.debug("outbox %s: traceback of delivery %d", self.sender.destination, delivery_id, exc_info=True)
             result = SendResult.later(f"internal error: {type(exc).__name__}")
         ms = (time.perf_counter() - started) * 1000
         with session_scope(self.sessions) as session:

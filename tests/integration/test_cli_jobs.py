@@ -22,7 +22,8 @@ def test_duties_are_listed_and_run_by_name(tmp_path: Path) -> None:
     reaped = radservice("jobs", "run", "lease-reaper", "--config", config)
     assert reaped.stdout.strip() == "lease-reaper: 0 job(s) of lost workers queued again or failed"
     unknown = radservice("jobs", "run", "nope", "--config", config)
-    assert unknown.returncode == 2 and "no duty named 'nope'; one of: audio-retention, lease-reaper" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "no duty named 'nope'; one of: audio-orphans, audio-retention, lease-reaper" in unknown.stderr
 
 
 def test_worker_with_unloadable_handlers_exits_2(tmp_path: Path) -> None:

@@ -154,3 +154,31 @@ def test_a_partial_from_before_a_reset_is_not_published(factory: sessionmaker[Se
                                           committed="", text="the heart")
         state = dictations.live_state(session=session, dictation_id=dictation_id)
         assert state is not None and state.partial_text == "the heart"
+
+
+def test_retention_removes_every_part_and_the_sweep_removes_old_orphans(factory: sessionmaker[Session],
+                                                                        tmp_path: Path) -> None:
+    import os
+
+    dictation_id, _ = _dictation(factory, tmp_path)
+    with session_scope(factory) as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        dictation.audio_parts = 3  # a live dictation resumed twice
+        parts = dictations.audio_parts(dictation, tmp_path)
+    for part in parts[1:]:
+        part.write_bytes(b"more audio")
+    folder = tmp_path / "audio"
+    leftover, orphan, fresh = folder / ".crashed.part", folder / "orphan.wav", folder / "arriving.wav"
+    for path in (leftover, orphan, fresh):
+        path.write_bytes(b"x")
+    old = (utcnow() - timedelta(days=2)).timestamp()
+    for path in (leftover, orphan, *parts):
+        os.utime(path, (old, old))
+    with factory() as session:
+        # the sweep keeps what a dictation names and what may still be on its way in
+        assert dictations.sweep_orphan_audio(session=session, data_dir=tmp_path) == 2
+    assert not leftover.exists() and not orphan.exists() and fresh.exists() and all(p.exists() for p in parts)
+    with factory() as session:
+        assert dictations.purge_audio(session=session, data_dir=tmp_path, older_than=timedelta(days=1),
+                                      now=utcnow() + timedelta(days=2)) == 3
+    assert not any(p.exists() for p in parts)

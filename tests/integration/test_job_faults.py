@@ -99,3 +99,21 @@ def test_a_job_error_names_the_kind_of_failure_never_patient_data(factory: sessi
     assert job.status == "failed" and job.error and "SYNTHETIC" not in job.error and "MRN" not in job.error
     assert type(exc).__name__ in job.error
     assert "SYNTHETIC" not in caplog.text  # the traceback is at debug level only
+
+
+def test_the_reaper_duty_of_serve_fails_the_dictation_too(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    from radservice.config import Settings
+    from radservice.handlers import failure_markers
+    from radservice.jobs import scheduled
+
+    dictation_id, job_id = _dictation(factory, tmp_path)
+    with session_scope(factory) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status="running", attempts=3, max_attempts=3, lease_owner="dead:1",
+            lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.get_one(Dictation, dictation_id).status = "transcribing"
+    duty = scheduled.duties(Settings(storage={"data_dir": tmp_path}), factory, failure_markers())["lease-reaper"]
+    assert duty.run() == "1 job(s) of lost workers queued again or failed"
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        assert dictation.status == "failed" and jobs.LEASE_LOST in dictation.error
