@@ -151,6 +151,8 @@ class OutboxSettings(_Section):
 
 class AuthSettings(_Section):
     token_ttl_hours: int = Field(720, ge=0)
+    #: Roles that may resume another user's interrupted live dictation (the author always may).
+    resume_others_roles: list[Literal["radiologist", "resident"]] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

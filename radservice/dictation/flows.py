@@ -233,7 +233,7 @@ class LiveTranscribeFlow:
     urgent = True
 
     def __init__(self, *, decoder: WindowDecoder, data_dir: Path, vocabulary: list[TermList],
-                 step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 600.0,
+                 step_s: float = 0.5, poll_s: float = 0.05, wait_for_audio_s: float = 120.0,
                  final_pass: bool = False) -> None:
         self.decoder = decoder
         #: queue the accurate pass (another model than the live one) after the live text
@@ -281,9 +281,22 @@ class LiveTranscribeFlow:
             if (state.audio_path is not None or state.status != DictationStatus.RECORDING.value
                     or state.stream_session != session_no):
                 return state
-            if time.monotonic() > deadline:
-                raise PermanentJobError("no audio arrived for the live dictation")
+            if dictations.abandoned(state) or time.monotonic() > deadline:
+                # the API is gone, or no audio came: the worker is not held; the dictation may be resumed
+                self._interrupt(ctx, dictation_id, session_no, force=not dictations.abandoned(state))
+                return self._state(ctx, dictation_id)
             time.sleep(self.poll_s)
+
+    @staticmethod
+    def _interrupt(ctx: JobContext, dictation_id: str, session_no: int, *, force: bool = False) -> None:
+        with ctx.sessions() as session:
+            if force:
+                dictations.set_live_status(session=session, dictation_id=dictation_id,
+                                           status=DictationStatus.INTERRUPTED, stream_session=session_no)
+            elif dictations.interrupt_abandoned(session=session, dictation_id=dictation_id,
+                                                stream_session=session_no):
+                log.warning("live dictation %s: its API has not been seen for %d s; interrupted", dictation_id,
+                            dictations.LIVE_STALE.total_seconds())
 
     def _follow(self, ctx: JobContext, dictation_id: str, prompt: str, state: dictations.LiveState,
                 session_no: int) -> dict[str, Any] | None:
@@ -305,6 +318,9 @@ class LiveTranscribeFlow:
                     return self._superseded(dictation_id, state, session_no)
                 if state.stream_epoch != epoch:
                     return None
+                if dictations.abandoned(state):
+                    self._interrupt(ctx, dictation_id, session_no)
+                    continue  # read again: interrupted now (or the API came back)
                 if state.status == DictationStatus.INTERRUPTED.value:
                     return self._interrupted(dictation_id, agreement)
                 if state.status == DictationStatus.FINALIZING.value:

@@ -91,5 +91,9 @@ class Dictation(Base):
     # the revision is unchanged (nobody edited, no other dictation came in between).
     draft_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     draft_before: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # Live dictation: when the API last saw its socket open (a worker ends the live job of a
+    # dictation whose API is gone), and the user who spoke each part (part k at index k-1).
+    live_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    part_speakers: Mapped[list[int | None] | None] = mapped_column(JSON, nullable=True)
 
     study: Mapped[Study] = relationship()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from radservice.db.base import utcnow
@@ -168,29 +169,76 @@ def start_live(*, session: Session, study: Study, section: Section, user_id: int
                           status=DictationStatus.RECORDING.value, audio_path=None, audio_format="",
                           audio_bytes=0, duration_s=0.0, created_by=user_id, created_at=utcnow(), transcript="",
                           error="", audio_parts=1, stream_session=1, stream_epoch=0, partial_seq=0,
-                          partial_committed="", partial_text="")
+                          partial_committed="", partial_text="", live_seen_at=utcnow(), part_speakers=[user_id])
     session.add(dictation)
     job = _queue(session, dictation, TRANSCRIBE_LIVE, max_attempts, {"session": 1})
     _mark_in_progress(study)
     return dictation, job
 
 
-def resume_live(*, session: Session, dictation: Dictation, max_attempts: int) -> Job:
-    """Continue an interrupted dictation in a new part; a new live job decodes every part.
+#: A live dictation whose API has not been seen for this long is abandoned (the API was killed or
+#: lost its connection): a worker ends its live job and it may be resumed. The API renews
+#: ``live_seen_at`` every LIVE_BEAT_S while the socket is open.
+LIVE_STALE = timedelta(seconds=20)
+LIVE_BEAT_S = 2.0
+
+
+def abandoned(dictation: Dictation | LiveState, now: datetime | None = None) -> bool:
+    """Recording, but its API has not been seen for LIVE_STALE (killed, or cut off)."""
+    seen = dictation.live_seen_at
+    return dictation.status == DictationStatus.RECORDING.value and (
+        seen is None or seen < (now or utcnow()) - LIVE_STALE)
+
+
+def resume_live(*, session: Session, dictation: Dictation, max_attempts: int, user_id: int | None = None,
+                user_role: str = "", others_roles: Sequence[str] = ()) -> Job:
+    """Continue an interrupted (or abandoned) dictation in a new part, spoken by ``user_id``; a
+    new live job decodes every part. Only the dictation's author resumes it, or a user whose
+    role is in ``others_roles`` (``auth.resume_others_roles``).
 
     Raises
     ------
     DictationError
-        ``state`` when the dictation is not interrupted.
+        ``state`` when the dictation is neither interrupted nor abandoned; ``forbidden`` for
+        another user's dictation.
     """
-    if dictation.status != DictationStatus.INTERRUPTED.value:
+    if dictation.status != DictationStatus.INTERRUPTED.value and not abandoned(dictation):
         raise DictationError("state", f"dictation {dictation.id} is {dictation.status}, not interrupted")
+    if dictation.created_by is not None and user_id != dictation.created_by and user_role not in others_roles:
+        raise DictationError("forbidden", f"dictation {dictation.id} was started by another user: only its "
+                                          "author may resume it")
     check_dictatable(dictation.study)
     if dictation.audio_path is not None:
         dictation.audio_parts += 1
+    speakers = list(dictation.part_speakers or [dictation.created_by])
+    dictation.part_speakers = [*speakers[:dictation.audio_parts - 1],
+                               *[None] * max(0, dictation.audio_parts - 1 - len(speakers)), user_id]
     dictation.status = DictationStatus.RECORDING.value
+    dictation.live_seen_at = utcnow()
     dictation.stream_session += 1
     return _queue(session, dictation, TRANSCRIBE_LIVE, max_attempts, {"session": dictation.stream_session})
+
+
+def live_beat(*, session: Session, dictation_id: str, stream_session: int) -> bool:
+    """The API still holds the socket of this connection: ``live_seen_at`` renewed. False when
+    the dictation moved on (another connection resumed it, or it is no longer recording)."""
+    result = session.execute(update(Dictation).where(
+        Dictation.id == dictation_id, Dictation.stream_session == stream_session,
+        Dictation.status == DictationStatus.RECORDING.value).values(live_seen_at=utcnow()))
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+def interrupt_abandoned(*, session: Session, dictation_id: str, stream_session: int) -> bool:
+    """A worker's side: mark this connection's dictation interrupted if its API is gone (not seen
+    for LIVE_STALE); True when it did."""
+    result = session.execute(update(Dictation).where(
+        Dictation.id == dictation_id, Dictation.stream_session == stream_session,
+        Dictation.status == DictationStatus.RECORDING.value,
+        or_(Dictation.live_seen_at.is_(None), Dictation.live_seen_at < utcnow() - LIVE_STALE))
+        .values(status=DictationStatus.INTERRUPTED.value))
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
 
 
 def set_live_format(*, session: Session, dictation_id: str, fmt: str) -> str:
@@ -206,15 +254,20 @@ def set_live_format(*, session: Session, dictation_id: str, fmt: str) -> str:
 
 
 def set_live_status(*, session: Session, dictation_id: str, status: DictationStatus, audio_bytes: int | None = None,
-                    reset: bool = False) -> None:
-    """The API's side of a live dictation: recording -> finalizing / interrupted; a reset bumps the epoch."""
+                    reset: bool = False, stream_session: int | None = None) -> None:
+    """The API's side of a live dictation: recording -> finalizing / interrupted; a reset bumps the
+    epoch. With ``stream_session``, only while that connection is still the dictation's (a
+    connection that drops after another resumed the dictation changes nothing)."""
     values: dict[str, object] = {"status": status.value}
     if audio_bytes is not None:
         values["audio_bytes"] = audio_bytes
     if reset:
         values.update(stream_epoch=Dictation.stream_epoch + 1, partial_seq=Dictation.partial_seq + 1,
                       partial_committed="", partial_text="")
-    session.execute(update(Dictation).where(Dictation.id == dictation_id).values(**values))
+    where = [Dictation.id == dictation_id]
+    if stream_session is not None:
+        where.append(Dictation.stream_session == stream_session)
+    session.execute(update(Dictation).where(*where).values(**values))
     session.commit()
 
 
@@ -242,13 +295,14 @@ class LiveState:
     audio_path: str | None
     audio_format: str
     audio_parts: int
+    live_seen_at: datetime | None = None
 
 
 def live_state(*, session: Session, dictation_id: str) -> LiveState | None:
     row = session.execute(select(
         Dictation.status, Dictation.stream_session, Dictation.stream_epoch, Dictation.partial_seq,
         Dictation.partial_committed, Dictation.partial_text, Dictation.transcript, Dictation.error,
-        Dictation.audio_path, Dictation.audio_format, Dictation.audio_parts,
+        Dictation.audio_path, Dictation.audio_format, Dictation.audio_parts, Dictation.live_seen_at,
     ).where(Dictation.id == dictation_id)).first()
     session.rollback()  # a poll: end the read transaction so the next one sees new commits
     return LiveState(*row) if row is not None else None

@@ -2,14 +2,17 @@
 
 The API only relays: chunks are appended to the audio store as they arrive, a worker follows
 the growing file and publishes partial text on the dictation row, and this route sends each new
-partial to the browser. Close codes: 4401 bad token, 4403 role, 4404 unknown accession or
-dictation, 4409 cancelled study or a dictation not resumable, 4422 bad parameter, 1003 an
-unknown message or unrecognised audio, 1009 a stream over the configured limits.
+partial to the browser. Close codes: 4401 bad token (also when the token is revoked or expires
+while the socket is open), 4403 role or another user's dictation, 4404 unknown accession or
+dictation, 4408 no message for RECEIVE_TIMEOUT_S, 4409 cancelled study or a dictation not
+resumable, 4422 bad parameter, 1003 an unknown message or unrecognised audio, 1009 a stream over
+the configured limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -37,6 +40,9 @@ DICTATORS = {Role.RADIOLOGIST.value, Role.RESIDENT.value}
 RELAY_INTERVAL_S = 0.05
 FINAL_TIMEOUT_S = 120.0
 FINAL_POLL_S = 0.05
+#: A socket that sends nothing for this long is closed (4408) and its dictation interrupted: a
+#: browser records continuously (MediaRecorder sends a chunk every few hundred ms, silence too).
+RECEIVE_TIMEOUT_S = 60.0
 
 
 class Refused(Exception):
@@ -52,6 +58,9 @@ class Live:
     job_id: int
     username: str
     user_id: int
+    #: which connection of the dictation this is (a resume starts the next)
+    stream_session: int = 1
+    token: str = ""
 
 
 def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str, issuer: str | None, section: str,
@@ -78,7 +87,8 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
                 if dictation is None or dictation.study_id != study.id:
                     raise Refused(4404, f"no dictation {dictation_id!r} for accession {accession!r}")
                 job = dictations.resume_live(session=session, dictation=dictation,
-                                             max_attempts=settings.worker.max_attempts)
+                                             max_attempts=settings.worker.max_attempts, user_id=user.id,
+                                             user_role=user.role, others_roles=settings.auth.resume_others_roles)
                 action = "dictation.stream.resumed"
             else:
                 dictation, job = dictations.start_live(session=session, study=study, section=parsed, user_id=user.id,
@@ -86,11 +96,11 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
                                                        max_attempts=settings.worker.max_attempts)
                 action = "dictation.stream.started"
         except dictations.DictationError as exc:
-            raise Refused(4409, str(exc)) from None
+            raise Refused(4403 if exc.kind == "forbidden" else 4409, str(exc)) from None
         audit.record(session=session, actor=user.username, user_id=user.id, action=action, entity_type="study",
                      entity_id=study.accession_number, detail={"dictation_id": dictation.id, "job_id": job.id})
         session.commit()
-        return Live(dictation.id, job.id, user.username, user.id)
+        return Live(dictation.id, job.id, user.username, user.id, dictation.stream_session, token)
 
 
 class LiveSession:
@@ -109,23 +119,62 @@ class LiveSession:
         self.bytes = 0
         self.started = time.monotonic()
         self.max_bytes = settings.storage.max_audio_mb << 20
+        self.receive_timeout_s = RECEIVE_TIMEOUT_S
 
     async def run(self) -> None:
         relay = asyncio.create_task(self._relay(), name=f"relay-{self.live.dictation_id}")
+        watch = asyncio.create_task(self._watch(), name=f"watch-{self.live.dictation_id}")
+        receiving = asyncio.create_task(self._receive(), name=f"receive-{self.live.dictation_id}")
         try:
-            await self._receive()
+            done, _ = await asyncio.wait({receiving, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch in done and not receiving.done():  # the token went bad: the socket ends now
+                receiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiving
+                watch.result()
+            else:
+                receiving.result()
         except Refused as refused:
             relay.cancel()
             await self._set(DictationStatus.INTERRUPTED)
             log.warning("live dictation %s closed: %s", self.live.dictation_id, refused.reason)
             await self._close(refused.code, refused.reason)
+        except Exception as exc:  # the transport failed under us: as a dropped connection
+            await self._set(DictationStatus.INTERRUPTED)
+            log.info("live dictation %s interrupted (%s), %d bytes kept", self.live.dictation_id,
+                     type(exc).__name__, self.bytes)
         finally:
-            relay.cancel()
+            # (cancelled with the server: the dictation's live_seen_at goes stale and a worker
+            # interrupts it)
+            for task in (relay, watch, receiving):
+                task.cancel()
             await asyncio.to_thread(self._close_file)
+
+    async def _watch(self) -> None:
+        """Every LIVE_BEAT_S: the caller's token is checked again (revoked, expired or its user
+        deactivated: 4401 within seconds), and the dictation's ``live_seen_at`` renewed, which
+        tells a worker that this API still holds the socket."""
+        while True:
+            await asyncio.sleep(dictations.LIVE_BEAT_S)
+            if not await asyncio.to_thread(self._beat):
+                raise Refused(4401, "token revoked or expired: sign in again and resume the dictation")
+
+    def _beat(self) -> bool:
+        with self.readers() as session:
+            if users.authenticate(session=session, token=self.live.token) is None:
+                return False
+        with self.sessions() as session:
+            dictations.live_beat(session=session, dictation_id=self.live.dictation_id,
+                                 stream_session=self.live.stream_session)
+        return True
 
     async def _receive(self) -> None:
         while True:
-            message = await self.ws.receive()
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), self.receive_timeout_s)
+            except TimeoutError:
+                raise Refused(4408, f"nothing received for {self.receive_timeout_s:.0f} s: the dictation is "
+                                    "interrupted (resume it to go on)") from None
             if message["type"] == "websocket.disconnect":
                 await self._set(DictationStatus.INTERRUPTED)
                 log.info("live dictation %s interrupted (connection dropped), %d bytes kept",
@@ -182,7 +231,8 @@ class LiveSession:
         def write() -> None:
             with self.sessions() as session:
                 dictations.set_live_status(session=session, dictation_id=self.live.dictation_id, status=status,
-                                           audio_bytes=self.bytes, reset=reset)
+                                           audio_bytes=self.bytes, reset=reset,
+                                           stream_session=self.live.stream_session)
         await asyncio.to_thread(write)
 
     async def _reset(self) -> None:
