@@ -119,7 +119,12 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript,
     final_job_id = None
     with session_scope(ctx.sessions) as session:
         ctx.hold(session)
-        dictation = session.get_one(Dictation, dictation_id)
+        dictation = session.get_one(Dictation, dictation_id, with_for_update=True, populate_existing=True)
+        # transcribed again after its text went into the report: the new text replaces it there
+        # (the draft job's "final" path: replaced while nobody changed the report since, else kept
+        # with a note), never appended to it nor skipped
+        replacing = dictation.draft_revision is not None and not final_pass
+        previous = dictation.transcript
         keep_transcript(dictation, transcript)
         dictation.status = DictationStatus.TRANSCRIBED.value
         dictation.error = ""
@@ -128,10 +133,12 @@ def store_transcript(ctx: JobContext, dictation_id: str, transcript: Transcript,
         audit.record(session=session, actor="worker", action="dictation.transcribed", entity_type="dictation",
                      entity_id=dictation_id, detail={"job_id": ctx.job.id, "words": len(transcript.words)})
         # the downstream job, in the same transaction: a stored transcript always reaches the report
-        draft_job_id = jobs.enqueue(session=session, kind=DRAFT_REPORT, payload={"dictation_id": dictation_id},
+        payload: dict[str, Any] = {"dictation_id": dictation_id, **({"final": True} if replacing else {})}
+        draft_job_id = jobs.enqueue(session=session, kind=DRAFT_REPORT, payload=payload,
                                     max_attempts=ctx.job.max_attempts).id
-        dictation.final_pass = FinalPass.PENDING.value if final_pass else FinalPass.NONE.value
-        dictation.interim_transcript = ""
+        dictation.final_pass = FinalPass.PENDING.value if final_pass or replacing else FinalPass.NONE.value
+        # the text replaced (an accurate pass queued for the live text then finds nothing to do)
+        dictation.interim_transcript = previous if replacing else ""
         if final_pass:
             final_job_id = jobs.enqueue(session=session, kind=dictations.TRANSCRIBE_FINAL,
                                         payload={"dictation_id": dictation_id},

@@ -30,6 +30,20 @@ from radservice.reports.models import Report, ReportStatus
 
 log = logging.getLogger("radservice.reports")
 
+def without_reasons(refinement: str) -> str:
+    """The refinement as the audit trail and the job's result keep it: what happened, without the
+    parenthesised reasons (the guard's name findings, numbers and sides: report text)."""
+    out, depth = [], 0
+    for char in refinement:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(char)
+    return " ".join("".join(out).split())
+
+
 class DraftFlow:
     """Refine one dictation's transcript (rules, then the LLM behind the guard) and merge it into
     the report draft.
@@ -147,13 +161,14 @@ class DraftFlow:
                     raise PermanentJobError(str(exc)) from None
                 if merged and final:
                     dictation.final_pass = FinalPass.APPLIED.value
-                elif merged and dictation.final_pass == FinalPass.PENDING.value:
-                    # kept only while the accurate pass may still replace this text (it names findings)
+                elif merged:
+                    # an accurate pass or a transcription again replaces this text while the report
+                    # stays at this revision
                     dictation.draft_before, dictation.draft_revision = before, report.revision
             audit.record(session=session, actor="worker", action="report.drafted", entity_type="report",
                          entity_id=str(report.id), detail={"dictation_id": dictation_id, "merged": merged,
                                                            "changes": len(refined.changes), "flags": len(flags),
-                                                           "refinement": report.refinement,
+                                                           "refinement": without_reasons(report.refinement),
                                                            "final_pass": dictation.final_pass})
             refinement, final_pass = report.refinement, dictation.final_pass
         # counts only: no report text (nor the guard's reasons, which name findings) in the log
@@ -163,7 +178,7 @@ class DraftFlow:
                  f"; accurate pass {final_pass}" if final else "")
         return {"report_id": report_id, "dictation_id": dictation_id, "merged": merged,
                 "sections": sorted(refined.sections), "changes": len(refined.changes), "flags": len(flags),
-                "refinement": refinement, "final_pass": final_pass}
+                "refinement": without_reasons(refinement), "final_pass": final_pass}
 
     @staticmethod
     def _replace(session: Session, report: Report, dictation: Dictation, sections: dict[str, str],
@@ -178,10 +193,11 @@ class DraftFlow:
                                                 before=dictation.draft_before, sections=sections, changes=notes,
                                                 titles=titles, revision=dictation.draft_revision, replace=replace,
                                                 refinement=refinement)
-        dictation.draft_before, dictation.draft_revision = None, None  # not needed any more
-        if applied:
+        if applied:  # a later transcription may replace this text again, while nothing else changes
+            dictation.draft_revision = report.revision
             dictation.final_pass = FinalPass.APPLIED.value
         else:
+            dictation.draft_before, dictation.draft_revision = None, None  # the report moved on
             dictation.final_pass = FinalPass.KEPT.value
             if report.status == ReportStatus.DRAFT.value:  # a note, not text: the revision stays
                 report.notes = [*report.notes, {"dictation_id": dictation.id, **Change(

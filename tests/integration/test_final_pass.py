@@ -67,6 +67,11 @@ def ctx(factory: sessionmaker[Session], kind: str, payload: dict[str, Any]) -> J
     return JobContext(job=ClaimedJob(1, kind, payload, 1, 3, utcnow()), sessions=factory)
 
 
+def report_revision(factory: sessionmaker[Session]) -> int:
+    with factory() as session:
+        return session.scalars(select(Report.revision)).one()
+
+
 def live_dictation(factory: sessionmaker[Session], tmp_path: Path, accession: str) -> str:
     """A live dictation just stopped: its audio stored, the live model's transcript kept as the
     live flow keeps it (with the draft and the accurate pass queued)."""
@@ -131,7 +136,10 @@ def test_the_accurate_text_replaces_the_live_text_in_an_unchanged_draft(
     assert [n["rule"] for n in new_notes] == ["section", "spoken punctuation", "spoken punctuation"]
     assert dictation_of(factory, dictation_id).final_pass == FinalPass.APPLIED.value
 
-    assert dictation_of(factory, dictation_id).draft_before is None  # no copy of the report left behind
+    # the report before this dictation stays with the revision it left, so that a transcription
+    # again can still replace the text (and nothing else) while nobody changes the report
+    after = dictation_of(factory, dictation_id)
+    assert after.draft_before is not None and after.draft_revision == report_revision(factory)
 
     # the same job again (a retry after a crash), even after an edit, changes nothing more
     with session_scope(factory) as session:
@@ -268,3 +276,37 @@ def test_an_edit_in_flight_is_never_overwritten_by_the_accurate_text(
     job.join(30)
     assert outcomes and outcomes[0]["final_pass"] == FinalPass.KEPT.value
     assert report_of(factory)[0]["findings"] == "Edited by the radiologist."
+
+
+def test_an_upload_transcribed_again_replaces_its_own_text_in_the_draft(
+        factory: sessionmaker[Session], tmp_path: Path, drafts: DraftFlow) -> None:
+    """POST .../transcribe after the text went into the report: the new transcript takes the old
+    one's place (before, the draft job saw the dictation merged already and skipped it). After
+    an edit, the radiologist's text wins and a note says so."""
+    from radservice.dictation.flows import store_transcript as store
+
+    add_study(factory, "FP-9", modality="CT", procedure="CT CHEST")
+    stored = store_upload(io.BytesIO(audio_samples.tone(1.0)), data_dir=tmp_path, max_bytes=1 << 24, max_seconds=60)
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study).where(Study.accession_number == "FP-9")).one()
+        dictation, _ = dictations.add_dictation(session=session, study=study, section=Section.FINDINGS,
+                                                audio=stored, user_id=None, max_attempts=3)
+        dictation_id = dictation.id
+    for text, edited in ((LIVE, False), (ACCURATE, False), ("Findings. No effusion period.", True)):
+        result = store(ctx(factory, "transcribe", {"dictation_id": dictation_id}), dictation_id,
+                       Transcript(text=text, words=[], duration_s=8.0, model="upload"))
+        draft = queued(factory, "draft_report")[-1]
+        assert draft == ({"dictation_id": dictation_id} if text == LIVE else {"dictation_id": dictation_id,
+                                                                               "final": True})
+        assert "final_job_id" not in result
+        if edited:
+            with session_scope(factory) as session:
+                report = session.scalars(select(Report)).one()
+                reports.edit(session=session, report=report, sections={"impression": "Edited."}, user_id=None)
+        drafts(ctx(factory, "draft_report", draft))
+    sections, notes, _ = report_of(factory)
+    # the second transcript replaced the first (not appended); the third came after an edit: kept
+    assert sections["findings"] == "There is a small left pleural effusion. No pneumothorax."
+    assert any(n["rule"] == "final pass" for n in notes)
+    again = dictation_of(factory, dictation_id)
+    assert again.final_pass == FinalPass.KEPT.value and again.transcript == "Findings. No effusion period."

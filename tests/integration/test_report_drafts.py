@@ -203,7 +203,12 @@ def test_harmful_llm_edit_and_unreachable_llm_leave_the_rules_text(factory: sess
         result = run(flow, factory, transcribed(factory, tmp_path, "REP-BAD", Section.FINDINGS,
                                                 "no pneumothorax period"))
         url = standin.url
-    assert str(result["refinement"]).startswith("rules-only: merge findings: the guard refused the edit")
+    # the job's result (readable by any role) and the audit trail say what happened, not which findings
+    assert result["refinement"] == "rules-only: merge findings: the guard refused the edit"
+    with factory() as session:
+        from radservice.audit.models import AuditEvent
+        details = [e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "report.drafted"))]
+        assert details and all("laterality" not in str(d) and "left" not in str(d) for d in details)
     with factory() as session:
         report = session.scalars(select(Report)).one()
         assert report.sections["findings"] == "Small right pleural effusion. No pneumothorax."
