@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from radservice import __version__
-from radservice.api import metrics
+from radservice.api import errors, metrics
 from radservice.api.limits import RequestLimits
 from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
 from radservice.config import Settings
@@ -36,6 +36,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         docs_url=None if production else "/docs",
         redoc_url=None if production else "/redoc",
         openapi_url=None if production else "/openapi.json",
+        responses=errors.ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -49,6 +50,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     # Set by `serve` to wake its outbox senders when a signature queues rows; a no-op elsewhere.
     app.state.outbox_wake = lambda: None
     app.state.metrics = metrics.install(app)
+    errors.install(app)
     app.add_exception_handler(DBAPIError, _database_error)
     # outermost: the token and the body's size are checked before anything reads the body
     app.add_middleware(RequestLimits, settings=settings)

@@ -74,7 +74,7 @@ def test_upload_is_stored_and_queued_before_202(client: TestClient, token: str, 
 @pytest.mark.parametrize(("accession", "data", "section", "status", "words"), [
     ("NOPE", audio_samples.tone(1.0), "findings", 404, "no study with accession"),
     ("GONE", audio_samples.tone(1.0), "findings", 409, "cancelled"),
-    ("ACC-1", audio_samples.tone(1.0), "history", 422, "unknown section"),
+    ("ACC-1", audio_samples.tone(1.0), "history", 422, "body.section"),
     ("ACC-1", b"", "findings", 422, "empty"),
     ("ACC-1", audio_samples.JUNK, "findings", 422, "cannot be decoded"),
     ("ACC-1", audio_samples.truncated(audio_samples.tone(3.0)), "findings", 422, "truncated"),

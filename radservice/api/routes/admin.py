@@ -46,7 +46,7 @@ def list_outbox(admin: AdminUser, session: SessionDep,
                 status_: Annotated[list[DeliveryStatus] | None, Query(alias="status")] = None,
                 destination: Destination | None = None, accession: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> list[DeliveryPublic]:
+                offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[DeliveryPublic]:
     """Outbox rows, newest first; filters ``status`` (repeatable), ``destination``, ``accession``."""
     rows = outbox.list_rows(session=session, status=[s.value for s in status_ or []],
                             destination=destination.value if destination else None, accession=accession,

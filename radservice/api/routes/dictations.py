@@ -11,12 +11,19 @@ from radservice.audit import service as audit
 from radservice.db.session import begin_write
 from radservice.dictation import service as dictations
 from radservice.dictation.audio import AudioRejected, store_upload
-from radservice.dictation.models import DictationStatus
+from radservice.dictation.models import DictationStatus, Section
 from radservice.dictation.schemas import DictationAccepted, DictationPublic, JobPublic, JobQueued
 from radservice.jobs import service as jobs
 from radservice.users.models import Role, User
 
 router = APIRouter(prefix="/api/v1", tags=["dictation"])
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" for c in word)
+
+
+#: The sections a dictation may be for, in any case (the schema says exactly what is accepted).
+_SECTION_PATTERN = rf"^\s*({'|'.join(_any_case(s.value) for s in Section)})\s*$"
 
 #: A dictation whose audio is still arriving or being closed: transcribing it now would merge a
 #: partial text and end the live job.
@@ -39,7 +46,8 @@ def upload_dictation(
     session: SessionDep,
     settings: SettingsDep,
     audio: Annotated[UploadFile, File(description="WAV, WebM/Opus, OGG/Opus, MP3 or M4A")],
-    section: Annotated[str, Form(description="findings or impression")] = "findings",
+    section: Annotated[str, Form(description="findings or impression (any case)",
+                                 pattern=_SECTION_PATTERN)] = "findings",
     issuer: Annotated[str | None, Query()] = None,
 ) -> DictationAccepted:
     """Store the recording and queue its transcription; 202 once both are committed."""

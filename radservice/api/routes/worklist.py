@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import StringConstraints
 
 from radservice.api.deps import CurrentUser, SessionDep, study_or_404
 from radservice.audit import service as audit
@@ -20,6 +21,16 @@ router = APIRouter(prefix="/api/v1", tags=["worklist"])
 
 _STATUSES = {s.value for s in StudyStatus}
 _PRIORITIES = {p.value for p in Priority}
+
+
+def _one_or_more(values: set[str]) -> str:
+    """A pattern of one value or a comma-separated list of them (the schema says what is accepted)."""
+    one = "|".join(sorted(values))
+    return f"^({one})(,({one}))*$"
+
+
+StatusParam = Annotated[str, StringConstraints(pattern=_one_or_more(_STATUSES))]
+PriorityParam = Annotated[str, StringConstraints(pattern=_one_or_more(_PRIORITIES))]
 
 
 def _values(raw: list[str] | None) -> list[str]:
@@ -38,12 +49,14 @@ def _check(name: str, values: list[str], allowed: set[str]) -> None:
 def get_worklist(
     user: CurrentUser,
     session: SessionDep,
-    status_: Annotated[list[str] | None, Query(alias="status", description="default: all awaiting a report")] = None,
+    status_: Annotated[list[StatusParam] | None, Query(alias="status", description="default: all awaiting a report; "
+                                                         "repeated or comma-separated")] = None,
     modality: Annotated[list[str] | None, Query()] = None,
-    priority: Annotated[list[str] | None, Query(description="S (STAT), A (ASAP), R (routine)")] = None,
+    priority: Annotated[list[PriorityParam] | None, Query(description="S (STAT), A (ASAP), R (routine); repeated "
+                                                          "or comma-separated")] = None,
     q: Annotated[str, Query(max_length=100, description="free text over patient and procedure")] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> WorklistPage:
     """Studies awaiting a report: STAT first, then the oldest order first."""
     statuses = [s.lower() for s in _values(status_)]
