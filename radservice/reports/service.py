@@ -53,7 +53,11 @@ def for_study(*, session: Session, study_id: int) -> Report | None:
 
 
 def draft_for(*, session: Session, study: Study, template: Template) -> Report:
-    """The study's report, created from ``template`` if it has none; the study is ``dictated``."""
+    """The study's report, created from ``template`` if it has none; the study is ``dictated``.
+
+    The study's row is locked first (PostgreSQL), so that two first dictations finishing together
+    create one report: the second waits and then finds the first's."""
+    session.get(Study, study.id, with_for_update=True, populate_existing=True)
     report = for_study(session=session, study_id=study.id)
     if report is None:
         report = Report(study_id=study.id, status=ReportStatus.DRAFT.value, version=1, revision=1,

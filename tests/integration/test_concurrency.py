@@ -323,3 +323,41 @@ def test_a_slow_llm_call_or_upload_holds_no_lock_for_other_writers(
         upload.join(20)
     assert suggested[0].status_code == 200 and suggested[0].json()["reason"] == "LLM off (test)"
     assert uploaded[0].status_code == 202, uploaded[0].text
+
+
+def test_two_first_dictations_create_one_report(factory: sessionmaker[Session], tmp_path: Path,
+                                                flow: DraftFlow) -> None:  # noqa: F811
+    """The first dictation's job is creating the study's report (not committed yet) when the
+    second's starts: the second waits for the study and merges into that report (before, on
+    PostgreSQL, it inserted a second report and failed on the unique key)."""
+    from radservice.worklist.models import Study
+
+    add_study(factory, "RACE-7", modality="CT", procedure="CT CHEST")
+    first = transcribed(factory, tmp_path, "RACE-7", Section.FINDINGS, "lungs colon clear period")
+    second = transcribed(factory, tmp_path, "RACE-7", Section.IMPRESSION, "no acute abnormality period")
+    holder = factory()
+    outcomes: list[Any] = []
+    try:
+        study = holder.scalars(select(Study).where(Study.accession_number == "RACE-7")).one()
+        reports.draft_for(session=holder, study=study, template=flow.templates.pick(
+            modality="CT", procedure_code="", procedure_text="CT CHEST"))
+        holder.flush()
+
+        def second_job() -> None:
+            try:
+                outcomes.append(run(flow, factory, second))
+            except Exception as exc:  # the outcome under test
+                outcomes.append(exc)
+
+        thread = threading.Thread(target=second_job)
+        thread.start()
+        time.sleep(0.5)
+        holder.commit()
+    finally:
+        holder.close()
+    thread.join(30)
+    assert outcomes and isinstance(outcomes[0], dict) and outcomes[0]["merged"] is True, outcomes
+    assert run(flow, factory, first)["merged"] is True
+    with factory() as session:
+        (report,) = session.scalars(select(Report)).all()
+        assert report.sections["impression"] == "No acute abnormality." and report.sections["findings"]
