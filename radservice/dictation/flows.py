@@ -41,7 +41,12 @@ class TranscribeFlow:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
             ctx.hold(session)
-            dictation = dictation_for_job(session, dictation_id)
+            dictation = session.get(Dictation, dictation_id, with_for_update=True, populate_existing=True)
+            if dictation is None:
+                raise PermanentJobError(f"dictation {dictation_id} does not exist")
+            if dictation.status in (DictationStatus.RECORDING.value, DictationStatus.FINALIZING.value):
+                # queued while interrupted, run after a resume: the live job owns it now
+                return {"dictation_id": dictation_id, "skipped": dictation.status}
             if dictation.audio_path is None:
                 raise PermanentJobError("the dictation's audio is no longer stored (retention period)")
             parts = dictations.audio_parts(dictation, self.data_dir)

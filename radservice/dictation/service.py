@@ -254,21 +254,24 @@ def set_live_format(*, session: Session, dictation_id: str, fmt: str) -> str:
 
 
 def set_live_status(*, session: Session, dictation_id: str, status: DictationStatus, audio_bytes: int | None = None,
-                    reset: bool = False, stream_session: int | None = None) -> None:
+                    reset: bool = False, stream_session: int | None = None) -> bool:
     """The API's side of a live dictation: recording -> finalizing / interrupted; a reset bumps the
-    epoch. With ``stream_session``, only while that connection is still the dictation's (a
-    connection that drops after another resumed the dictation changes nothing)."""
+    epoch. Only from ``recording`` (a dictation a worker already interrupted or failed is not
+    moved on by a late "stop"), and with ``stream_session`` only while that connection is still
+    the dictation's (a connection that drops after another resumed it changes nothing). False
+    when nothing changed."""
     values: dict[str, object] = {"status": status.value}
     if audio_bytes is not None:
         values["audio_bytes"] = audio_bytes
     if reset:
         values.update(stream_epoch=Dictation.stream_epoch + 1, partial_seq=Dictation.partial_seq + 1,
                       partial_committed="", partial_text="")
-    where = [Dictation.id == dictation_id]
+    where = [Dictation.id == dictation_id, Dictation.status == DictationStatus.RECORDING.value]
     if stream_session is not None:
         where.append(Dictation.stream_session == stream_session)
-    session.execute(update(Dictation).where(*where).values(**values))
+    result = session.execute(update(Dictation).where(*where).values(**values))
     session.commit()
+    return bool(getattr(result, "rowcount", 0))
 
 
 def publish_partial(*, session: Session, dictation_id: str, epoch: int, committed: str, text: str) -> bool:

@@ -117,10 +117,12 @@ def fail(*, session: Session, job_id: int, owner: str, error: str, retry: bool,
 
 
 def holds(*, session: Session, job_id: int, owner: str) -> bool:
-    """Does ``owner`` still hold the running job? Its row stays locked until the caller's
+    """Does ``owner`` still hold the running job, with its lease not expired (an expired lease may
+    be reaped and the job run elsewhere at any moment)? Its row stays locked until the caller's
     transaction ends (PostgreSQL; SQLite's write lock is held already), so the lease cannot be
     reaped between this check and the write that depends on it."""
-    return session.scalar(select(Job.id).where(_held(job_id, owner)).with_for_update()) is not None
+    return session.scalar(select(Job.id).where(_held(job_id, owner), Job.lease_expires_at > utcnow())
+                          .with_for_update()) is not None
 
 
 def reap_expired_jobs(*, session: Session, now: datetime | None = None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from radservice.db.base import utcnow
 from radservice.outbox import service as outbox
@@ -220,6 +220,11 @@ def versions(*, session: Session, report_id: int) -> list[ReportVersion]:
 
 
 def _check_signer(kind: VersionKind, user: User, report: Report) -> None:
+    # the study's row locked (after the report's, the one order every writer takes): an HL7 cancel
+    # cannot land between the check that the study is not cancelled and the signature
+    session = object_session(report)
+    if session is not None:
+        session.get(Study, report.study_id, with_for_update=True, populate_existing=True)
     if user.role not in SIGNERS[kind]:
         raise ReportError("forbidden", f"role '{user.role}' may not sign a {kind.value} version "
                                        f"(needs: {', '.join(SIGNERS[kind])})")

@@ -220,8 +220,12 @@ def apply_order(*, session: Session, order: OrderData) -> OrderOutcome:
             raise UnknownOrder(f"cancel for unknown order {order.accession_number}")
         if study.status in REPORTED:
             raise StudyAlreadyReported(f"study {study.accession_number} is already reported ({study.status})")
-        session.execute(update(Study).where(Study.id == study.id)
-                        .values(status=StudyStatus.CANCELLED.value, updated_at=now))
+        # only while still unreported, checked in the UPDATE itself: a signature committed since the
+        # read above (its row lock is on the study too) wins, and the cancel is refused
+        cancelled = session.execute(update(Study).where(Study.id == study.id, Study.status.not_in(REPORTED))
+                                    .values(status=StudyStatus.CANCELLED.value, updated_at=now))
+        if not getattr(cancelled, "rowcount", 0):
+            raise StudyAlreadyReported(f"study {study.accession_number} was reported meanwhile")
         return OrderOutcome(study.id, study.accession_number, "cancelled")
     if order.control is OrderControl.CHANGE and study is None:
         raise UnknownOrder(f"change for unknown order {order.accession_number}")

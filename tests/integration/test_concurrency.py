@@ -361,3 +361,43 @@ def test_two_first_dictations_create_one_report(factory: sessionmaker[Session], 
     with factory() as session:
         (report,) = session.scalars(select(Report)).all()
         assert report.sections["impression"] == "No acute abnormality." and report.sections["findings"]
+
+
+def test_an_hl7_cancel_during_a_signature_is_refused_not_applied_over_it(
+        factory: sessionmaker[Session], people: dict[str, dict[str, str]]) -> None:
+    """The RIS cancels the order while the radiologist's signature is committing: the cancel
+    waits for the study and is refused (the RIS must not get an AA for a cancel while a final
+    report goes out). Before, on PostgreSQL, it overwrote the study's status with cancelled."""
+    from radservice.worklist.intake import OrderControl
+    from radservice.worklist.models import Study
+
+    add_study(factory, "RACE-8")
+    report_id = add_report(factory, "RACE-8", TEXT)
+    with factory() as session:
+        signer = session.scalars(select(User).where(User.username == "c.radiologist")).one()
+    holder = factory()
+    outcomes: list[Any] = []
+    try:
+        report = reports.get(session=holder, report_id=report_id, for_update=True)
+        assert report is not None
+        reports.sign(session=holder, report=report, kind=VersionKind.FINAL, user=signer, destinations=["ris"],
+                     give_up_after=timedelta(hours=1))
+        holder.flush()
+
+        def cancel() -> None:
+            try:
+                add_study(factory, "RACE-8", control=OrderControl.CANCEL)
+                outcomes.append("applied")
+            except Exception as exc:  # the outcome under test
+                outcomes.append(type(exc).__name__)
+
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        time.sleep(0.5)
+        holder.commit()
+    finally:
+        holder.close()
+    thread.join(30)
+    assert outcomes == ["StudyAlreadyReported"], outcomes
+    with factory() as session:
+        assert session.scalars(select(Study.status).where(Study.accession_number == "RACE-8")).one() == "final"

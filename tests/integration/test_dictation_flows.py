@@ -141,6 +141,8 @@ def test_dictation_shows_failure_after_the_last_attempt(factory: sessionmaker[Se
 def test_a_partial_from_before_a_reset_is_not_published(factory: sessionmaker[Session], tmp_path: Path) -> None:
     dictation_id, _ = _dictation(factory, tmp_path)
     with session_scope(factory) as session:
+        session.get_one(Dictation, dictation_id).status = DictationStatus.RECORDING.value  # as a live one
+        session.flush()
         assert dictations.publish_partial(session=session, dictation_id=dictation_id, epoch=0,
                                           committed="no effusion", text="no effusion or")
         dictations.set_live_status(session=session, dictation_id=dictation_id,

@@ -173,3 +173,19 @@ def test_a_dictation_whose_api_died_is_interrupted_by_its_job_and_can_be_resumed
         dictations.resume_live(session=session, dictation=session.get_one(Dictation, "alive-api"),
                                max_attempts=3, user_id=ids["lf.author"])  # abandoned: resumable
         assert session.get_one(Dictation, "alive-api").stream_session == 2
+
+
+def test_a_dictation_ended_by_a_worker_is_not_moved_on_by_the_socket(
+        factory: sessionmaker[Session], tmp_path: Path, people: dict[str, str]) -> None:
+    """A worker interrupted the dictation (it thought the API gone) while the socket was open: the
+    socket closes with 4409 and a late "stop" does not make it `finalizing` (nothing would ever
+    finish it); it stays interrupted, to resume or transcribe again."""
+    with _app(factory, tmp_path) as client, client.websocket_connect(_url(people["lf.author"])) as ws:
+        dictation_id = ws.receive_json()["dictation_id"]
+        ws.send_bytes(audio_samples.tone(0.5))
+        with session_scope(factory) as session:
+            session.get_one(Dictation, dictation_id).status = "interrupted"
+        ws.send_text("stop")
+        assert _closed_with(ws) == 4409
+    with factory() as session:
+        assert session.get_one(Dictation, dictation_id).status == "interrupted"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.audit import service as audit
@@ -83,7 +84,8 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
             raise Refused(4404, f"no study with accession {accession!r}")
         try:
             if dictation_id:
-                dictation = session.get(Dictation, dictation_id)
+                # locked: two connections resuming at once get one new part, not the same one twice
+                dictation = session.get(Dictation, dictation_id, with_for_update=True, populate_existing=True)
                 if dictation is None or dictation.study_id != study.id:
                     raise Refused(4404, f"no dictation {dictation_id!r} for accession {accession!r}")
                 job = dictations.resume_live(session=session, dictation=dictation,
@@ -156,17 +158,29 @@ class LiveSession:
         tells a worker that this API still holds the socket."""
         while True:
             await asyncio.sleep(dictations.LIVE_BEAT_S)
-            if not await asyncio.to_thread(self._beat):
+            outcome = await asyncio.to_thread(self._beat)
+            if outcome == "revoked":
                 raise Refused(4401, "token revoked or expired: sign in again and resume the dictation")
+            if outcome == "ended":
+                raise Refused(4409, "the dictation was ended elsewhere (interrupted by a worker, failed, or "
+                                    "resumed by another connection)")
 
-    def _beat(self) -> bool:
-        with self.readers() as session:
-            if users.authenticate(session=session, token=self.live.token) is None:
-                return False
-        with self.sessions() as session:
-            dictations.live_beat(session=session, dictation_id=self.live.dictation_id,
-                                 stream_session=self.live.stream_session)
-        return True
+    def _beat(self) -> str:
+        """``ok``, ``revoked`` (the token), ``ended`` (no longer this connection's recording) or
+        ``unknown`` (the database did not answer: the socket goes on; a worker interrupts the
+        dictation only when no beat came for dictations.LIVE_STALE)."""
+        try:
+            with self.readers() as session:
+                if users.authenticate(session=session, token=self.live.token) is None:
+                    return "revoked"
+            with self.sessions() as session:
+                if not dictations.live_beat(session=session, dictation_id=self.live.dictation_id,
+                                            stream_session=self.live.stream_session):
+                    return "ended"
+        except SQLAlchemyError as exc:
+            log.warning("live dictation %s: beat failed (%s); retried", self.live.dictation_id, type(exc).__name__)
+            return "unknown"
+        return "ok"
 
     async def _receive(self) -> None:
         while True:
@@ -227,13 +241,15 @@ class LiveSession:
             durable(self.file)  # on disk before the dictation is finalizing or interrupted
             self.file.close()
 
-    async def _set(self, status: DictationStatus, *, reset: bool = False) -> None:
-        def write() -> None:
+    async def _set(self, status: DictationStatus, *, reset: bool = False) -> bool:
+        """The dictation's status from this connection; False when it is no longer this
+        connection's recording (a worker interrupted or failed it, another connection resumed it)."""
+        def write() -> bool:
             with self.sessions() as session:
-                dictations.set_live_status(session=session, dictation_id=self.live.dictation_id, status=status,
-                                           audio_bytes=self.bytes, reset=reset,
-                                           stream_session=self.live.stream_session)
-        await asyncio.to_thread(write)
+                return dictations.set_live_status(session=session, dictation_id=self.live.dictation_id,
+                                                  status=status, audio_bytes=self.bytes, reset=reset,
+                                                  stream_session=self.live.stream_session)
+        return await asyncio.to_thread(write)
 
     async def _reset(self) -> None:
         if self.file is not None:
@@ -250,7 +266,9 @@ class LiveSession:
 
     async def _stop(self) -> None:
         await asyncio.to_thread(self._close_file)
-        await self._set(DictationStatus.FINALIZING)
+        if not await self._set(DictationStatus.FINALIZING):
+            raise Refused(4409, "the dictation was ended while recording (see its status): transcribe it "
+                                "again or resume it")
         deadline = time.monotonic() + FINAL_TIMEOUT_S
         while time.monotonic() < deadline:
             state = await self._state()
