@@ -22,6 +22,19 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class TypeOnlyTracebacks(logging.Filter):
+    """Above DEBUG, a record's exception is named by its type, never printed: an exception's text
+    and a traceback's locals may quote patient names, IDs or report text (uvicorn's "Exception in
+    ASGI application" included). Run at DEBUG to see tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            kind = record.exc_info[0].__name__ if record.exc_info[0] else "exception"
+            record.msg, record.args = f"{record.getMessage()} [{kind}; traceback at debug level]", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send log records to stderr in one plain format (uvicorn's loggers included)."""
     root = logging.getLogger()
@@ -30,6 +43,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT))
     handler.addFilter(RedactTokens())
+    handler.addFilter(TypeOnlyTracebacks())
     root.addHandler(handler)
     root.setLevel(level)
     # Alembic announces each plugin at INFO on every start; only its warnings matter here.

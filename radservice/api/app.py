@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from radservice import __version__
 from radservice.api import errors, metrics
+from radservice.api.deps import RefusalThrottle
 from radservice.api.limits import RequestLimits
 from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
 from radservice.config import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     # unless a route begins a write (db.session.begin_write)
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.read_sessionmaker = make_sessionmaker(engine, reader=True)
+    app.state.refusals = RefusalThrottle()
     # name -> "is it up?"; listeners started beside the API register here for /readyz.
     listeners: dict[str, Callable[[], bool]] = {}
     app.state.listeners = listeners
@@ -69,13 +71,15 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     busy, locked or unreachable is 503 with ``Retry-After``; a write that lost a race to another
     (a unique key taken meanwhile) is 409. The log names the failure's kind, never its values."""
     if transient(exc):
-        log.warning("%s %s: database busy or unreachable (%s): 503", request.method, request.url.path, cause(exc))
+        log.warning("%s %s: database busy or unreachable (%s): 503", request.method, errors.route_of(request),
+                    cause(exc))
         return JSONResponse({"detail": "the database is busy or unreachable: retry shortly"},
                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
                             headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, IntegrityError):
-        log.warning("%s %s: a concurrent change conflicted (%s): 409", request.method, request.url.path, cause(exc))
+        log.warning("%s %s: a concurrent change conflicted (%s): 409", request.method, errors.route_of(request),
+                    cause(exc))
         return JSONResponse({"detail": "a concurrent change conflicted with this request: read again and retry"},
                             status_code=status.HTTP_409_CONFLICT)
-    log.error("%s %s: database error %s", request.method, request.url.path, cause(exc))
+    log.error("%s %s: database error %s", request.method, errors.route_of(request), cause(exc))
     return JSONResponse({"detail": "internal database error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -42,12 +44,48 @@ RowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a row id")]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _audit_refusal(session: Session, request: Request, *, actor: str, reason: str, user_id: int | None = None) -> None:
-    """A refused request in the audit trail, in its own short transaction (the token never)."""
+class RefusalThrottle:
+    """At most one audit row a minute for the same refusal (client, actor, reason): an anonymous
+    flood must not become a flood of writes that holds SQLite's write lock for everyone. The
+    refusals in between are counted and written with the next row (``repeated``). One per app."""
+
+    every_s = 60.0
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str | None, str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: tuple[str | None, str, str]) -> int | None:
+        """The count of refusals held back since the last row, when one is due now; else None."""
+        now = time.monotonic()
+        with self._lock:
+            last, repeated = self._seen.get(key, (float("-inf"), 0))
+            if now - last < self.every_s:
+                self._seen[key] = (last, repeated + 1)
+                return None
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 10_000:  # bounded: the oldest keys go
+                for stale in sorted(self._seen, key=lambda k: self._seen[k][0])[:5_000]:
+                    del self._seen[stale]
+            return repeated
+
+
+def record_refusal(session: Session, throttle: RefusalThrottle, *, actor: str, method: str, path: str,
+                   reason: str, user_id: int | None = None) -> None:
+    """A refused request (401, 403) in the audit trail, in its own short transaction, with the
+    client's address, never the token (at most one row a minute for the same refusal)."""
+    repeated = throttle.due((audit.client_address.get(), actor, reason))
+    if repeated is None:
+        return
     begin_write(session)
     audit.record(session=session, actor=actor, user_id=user_id, action="auth.refused",
-                 detail={"path": request.url.path[:200], "method": request.method, "reason": reason})
+                 detail={"path": path[:200], "method": method, "reason": reason, "repeated": repeated})
     session.commit()
+
+
+def _audit_refusal(session: Session, request: Request, *, actor: str, reason: str, user_id: int | None = None) -> None:
+    record_refusal(session, request.app.state.refusals, actor=actor, method=request.method, path=request.url.path,
+                   reason=reason, user_id=user_id)
 
 
 def get_current_user(

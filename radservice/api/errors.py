@@ -46,6 +46,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why} for code, why in _WHY.items()}
 
 
+def route_of(request: Request) -> str:
+    """The route's template for a log line (``/api/v1/studies/{accession}``), never the path
+    itself: paths carry accession numbers."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "(no route)"))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -55,7 +62,7 @@ def install(app: FastAPI) -> None:
 async def _bug(request: Request, exc: Exception) -> JSONResponse:
     """A bug: 500 with the one body; the log names the exception's type (its text may quote
     patient data), the traceback goes to the debug log."""
-    log.error("%s %s: internal error %s", request.method, request.url.path, type(exc).__name__)
+    log.error("%s %s: internal error %s", request.method, route_of(request), type(exc).__name__)
     log.debug("traceback", exc_info=exc)
     return JSONResponse({"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
 

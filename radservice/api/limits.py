@@ -11,16 +11,21 @@ every other body ``server.max_body_kb``.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+from sqlalchemy.exc import SQLAlchemyError
 
+from radservice.api.deps import record_refusal
 from radservice.audit import service as audit
 from radservice.config import Settings
-from radservice.db.session import begin_write
+from radservice.db.errors import cause
 from radservice.users import service as users
+
+log = logging.getLogger("radservice.api")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,13 +50,16 @@ class RequestLimits:
         return self.settings.server.max_body_kb << 10
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
         token = audit.client_address.set(client[0] if client else None)
         try:
-            await self._http(scope, receive, send)
+            if scope["type"] == "http":
+                await self._http(scope, receive, send)
+            else:  # a WebSocket authenticates in its route; its audit rows name the client too
+                await self.app(scope, receive, send)
         finally:
             audit.client_address.reset(token)
 
@@ -63,7 +71,14 @@ class RequestLimits:
         if not has_body or not path.startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        if not await anyio.to_thread.run_sync(self._authenticated, scope, headers.get("authorization", "")):
+        try:
+            known = await anyio.to_thread.run_sync(self._authenticated, scope, headers.get("authorization", ""))
+        except SQLAlchemyError as exc:  # outside the app's handlers: answered here, as they would
+            log.warning("%s: database busy or unreachable while authenticating (%s): 503", scope["method"],
+                        cause(exc))
+            await _answer(send, 503, "the database is busy or unreachable: retry shortly", [(b"retry-after", b"1")])
+            return
+        if not known:
             await _answer(send, 401, "invalid, expired, revoked or missing bearer token (send "
                           "'Authorization: Bearer TOKEN'); the body was not read",
                           [(b"www-authenticate", b"Bearer")])
@@ -115,11 +130,8 @@ class RequestLimits:
             if scheme.lower() == "bearer" and credentials.strip():
                 if users.authenticate(session=session, token=credentials.strip()) is not None:
                     return True
-            begin_write(session)
-            audit.record(session=session, actor="anonymous", action="auth.refused",
-                         detail={"path": scope.get("path", "")[:200], "method": scope["method"],
-                                 "reason": "bad token" if credentials.strip() else "no token"})
-            session.commit()
+            record_refusal(session, scope["app"].state.refusals, actor="anonymous", method=scope["method"],
+                           path=scope.get("path", ""), reason="bad token" if credentials.strip() else "no token")
         return False
 
 

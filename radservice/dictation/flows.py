@@ -280,7 +280,7 @@ class LiveTranscribeFlow:
             state = self._state(ctx, dictation_id)  # reset: start over on the new epoch
 
     def _state(self, ctx: JobContext, dictation_id: str) -> dictations.LiveState:
-        with ctx.sessions() as session:
+        with (ctx.readers or ctx.sessions)() as session:  # 20 polls a second: no write lock
             state = dictations.live_state(session=session, dictation_id=dictation_id)
         if state is None:
             raise PermanentJobError(f"dictation {dictation_id} does not exist")

@@ -93,17 +93,25 @@ def purge_audio(*, session: Session, data_dir: Path, older_than: timedelta, now:
     """Delete stored audio older than the retention period, every part of it (a resumed live
     dictation has several); the transcript stays. Returns files removed."""
     cutoff = (now or utcnow()) - older_than
-    rows = session.scalars(select(Dictation).where(
+    rows = session.execute(select(Dictation.id, Dictation.audio_path, Dictation.audio_parts).where(
         Dictation.created_at < cutoff, Dictation.audio_path.is_not(None))).all()
+    session.rollback()
     removed = 0
-    for dictation in rows:
-        for path in audio_parts(dictation, data_dir):
+    for dictation_id, relative, parts in rows:
+        # the row first (a short write): a crash before the files go leaves orphans for the sweep,
+        # never a row naming deleted audio; no file work while the write lock is held
+        session.execute(update(Dictation).where(Dictation.id == dictation_id).values(audio_path=None))
+        session.commit()
+        for path in _part_paths(data_dir, relative, parts):
             if path.exists():
                 path.unlink(missing_ok=True)
                 removed += 1
-        session.execute(update(Dictation).where(Dictation.id == dictation.id).values(audio_path=None))
-    session.commit()
     return removed
+
+
+def _part_paths(data_dir: Path, relative: str, parts: int) -> list[Path]:
+    stem, _, ext = relative.rpartition(".")
+    return [data_dir / (relative if k == 1 else f"{stem}.{k}.{ext}") for k in range(1, parts + 1)]
 
 
 def sweep_orphan_audio(*, session: Session, data_dir: Path, older_than: timedelta = timedelta(days=1),
@@ -116,14 +124,15 @@ def sweep_orphan_audio(*, session: Session, data_dir: Path, older_than: timedelt
     if not folder.is_dir():
         return 0
     cutoff = ((now or utcnow()) - older_than).timestamp()
-    named = {str(path.relative_to(data_dir)) for dictation in session.scalars(
-        select(Dictation).where(Dictation.audio_path.is_not(None))) for path in audio_parts(dictation, data_dir)}
+    named = {str(path.relative_to(data_dir)) for _, relative, parts in session.execute(
+        select(Dictation.id, Dictation.audio_path, Dictation.audio_parts).where(Dictation.audio_path.is_not(None)))
+        for path in _part_paths(data_dir, relative, parts)}
+    session.rollback()  # no transaction open while the folder is walked
     removed = 0
     for path in folder.iterdir():
         if path.is_file() and f"{AUDIO_DIR}/{path.name}" not in named and path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
             removed += 1
-    session.rollback()
     return removed
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.db.errors import cause
-from radservice.db.session import session_scope
+from radservice.db.session import make_sessionmaker, session_scope
 from radservice.jobs import service as jobs
 from radservice.jobs.service import ClaimedJob
 
@@ -43,6 +43,8 @@ class JobContext:
     report_progress: Callable[[float], None] = field(default=lambda fraction: None)
     #: The worker holding the job's lease (None when a handler is called outside a worker).
     owner: str | None = None
+    #: Sessions that only read (SQLite: no write lock), for polls; ``sessions`` when not given.
+    readers: sessionmaker[Session] | None = None
 
     def hold(self, session: Session) -> None:
         """Call first in every transaction that writes the job's result: the job's row is locked
@@ -116,6 +118,7 @@ class Worker:
     def __init__(self, *, sessions: sessionmaker[Session], handlers: Mapping[str, Handler], owner: str,
                  lease: timedelta, poll_interval: float, stop: threading.Event | None = None) -> None:
         self.sessions = sessions
+        self.readers = make_sessionmaker(sessions.kw["bind"], reader=True) if "bind" in sessions.kw else sessions
         self.handlers = dict(handlers)
         self.owner = owner
         self.lease = lease
@@ -171,7 +174,7 @@ class Worker:
         log.info("worker %s: job %d (%s) attempt %d/%d", self.owner, job.id, job.kind, job.attempts,
                  job.max_attempts)
         beat = _Heartbeat(self, job)
-        ctx = JobContext(job=job, sessions=self.sessions, owner=self.owner,
+        ctx = JobContext(job=job, sessions=self.sessions, owner=self.owner, readers=self.readers,
                          report_progress=lambda fraction: setattr(beat, "progress", fraction))
         beat.start()
         started = time.perf_counter()

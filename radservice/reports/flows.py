@@ -31,17 +31,19 @@ from radservice.reports.models import Report, ReportStatus
 log = logging.getLogger("radservice.reports")
 
 def without_reasons(refinement: str) -> str:
-    """The refinement as the audit trail and the job's result keep it: what happened, without the
-    parenthesised reasons (the guard's name findings, numbers and sides: report text)."""
-    out, depth = [], 0
-    for char in refinement:
-        if char == "(":
-            depth += 1
-        elif char == ")" and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(char)
-    return " ".join("".join(out).split())
+    """The refinement as the audit trail and the job's result keep it: its kind (``rules``,
+    ``llm``, ``rules-only``) and the LLM steps that fell back, never the reasons (the guard's name
+    findings, numbers and sides: report text). Each fallback reads "step: reason" and is joined
+    with "; " (LlmStep.refinement); a step's name is the known text before its first colon."""
+    kind, _, rest = refinement.partition(":")
+    if not rest:
+        return kind
+    steps = [part.split(":", 1)[0].strip() for part in rest.split("; ")]
+    return f"{kind}: {', '.join(s for s in dict.fromkeys(steps) if s in _STEPS)}"
+
+
+#: The LLM steps' names, as LlmRefiner names them in a fallback reason.
+_STEPS = ("merge findings", "clean impression", "suggest impression")
 
 
 class DraftFlow:

@@ -204,7 +204,7 @@ def test_harmful_llm_edit_and_unreachable_llm_leave_the_rules_text(factory: sess
                                                 "no pneumothorax period"))
         url = standin.url
     # the job's result (readable by any role) and the audit trail say what happened, not which findings
-    assert result["refinement"] == "rules-only: merge findings: the guard refused the edit"
+    assert result["refinement"] == "rules-only: merge findings"
     with factory() as session:
         from radservice.audit.models import AuditEvent
         details = [e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "report.drafted"))]
@@ -217,7 +217,7 @@ def test_harmful_llm_edit_and_unreachable_llm_leave_the_rules_text(factory: sess
     # the stand-in is gone now: Ollama unreachable, the impression keeps the rules' text
     result = run(llm_flow(url), factory, transcribed(factory, tmp_path, "REP-BAD", Section.IMPRESSION,
                                                      "small right effusion period"))
-    assert "unreachable" in str(result["refinement"])
+    assert result["refinement"] == "rules-only: clean impression"  # the reason is on the report, for its readers
     with factory() as session:
         report = session.scalars(select(Report)).one()
         assert report.sections["impression"] == "Small right effusion."

@@ -128,11 +128,12 @@ def test_an_anonymous_body_is_refused_unread_and_audited(limited: TestClient, fa
     assert answer.status_code == 401 and "not read" in answer.json()["detail"]
     declared = limited.patch("/api/v1/reports/1", content=b"{" * 4096, headers={"Authorization": "Bearer rs_nope"})
     assert declared.status_code == 401
-    assert limited.get("/api/v1/worklist").status_code == 401
+    for _ in range(50):  # a flood: counted, not written row by row
+        assert limited.get("/api/v1/worklist").status_code == 401
     with factory() as session:
         refused = session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.refused")
                                   .order_by(AuditEvent.id)).all()
-        assert [(e.detail or {}).get("reason") for e in refused] == ["no token", "bad token", "no token"]
+        assert [(e.detail or {}).get("reason") for e in refused] == ["no token", "bad token"]
         assert {e.client for e in refused} == {"192.0.2.7"}
         assert all("rs_nope" not in str(e.detail) for e in refused)
 
