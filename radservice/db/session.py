@@ -80,6 +80,12 @@ def make_sessionmaker(engine: Engine, *, reader: bool = False) -> sessionmaker[S
     return sessionmaker(bind, expire_on_commit=False)
 
 
+def readers_of(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Reader sessions (see ``make_sessionmaker``) on the database of these sessions."""
+    bind = sessions.kw.get("bind")
+    return make_sessionmaker(bind, reader=True) if isinstance(bind, Engine) else sessions
+
+
 def begin_write(session: Session) -> None:
     """Start the session's next transaction as a writer, ending a read transaction in progress.
 

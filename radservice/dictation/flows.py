@@ -41,9 +41,7 @@ class TranscribeFlow:
         dictation_id = str(ctx.job.payload.get("dictation_id", ""))
         with session_scope(ctx.sessions) as session:
             ctx.hold(session)
-            dictation = session.get(Dictation, dictation_id, with_for_update=True, populate_existing=True)
-            if dictation is None:
-                raise PermanentJobError(f"dictation {dictation_id} does not exist")
+            dictation = dictation_for_job(session, dictation_id, for_update=True)
             if dictation.status in (DictationStatus.RECORDING.value, DictationStatus.FINALIZING.value):
                 # queued while interrupted, run after a resume: the live job owns it now
                 return {"dictation_id": dictation_id, "skipped": dictation.status}
@@ -100,9 +98,10 @@ def keep_transcript(dictation: Dictation, transcript: Transcript) -> None:
     dictation.transcribed_at = utcnow()
 
 
-def dictation_for_job(session: Session, dictation_id: str) -> Dictation:
-    """The dictation a job names; a permanent failure when it does not exist (retrying cannot help)."""
-    dictation = session.get(Dictation, dictation_id)
+def dictation_for_job(session: Session, dictation_id: str, *, for_update: bool = False) -> Dictation:
+    """The dictation a job names (its row locked with ``for_update``); a permanent failure when it
+    does not exist (retrying cannot help)."""
+    dictation = dictations.get(session=session, dictation_id=dictation_id, for_update=for_update)
     if dictation is None:
         raise PermanentJobError(f"dictation {dictation_id} does not exist")
     return dictation

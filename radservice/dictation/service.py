@@ -110,8 +110,15 @@ def purge_audio(*, session: Session, data_dir: Path, older_than: timedelta, now:
 
 
 def _part_paths(data_dir: Path, relative: str, parts: int) -> list[Path]:
+    """Every part of a recording whose first part is ``relative`` (part k > 1 is NAME.k.ext)."""
+    return [data_dir / _part_name(relative, k) for k in range(1, parts + 1)]
+
+
+def _part_name(relative: str, part: int) -> str:
+    if part == 1:
+        return relative
     stem, _, ext = relative.rpartition(".")
-    return [data_dir / (relative if k == 1 else f"{stem}.{k}.{ext}") for k in range(1, parts + 1)]
+    return f"{stem}.{part}.{ext}"
 
 
 def sweep_orphan_audio(*, session: Session, data_dir: Path, older_than: timedelta = timedelta(days=1),
@@ -157,17 +164,14 @@ def fail_final_pass(*, session: Session, dictation_id: str, reason: str) -> bool
 def part_path(dictation: Dictation, part: int) -> str:
     """Where part ``part`` of a recording lives, relative to the data dir (part 1 is audio_path)."""
     assert dictation.audio_path is not None
-    if part == 1:
-        return dictation.audio_path
-    stem, _, ext = dictation.audio_path.rpartition(".")
-    return f"{stem}.{part}.{ext}"
+    return _part_name(dictation.audio_path, part)
 
 
 def audio_parts(dictation: Dictation, data_dir: Path) -> list[Path]:
     """Every stored part of a dictation's audio, in order."""
     if dictation.audio_path is None:
         return []
-    return [data_dir / part_path(dictation, k) for k in range(1, dictation.audio_parts + 1)]
+    return _part_paths(data_dir, dictation.audio_path, dictation.audio_parts)
 
 
 def start_live(*, session: Session, study: Study, section: Section, user_id: int | None, dictation_id: str,

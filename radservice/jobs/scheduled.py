@@ -11,7 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.config import Settings
-from radservice.db.session import make_sessionmaker, session_scope
+from radservice.db.session import readers_of, session_scope
 from radservice.dictation import service as dictations
 from radservice.jobs import service as jobs
 from radservice.jobs.worker import OnFailed
@@ -49,7 +49,7 @@ def duties(settings: Settings, sessions: sessionmaker[Session],
                                              older_than=timedelta(days=settings.storage.audio_retention_days))
         return f"{removed} audio file(s) older than {settings.storage.audio_retention_days} days removed"
 
-    readers = make_sessionmaker(sessions.kw["bind"], reader=True)
+    readers = readers_of(sessions)
 
     def sweep() -> str:
         with readers() as session:  # reads only: no write lock while the folder is walked

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.db.errors import cause
-from radservice.db.session import make_sessionmaker, session_scope
+from radservice.db.session import readers_of, session_scope
 from radservice.jobs import service as jobs
 from radservice.jobs.service import ClaimedJob
 
@@ -118,7 +118,7 @@ class Worker:
     def __init__(self, *, sessions: sessionmaker[Session], handlers: Mapping[str, Handler], owner: str,
                  lease: timedelta, poll_interval: float, stop: threading.Event | None = None) -> None:
         self.sessions = sessions
-        self.readers = make_sessionmaker(sessions.kw["bind"], reader=True) if "bind" in sessions.kw else sessions
+        self.readers = readers_of(sessions)
         self.handlers = dict(handlers)
         self.owner = owner
         self.lease = lease

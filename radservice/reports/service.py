@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from radservice.db.base import utcnow
 from radservice.outbox import service as outbox
@@ -219,12 +219,10 @@ def versions(*, session: Session, report_id: int) -> list[ReportVersion]:
                                 .order_by(ReportVersion.version)))
 
 
-def _check_signer(kind: VersionKind, user: User, report: Report) -> None:
+def _check_signer(session: Session, kind: VersionKind, user: User, report: Report) -> None:
     # the study's row locked (after the report's, the one order every writer takes): an HL7 cancel
     # cannot land between the check that the study is not cancelled and the signature
-    session = object_session(report)
-    if session is not None:
-        session.get(Study, report.study_id, with_for_update=True, populate_existing=True)
+    session.get(Study, report.study_id, with_for_update=True, populate_existing=True)
     if user.role not in SIGNERS[kind]:
         raise ReportError("forbidden", f"role '{user.role}' may not sign a {kind.value} version "
                                        f"(needs: {', '.join(SIGNERS[kind])})")
@@ -272,7 +270,7 @@ def sign(*, session: Session, report: Report, kind: VersionKind, user: User, des
     """
     if kind is VersionKind.ADDENDUM:
         raise ReportError("invalid", "an addendum is signed with its text (POST .../addenda)")
-    _check_signer(kind, user, report)
+    _check_signer(session, kind, user, report)
     if revision is not None and revision != report.revision:
         raise ReportError("stale", f"report {report.id} is at revision {report.revision}, not {revision}: "
                                    "read it again before signing")
@@ -292,7 +290,7 @@ def add_addendum(*, session: Session, report: Report, text: str, user: User, des
     ReportError
         ``forbidden``, ``state`` (the report is not final yet), ``invalid`` (empty or too long).
     """
-    _check_signer(VersionKind.ADDENDUM, user, report)
+    _check_signer(session, VersionKind.ADDENDUM, user, report)
     text = clean_text(text).strip()
     if not text:
         raise ReportError("invalid", "an addendum needs text")

@@ -61,19 +61,24 @@ def _while_held(factory: sessionmaker[Session], report_id: int, step: Any, reque
     return answers[0]
 
 
+def _signing(factory: sessionmaker[Session], username: str, kind: VersionKind, revision: int | None = None) -> Any:
+    """The step of another session that signs the report as ``username`` (for _while_held)."""
+    with factory() as session:
+        signer = session.scalars(select(User).where(User.username == username)).one()
+
+    def sign(session: Session, report: Report) -> None:
+        reports.sign(session=session, report=report, kind=kind, user=signer, destinations=["ris"],
+                     give_up_after=timedelta(hours=1), revision=revision)
+    return sign
+
+
 def test_an_edit_during_a_sign_is_refused_and_the_signed_text_is_what_was_read(
         client: TestClient, factory: sessionmaker[Session], people: dict[str, dict[str, str]]) -> None:
     add_study(factory, "RACE-1")
     report_id = add_report(factory, "RACE-1", TEXT)
     url = f"/api/v1/reports/{report_id}"
     seen = client.get(url, headers=people["radiologist"]).json()
-    with factory() as session:
-        signer = session.scalars(select(User).where(User.username == "c.radiologist")).one()
-
-    def sign(session: Session, report: Report) -> None:
-        reports.sign(session=session, report=report, kind=VersionKind.FINAL, user=signer, destinations=["ris"],
-                     give_up_after=timedelta(hours=1), revision=seen["revision"])
-
+    sign = _signing(factory, "c.radiologist", VersionKind.FINAL, seen["revision"])
     edit = _while_held(factory, report_id, sign, lambda: client.patch(
         url, json={"sections": {"impression": "Edited while signing."}, "revision": seen["revision"]},
         headers=people["radiologist"]))
@@ -129,13 +134,7 @@ def test_two_signers_at_once_one_signs_and_the_other_gets_409(
     report_id = add_report(factory, "RACE-4", TEXT)
     url = f"/api/v1/reports/{report_id}"
     seen = client.get(url, headers=people["radiologist"]).json()
-    with factory() as session:
-        resident = session.scalars(select(User).where(User.username == "c.resident")).one()
-
-    def sign(session: Session, report: Report) -> None:
-        reports.sign(session=session, report=report, kind=VersionKind.PRELIMINARY, user=resident,
-                     destinations=["ris"], give_up_after=timedelta(hours=1), revision=seen["revision"])
-
+    sign = _signing(factory, "c.resident", VersionKind.PRELIMINARY, seen["revision"])
     loser = _while_held(factory, report_id, sign, lambda: client.post(
         f"{url}/sign", json={"status": "final", "revision": seen["revision"]}, headers=people["radiologist"]))
     assert loser.status_code == 409, loser.text
@@ -373,15 +372,13 @@ def test_an_hl7_cancel_during_a_signature_is_refused_not_applied_over_it(
 
     add_study(factory, "RACE-8")
     report_id = add_report(factory, "RACE-8", TEXT)
-    with factory() as session:
-        signer = session.scalars(select(User).where(User.username == "c.radiologist")).one()
+    sign = _signing(factory, "c.radiologist", VersionKind.FINAL)
     holder = factory()
     outcomes: list[Any] = []
     try:
         report = reports.get(session=holder, report_id=report_id, for_update=True)
         assert report is not None
-        reports.sign(session=holder, report=report, kind=VersionKind.FINAL, user=signer, destinations=["ris"],
-                     give_up_after=timedelta(hours=1))
+        sign(holder, report)
         holder.flush()
 
         def cancel() -> None:

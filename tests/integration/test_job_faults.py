@@ -57,14 +57,19 @@ def test_a_result_is_not_written_after_the_lease_was_lost(factory: sessionmaker[
         assert (job.status, job.lease_owner) == ("running", "other:2")  # the other's claim is untouched
 
 
-def test_a_job_reaped_after_its_last_attempt_fails_its_dictation(factory: sessionmaker[Session],
-                                                                 tmp_path: Path) -> None:
-    dictation_id, job_id = _dictation(factory, tmp_path)
+def _died_on_last_attempt(factory: sessionmaker[Session], job_id: int, dictation_id: str) -> None:
+    """The job's worker died during its last attempt, while it was transcribing the dictation."""
     with session_scope(factory) as session:
         session.execute(update(Job).where(Job.id == job_id).values(
             status="running", attempts=3, max_attempts=3, lease_owner="dead:1",
             lease_expires_at=utcnow() - timedelta(seconds=1)))
         session.get_one(Dictation, dictation_id).status = "transcribing"
+
+
+def test_a_job_reaped_after_its_last_attempt_fails_its_dictation(factory: sessionmaker[Session],
+                                                                 tmp_path: Path) -> None:
+    dictation_id, job_id = _dictation(factory, tmp_path)
+    _died_on_last_attempt(factory, job_id, dictation_id)
     flow = TranscribeFlow(transcriber=StolenWhileTranscribing(factory, job_id), data_dir=tmp_path, vocabulary=[])
     worker = Worker(sessions=factory, handlers={"transcribe": flow}, owner="alive:2", lease=LEASE, poll_interval=0.05)
     assert worker.run_once() is False  # it reaped, and found nothing to run
@@ -107,11 +112,7 @@ def test_the_reaper_duty_of_serve_fails_the_dictation_too(factory: sessionmaker[
     from radservice.jobs import scheduled
 
     dictation_id, job_id = _dictation(factory, tmp_path)
-    with session_scope(factory) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(
-            status="running", attempts=3, max_attempts=3, lease_owner="dead:1",
-            lease_expires_at=utcnow() - timedelta(seconds=1)))
-        session.get_one(Dictation, dictation_id).status = "transcribing"
+    _died_on_last_attempt(factory, job_id, dictation_id)
     duty = scheduled.duties(Settings(storage={"data_dir": tmp_path}), factory, failure_markers())["lease-reaper"]
     assert duty.run() == "1 job(s) of lost workers queued again or failed"
     with factory() as session:
