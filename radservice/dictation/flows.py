@@ -261,7 +261,9 @@ class LiveTranscribeFlow:
         the reason, so that `stop` answers and the study shows it (its audio stays, to transcribe
         again)."""
         dictation = session.get(Dictation, str(payload.get("dictation_id", "")))
-        if dictation is not None and dictation.status in (*LIVE_STATUSES, DictationStatus.TRANSCRIBING.value):
+        if (dictation is not None and dictation.stream_session == int(payload.get("session", 1))
+                and dictation.status in (*LIVE_STATUSES, DictationStatus.TRANSCRIBING.value)):
+            # (a job of an earlier connection leaves a resumed dictation alone)
             dictation.status = DictationStatus.FAILED.value
             dictation.error = f"live transcription failed: {reason}"[:500]
 

@@ -73,9 +73,11 @@ def claim(*, session: Session, owner: str, lease: timedelta, kinds: list[str] | 
 
 
 def _held(job_id: int, owner: str) -> Any:
-    # Every write of a running job checks it still holds the lease: a worker that stalled past
-    # its lease and lost the job to another must not overwrite the other's outcome.
-    return (Job.id == job_id) & (Job.status == JobStatus.RUNNING.value) & (Job.lease_owner == owner)
+    # Every write of a running job checks it still holds the lease, unexpired: a worker that
+    # stalled past its lease may be reaped at any moment and the job run elsewhere; it must not
+    # renew, complete or fail it (the reaper does that), nor overwrite another's outcome.
+    return ((Job.id == job_id) & (Job.status == JobStatus.RUNNING.value) & (Job.lease_owner == owner)
+            & (Job.lease_expires_at > utcnow()))
 
 
 def heartbeat(*, session: Session, job_id: int, owner: str, lease: timedelta,
@@ -121,8 +123,7 @@ def holds(*, session: Session, job_id: int, owner: str) -> bool:
     be reaped and the job run elsewhere at any moment)? Its row stays locked until the caller's
     transaction ends (PostgreSQL; SQLite's write lock is held already), so the lease cannot be
     reaped between this check and the write that depends on it."""
-    return session.scalar(select(Job.id).where(_held(job_id, owner), Job.lease_expires_at > utcnow())
-                          .with_for_update()) is not None
+    return session.scalar(select(Job.id).where(_held(job_id, owner)).with_for_update()) is not None
 
 
 def reap_expired_jobs(*, session: Session, now: datetime | None = None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:

@@ -189,3 +189,33 @@ def test_a_dictation_ended_by_a_worker_is_not_moved_on_by_the_socket(
         assert _closed_with(ws) == 4409
     with factory() as session:
         assert session.get_one(Dictation, dictation_id).status == "interrupted"
+
+
+def test_a_slow_final_pass_still_ends_with_the_final_event(
+        factory: sessionmaker[Session], tmp_path: Path, people: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After "stop" the dictation is finalizing, no longer recording: the socket's beat must not
+    read that as "ended elsewhere" (4409) while the final text is awaited (no worker here, so the
+    wait runs out: `final` with `pending`, close 1000)."""
+    monkeypatch.setattr(stream, "FINAL_TIMEOUT_S", 2.5 * dictations.LIVE_BEAT_S)
+    with _app(factory, tmp_path) as client, client.websocket_connect(_url(people["lf.author"])) as ws:
+        ws.receive_json()
+        ws.send_bytes(audio_samples.tone(0.5))
+        ws.send_text("stop")
+        final = ws.receive_json()
+        assert final["type"] == "final" and final["pending"] is True, final
+        assert _closed_with(ws) == 1000
+
+
+def test_an_earlier_connection_s_live_job_failing_leaves_the_resumed_dictation_alone(
+        factory: sessionmaker[Session], people: dict[str, str]) -> None:
+    ids = _ids(factory)
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study)).one()
+        dictation, _ = dictations.start_live(session=session, study=study, section=Section.FINDINGS,
+                                             user_id=ids["lf.author"], dictation_id="resumed", max_attempts=3)
+        dictation.stream_session = 2  # resumed: connection 2 records now
+        LiveTranscribeFlow.on_failed(session, {"dictation_id": "resumed", "session": 1}, "worker lost")
+        assert dictation.status == "recording"
+        LiveTranscribeFlow.on_failed(session, {"dictation_id": "resumed", "session": 2}, "worker lost")
+        assert dictation.status == "failed"

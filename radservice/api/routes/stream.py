@@ -122,6 +122,8 @@ class LiveSession:
         self.started = time.monotonic()
         self.max_bytes = settings.storage.max_audio_mb << 20
         self.receive_timeout_s = RECEIVE_TIMEOUT_S
+        #: "stop" was accepted: the dictation is finalizing, the watcher no longer beats
+        self.stopping = False
 
     async def run(self) -> None:
         relay = asyncio.create_task(self._relay(), name=f"relay-{self.live.dictation_id}")
@@ -158,6 +160,8 @@ class LiveSession:
         tells a worker that this API still holds the socket."""
         while True:
             await asyncio.sleep(dictations.LIVE_BEAT_S)
+            if self.stopping:  # finalizing: not recording any more, the final text is awaited
+                continue
             outcome = await asyncio.to_thread(self._beat)
             if outcome == "revoked":
                 raise Refused(4401, "token revoked or expired: sign in again and resume the dictation")
@@ -252,10 +256,13 @@ class LiveSession:
         return await asyncio.to_thread(write)
 
     async def _reset(self) -> None:
+        # the epoch first, and only while this connection still owns the recording: a socket whose
+        # dictation was ended (and maybe resumed elsewhere) must not empty the file
+        if not await self._set(DictationStatus.RECORDING, reset=True):
+            raise Refused(4409, "the dictation was ended elsewhere: resume it to go on")
         if self.file is not None:
             await asyncio.to_thread(self._truncate)
         self.bytes = 0
-        await self._set(DictationStatus.RECORDING, reset=True)
         await self._send({"type": "partial", "text": "", "committed": ""})
 
     def _truncate(self) -> None:
@@ -269,6 +276,7 @@ class LiveSession:
         if not await self._set(DictationStatus.FINALIZING):
             raise Refused(4409, "the dictation was ended while recording (see its status): transcribe it "
                                 "again or resume it")
+        self.stopping = True
         deadline = time.monotonic() + FINAL_TIMEOUT_S
         while time.monotonic() < deadline:
             state = await self._state()
