@@ -84,6 +84,9 @@ def _timed(tally: Tally, kind: str, call: Callable[[], httpx.Response]) -> httpx
 def reader(base: str, token: str, accessions: list[str], tally: Tally, stop: threading.Event) -> None:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
         turn = 0
+        # independent clients: each starts at its own moment and keeps its own pace (in lock step,
+        # 20 readers would ask for the worklist in the same millisecond every other second)
+        stop.wait(random.uniform(0, 2.0))
         while not stop.is_set():
             if turn % 2 == 0:
                 _timed(tally, "worklist", lambda: http.get("/api/v1/worklist"))
@@ -95,7 +98,7 @@ def reader(base: str, token: str, accessions: list[str], tally: Tally, stop: thr
                     report_url = f"/api/v1/reports/{report_id}"
                     _timed(tally, "report", lambda: http.get(report_url))  # noqa: B023 (called at once)
             turn += 1
-            stop.wait(1.0)
+            stop.wait(random.uniform(0.9, 1.1))
 
 
 def editor(base: str, token: str, report_ids: list[int], tally: Tally, stop: threading.Event, n: int) -> None:

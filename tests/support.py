@@ -230,3 +230,11 @@ def sign_report(http: Any, report_id: int, status: str, *, headers: dict[str, st
     assert read.status_code == 200, read.text
     return http.post(f"/api/v1/reports/{report_id}/sign", json={"status": status, "revision": read.json()["revision"]},
                      **extra)
+
+
+def write_read_audit(app: Any) -> None:
+    """Write the audit rows of reads still queued (SQLite queues them for one writer; on
+    PostgreSQL each read wrote its own)."""
+    queue = app.state.read_audit
+    if queue is not None:
+        queue.flush()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -15,6 +17,7 @@ from radservice.api import errors, metrics
 from radservice.api.deps import RefusalThrottle
 from radservice.api.limits import RequestLimits
 from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
+from radservice.audit.service import ReadAudit
 from radservice.config import Settings
 from radservice.db.errors import cause, transient
 from radservice.db.session import make_sessionmaker
@@ -38,6 +41,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
         redoc_url=None if production else "/redoc",
         openapi_url=None if production else "/openapi.json",
         responses=errors.ERROR_RESPONSES,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -46,6 +50,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.read_sessionmaker = make_sessionmaker(engine, reader=True)
     app.state.refusals = RefusalThrottle()
+    # SQLite has one write lock: the audit rows of reads go through one writer in batches, so
+    # that a read never waits for it (docs/design-notes.md). PostgreSQL writes them in the request.
+    app.state.read_audit = ReadAudit(app.state.sessionmaker) if engine.dialect.name == "sqlite" else None
     # name -> "is it up?"; listeners started beside the API register here for /readyz.
     listeners: dict[str, Callable[[], bool]] = {}
     app.state.listeners = listeners
@@ -64,6 +71,18 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(reports.router)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    queue: ReadAudit | None = app.state.read_audit
+    if queue is not None:
+        queue.start()
+    try:
+        yield
+    finally:
+        if queue is not None:  # a normal stop writes every audit row still waiting
+            await anyio.to_thread.run_sync(queue.close)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

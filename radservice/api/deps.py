@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -81,6 +81,33 @@ def record_refusal(session: Session, throttle: RefusalThrottle, *, actor: str, m
     audit.record(session=session, actor=actor, user_id=user_id, action="auth.refused",
                  detail={"path": path[:200], "method": method, "reason": reason, "repeated": repeated})
     session.commit()
+
+
+class ReadAuditor:
+    """Writes the audit row of a read: into the app's queue (SQLite: one writer in batches, so a
+    read never waits for the write lock) or, without a queue or when it is full, in its own
+    short transaction on the request's session."""
+
+    def __init__(self, queue: audit.ReadAudit | None, session: Session) -> None:
+        self.queue = queue
+        self.session = session
+
+    def __call__(self, *, actor: str, action: str, user_id: int | None = None, entity_type: str | None = None,
+                 entity_id: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        if self.queue is not None and self.queue.add(actor=actor, action=action, user_id=user_id,
+                                                     entity_type=entity_type, entity_id=entity_id, detail=detail):
+            return
+        begin_write(self.session)
+        audit.record(session=self.session, actor=actor, action=action, user_id=user_id, entity_type=entity_type,
+                     entity_id=entity_id, detail=detail)
+        self.session.commit()
+
+
+def get_read_auditor(request: Request, session: SessionDep) -> ReadAuditor:
+    return ReadAuditor(request.app.state.read_audit, session)
+
+
+ReadAuditDep = Annotated[ReadAuditor, Depends(get_read_auditor)]
 
 
 def _audit_refusal(session: Session, request: Request, *, actor: str, reason: str, user_id: int | None = None) -> None:

@@ -17,7 +17,7 @@ from radservice.db.base import utcnow
 from radservice.db.session import make_engine, session_scope
 from radservice.users import service as users
 from radservice.users.models import ApiToken
-from tests.support import make_user
+from tests.support import make_user, write_read_audit
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ def test_wrong_role_is_403_and_the_right_role_passes(client: TestClient, factory
     allowed = client.get("/api/v1/admin/users", headers=bearer(admin))
     assert allowed.status_code == 200
     assert {u["username"] for u in allowed.json()} == {"dr.bell", "it.admin"}
+    write_read_audit(client.app)
     with session_scope(factory) as session:
         actions = session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "it.admin")).all()
     assert actions == ["users.list"]

@@ -238,9 +238,12 @@ def _in_background(call: Any) -> tuple[threading.Thread, list[Any]]:
 
 
 def test_reads_answer_while_another_process_holds_the_sqlite_write_lock(tmp_path: Path) -> None:
-    """A read takes no write lock: GET /me, the worklist's and the report's data are read while
-    a writer holds the lock (before, every request began IMMEDIATE and waited, then failed)."""
+    """A read takes no write lock and does not wait for one: GET /me, the worklist, a study and
+    its report answer while a writer holds the lock (before: every request began IMMEDIATE and
+    waited, then failed; then the audit row of each read waited for the lock). The audit rows
+    of those reads are written once the lock is free, none lost, in order, with the client."""
     from radservice.api.app import create_app
+    from radservice.audit.models import AuditEvent
     from radservice.config import Settings
     from radservice.db import migrate
     from radservice.db.session import make_engine, make_sessionmaker
@@ -250,25 +253,36 @@ def test_reads_answer_while_another_process_holds_the_sqlite_write_lock(tmp_path
     factory = make_sessionmaker(engine)
     headers = _auth(make_user(factory, "c.reader", "radiologist"))
     add_study(factory, "HELD-1")
+    report_id = add_report(factory, "HELD-1", TEXT)
     settings = Settings(database={"url": str(engine.url)}, storage={"data_dir": tmp_path / "data"})
     with TestClient(create_app(settings, engine)) as client:
         holder = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")
-            started = time.monotonic()
-            me = client.get("/api/v1/me", headers=headers)
-            waited = time.monotonic() - started
-            assert me.status_code == 200 and waited < 2, (me.text, waited)
-            # the worklist's audit row waits for the lock: released after 0.5 s, it is written
-            thread, answers = _in_background(lambda: client.get("/api/v1/worklist", headers=headers))
-            time.sleep(0.5)
-            assert thread.is_alive()
+            for path in ("/api/v1/me", "/api/v1/worklist", "/api/v1/studies/HELD-1", f"/api/v1/reports/{report_id}"):
+                started = time.monotonic()
+                answer = client.get(path, headers=headers)
+                waited = time.monotonic() - started
+                assert answer.status_code == 200 and waited < 2, (path, answer.text, waited)
+                if path == "/api/v1/worklist":
+                    assert [s["accession_number"] for s in answer.json()["items"]] == ["HELD-1"]
+            time.sleep(0.6)  # the writer tries (and waits) meanwhile: nothing is written yet
+            with make_sessionmaker(engine, reader=True)() as session:
+                assert session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "c.reader")).all() == []
         finally:
             holder.rollback()
             holder.close()
-        thread.join(10)
-        assert answers and answers[0].status_code == 200
-        assert [s["accession_number"] for s in answers[0].json()["items"]] == ["HELD-1"]
+
+        def written() -> list[tuple[str, str | None]]:
+            with factory() as session:
+                return [(e.action, e.client) for e in session.scalars(
+                    select(AuditEvent).where(AuditEvent.actor == "c.reader").order_by(AuditEvent.at, AuditEvent.id))]
+
+        deadline = time.monotonic() + 15
+        while len(written()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert written() == [("worklist.read", "testclient"), ("study.read", "testclient"),
+                             ("report.read", "testclient")]
     engine.dispose()
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radservice.api.app import create_app
 from radservice.audit.models import AuditEvent
 from radservice.config import Settings
-from tests.support import add_report, add_study, free_port, make_user
+from tests.support import add_report, add_study, free_port, make_user, write_read_audit
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -158,6 +158,7 @@ def test_bodies_past_their_limit_are_cut_off_with_413(limited: TestClient, facto
     edited = limited.patch(f"/api/v1/reports/{report_id}", json={"sections": {"findings": "Clear lungs."},
                                                                  "revision": revision}, headers=headers)
     assert edited.status_code == 200, edited.text
+    write_read_audit(limited.app)
     with factory() as session:
         read = session.scalars(select(AuditEvent).where(AuditEvent.action == "report.read")).one()
         assert read.client == "192.0.2.7" and read.actor == "lim.dr"

@@ -12,7 +12,7 @@ from radservice.db.session import session_scope
 from radservice.worklist import service as worklist
 from radservice.worklist.intake import OrderControl, Priority
 from tests.support import add_study as add
-from tests.support import make_user
+from tests.support import make_user, write_read_audit
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +96,7 @@ def test_every_read_of_patient_data_is_audited(client: TestClient, token: str,
                                                factory: sessionmaker[Session]) -> None:
     get(client, token, "/api/v1/worklist", limit=2)
     get(client, token, "/api/v1/studies/A-ONE")
+    write_read_audit(client.app)
     with session_scope(factory) as session:
         events = session.scalars(select(AuditEvent).where(AuditEvent.actor == "dr.list").order_by(AuditEvent.id)).all()
         rows = [(e.action, e.entity_id, e.detail) for e in events]

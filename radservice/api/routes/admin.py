@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from radservice.api.deps import AdminUser, RowId, SessionDep, SettingsDep
+from radservice.api.deps import AdminUser, ReadAuditDep, RowId, SessionDep, SettingsDep
 from radservice.audit import service as audit
 from radservice.db.session import begin_write
 from radservice.outbox import service as outbox
@@ -28,12 +28,10 @@ class UserPublic(BaseModel):
 
 
 @router.get("/users", response_model=list[UserPublic])
-def list_users(admin: AdminUser, session: SessionDep) -> list[UserPublic]:
+def list_users(admin: AdminUser, session: SessionDep, read_audit: ReadAuditDep) -> list[UserPublic]:
     """Every user account (no tokens)."""
     rows = users.list_users(session=session)
-    begin_write(session)
-    audit.record(session=session, actor=admin.username, user_id=admin.id, action="users.list")
-    session.commit()
+    read_audit(actor=admin.username, user_id=admin.id, action="users.list")
     return [
         UserPublic(username=u.username, display_name=u.display_name, role=u.role, active=u.active,
                    created_at=u.created_at)
@@ -42,7 +40,7 @@ def list_users(admin: AdminUser, session: SessionDep) -> list[UserPublic]:
 
 
 @router.get("/outbox", response_model=list[DeliveryPublic])
-def list_outbox(admin: AdminUser, session: SessionDep,
+def list_outbox(admin: AdminUser, session: SessionDep, read_audit: ReadAuditDep,
                 status_: Annotated[list[DeliveryStatus] | None, Query(alias="status")] = None,
                 destination: Destination | None = None, accession: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -52,11 +50,9 @@ def list_outbox(admin: AdminUser, session: SessionDep,
                             destination=destination.value if destination else None, accession=accession,
                             limit=limit, offset=offset)
     waiting = outbox.waiting_for(session=session, deliveries=rows)
-    begin_write(session)
-    audit.record(session=session, actor=admin.username, user_id=admin.id, action="outbox.list",
-                 entity_type="outbox", detail={"returned": len(rows), "offset": offset,
-                                               "accessions": sorted({r.accession_number for r in rows})})
-    session.commit()
+    read_audit(actor=admin.username, user_id=admin.id, action="outbox.list",
+               entity_type="outbox", detail={"returned": len(rows), "offset": offset,
+                                             "accessions": sorted({r.accession_number for r in rows})})
     return DeliveryPublic.many(rows, waiting)
 
 

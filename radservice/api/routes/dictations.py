@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
 
-from radservice.api.deps import CurrentUser, RowId, SessionDep, SettingsDep, require_role, study_or_404
+from radservice.api.deps import CurrentUser, ReadAuditDep, RowId, SessionDep, SettingsDep, require_role, study_or_404
 from radservice.audit import service as audit
 from radservice.db.session import begin_write
 from radservice.dictation import service as dictations
@@ -90,16 +90,15 @@ def upload_dictation(
 
 
 @router.get("/dictations/{dictation_id}", response_model=DictationPublic)
-def get_dictation(dictation_id: str, user: CurrentUser, session: SessionDep) -> DictationPublic:
+def get_dictation(dictation_id: str, user: CurrentUser, session: SessionDep,
+                  read_audit: ReadAuditDep) -> DictationPublic:
     """One dictation with its latest transcript."""
     dictation = dictations.get(session=session, dictation_id=dictation_id)
     if dictation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
     public = DictationPublic.of(dictation)
-    begin_write(session)  # the audit row, in its own short transaction
-    audit.record(session=session, actor=user.username, user_id=user.id, action="dictation.read",
-                 entity_type="dictation", entity_id=dictation.id)
-    session.commit()
+    read_audit(actor=user.username, user_id=user.id, action="dictation.read",
+               entity_type="dictation", entity_id=dictation.id)
     return public
 
 
@@ -125,15 +124,13 @@ def transcribe_again(dictation_id: str, user: Dictator, session: SessionDep, set
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: RowId, user: CurrentUser, session: SessionDep) -> JobPublic:
+def get_job(job_id: RowId, user: CurrentUser, session: SessionDep, read_audit: ReadAuditDep) -> JobPublic:
     """A job's status, progress, error and result."""
     job = jobs.get(session=session, job_id=job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
     public = JobPublic.of(job)
     if job.result and "text" in job.result:
-        begin_write(session)  # the audit row, in its own short transaction
-        audit.record(session=session, actor=user.username, user_id=user.id, action="job.read",
-                     entity_type="job", entity_id=str(job.id))
-        session.commit()
+        read_audit(actor=user.username, user_id=user.id, action="job.read",
+                   entity_type="job", entity_id=str(job.id))
     return public

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from integrations.ollama.client import make_model
-from radservice.api.deps import CurrentUser, RowId, SessionDep, SettingsDep, require_role
+from radservice.api.deps import CurrentUser, ReadAuditDep, RowId, SessionDep, SettingsDep, require_role
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import begin_write
@@ -72,14 +72,12 @@ def _public(session: SessionDep, report: Report) -> ReportPublic:
 
 
 @router.get("/reports/{report_id}", response_model=ReportPublic)
-def get_report(report_id: RowId, user: CurrentUser, session: SessionDep) -> ReportPublic:
+def get_report(report_id: RowId, user: CurrentUser, session: SessionDep, read_audit: ReadAuditDep) -> ReportPublic:
     """The report's sections, status, version and revision, and the refinement notes."""
     report = _report_or_404(session, report_id)
     public = _public(session, report)
-    begin_write(session)  # the audit row, in its own short transaction
-    audit.record(session=session, actor=user.username, user_id=user.id, action="report.read",
-                 entity_type="report", entity_id=str(report.id))
-    session.commit()
+    read_audit(actor=user.username, user_id=user.id, action="report.read",
+               entity_type="report", entity_id=str(report.id))
     return public
 
 
@@ -144,15 +142,14 @@ def add_addendum(report_id: RowId, body: AddendumRequest, user: Signer, session:
 
 
 @router.get("/reports/{report_id}/deliveries", response_model=list[DeliveryPublic])
-def report_deliveries(report_id: RowId, user: CurrentUser, session: SessionDep) -> list[DeliveryPublic]:
+def report_deliveries(report_id: RowId, user: CurrentUser, session: SessionDep,
+                      read_audit: ReadAuditDep) -> list[DeliveryPublic]:
     """One row per signed version and destination: status, attempts, last error, next attempt."""
     report = _report_or_404(session, report_id)
     rows = outbox.for_report(session=session, report_id=report.id)
     public = DeliveryPublic.many(rows, outbox.waiting_for(session=session, deliveries=rows))
-    begin_write(session)  # the audit row, in its own short transaction
-    audit.record(session=session, actor=user.username, user_id=user.id, action="report.deliveries_read",
-                 entity_type="report", entity_id=str(report.id))
-    session.commit()
+    read_audit(actor=user.username, user_id=user.id, action="report.deliveries_read",
+               entity_type="report", entity_id=str(report.id))
     return public
 
 

@@ -7,9 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import StringConstraints
 
-from radservice.api.deps import CurrentUser, SessionDep, study_or_404
-from radservice.audit import service as audit
-from radservice.db.session import begin_write
+from radservice.api.deps import CurrentUser, ReadAuditDep, SessionDep, study_or_404
 from radservice.dictation import service as dictations
 from radservice.reports import service as reports
 from radservice.worklist import service as worklist
@@ -49,6 +47,7 @@ def _check(name: str, values: list[str], allowed: set[str]) -> None:
 def get_worklist(
     user: CurrentUser,
     session: SessionDep,
+    read_audit: ReadAuditDep,
     status_: Annotated[list[StatusParam] | None, Query(alias="status", description="default: all awaiting a report; "
                                                          "repeated or comma-separated")] = None,
     modality: Annotated[list[str] | None, Query()] = None,
@@ -66,11 +65,9 @@ def get_worklist(
     flt = worklist.WorklistFilter(status=statuses, modality=_values(modality), priority=priorities, q=q.strip())
     rows, total = worklist.list_worklist(session=session, flt=flt, limit=limit, offset=offset)
     page = [WorklistRow.of(s) for s in rows]
-    begin_write(session)  # the audit row, in its own short transaction
-    audit.record(session=session, actor=user.username, user_id=user.id, action="worklist.read",
-                 entity_type="worklist", detail={"returned": len(rows), "offset": offset,
-                                                 "accessions": [s.accession_number for s in rows]})
-    session.commit()
+    read_audit(actor=user.username, user_id=user.id, action="worklist.read",
+               entity_type="worklist", detail={"returned": len(rows), "offset": offset,
+                                               "accessions": [s.accession_number for s in rows]})
     exact = total < worklist.COUNT_CAP
     more = offset + len(rows) < total or (not exact and len(rows) == limit)
     return WorklistPage(items=page, total=total, total_is_exact=exact, limit=limit,
@@ -82,15 +79,14 @@ def get_study(
     accession: str,
     user: CurrentUser,
     session: SessionDep,
+    read_audit: ReadAuditDep,
     issuer: Annotated[str | None, Query(description="accession issuer, when the number is not unique")] = None,
 ) -> StudyDetail:
     """One study with its order and patient; 404 for an unknown accession."""
     study = study_or_404(session, accession, issuer)
     detail = StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id),
                             reports.for_study(session=session, study_id=study.id))
-    begin_write(session)  # the audit row, in its own short transaction
-    audit.record(session=session, actor=user.username, user_id=user.id, action="study.read",
-                 entity_type="study", entity_id=study.accession_number,
-                 detail={"issuer": study.accession_issuer})
-    session.commit()
+    read_audit(actor=user.username, user_id=user.id, action="study.read",
+               entity_type="study", entity_id=study.accession_number,
+               detail={"issuer": study.accession_issuer})
     return detail
