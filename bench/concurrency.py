@@ -171,6 +171,20 @@ def llm_caller(base: str, token: str, report_id: int, tally: Tally, stop: thread
             tally.count("POST suggest", http.post(f"/api/v1/reports/{report_id}/suggest-impression"))
 
 
+def _served_within(metrics: str, route: str, seconds: float) -> tuple[int, int] | None:
+    """(answered within ``seconds``, all) for GET ``route`` from the API's latency histogram."""
+    within = total = None
+    for line in metrics.splitlines():
+        if not line.startswith("radservice_http_request_duration_seconds_") or f'route="{route}"' not in line \
+                or 'method="GET"' not in line:
+            continue
+        if "_bucket" in line and f'le="{seconds}"' in line:
+            within = int(float(line.rsplit(" ", 1)[1]))
+        elif "_count" in line:
+            total = int(float(line.rsplit(" ", 1)[1]))
+    return (within, total) if within is not None and total else None
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
@@ -219,6 +233,7 @@ def run(db_url: str | None, label: str, seconds: float, *, target: bool = False,
         for thread in threads:
             thread.start()
         time.sleep(seconds)
+        served = httpx.get(f"{base}/metrics", timeout=10).text  # the server's own view, before the stop
         stop.set()
         for thread in threads:
             thread.join(180)
@@ -246,6 +261,10 @@ def run(db_url: str | None, label: str, seconds: float, *, target: bool = False,
                   f"  p95 {_pct(values, 0.95):7.1f} ms  p99 {_pct(values, 0.99):7.1f} ms"
                   f"  max {max(values) * 1000:7.1f} ms"
                   f"  mean {statistics.mean(values) * 1000:6.1f} ms")
+    within = _served_within(served, "/api/v1/worklist", 0.1)
+    if within:
+        print(f"    server side (its /metrics histogram): {within[0]} of {within[1]} GET worklist answered within 100 ms"
+              f" ({100 * within[0] / within[1]:.2f} %)")
     for error in tally.errors[:5]:
         print(f"    {error}")
     return fivehundreds == 0 and not lost
