@@ -263,8 +263,8 @@ def run(db_url: str | None, label: str, seconds: float, *, target: bool = False,
                   f"  mean {statistics.mean(values) * 1000:6.1f} ms")
     within = _served_within(served, "/api/v1/worklist", 0.1)
     if within:
-        print(f"    server side (its /metrics histogram): {within[0]} of {within[1]} GET worklist answered within 100 ms"
-              f" ({100 * within[0] / within[1]:.2f} %)")
+        print(f"    server side (its /metrics histogram): {within[0]} of {within[1]} GET worklist answered "
+              f"within 100 ms ({100 * within[0] / within[1]:.2f} %)")
     for error in tally.errors[:5]:
         print(f"    {error}")
     return fivehundreds == 0 and not lost

@@ -71,12 +71,6 @@ async def run(settings: Settings, engine: Engine) -> int:
         api_sock.close()
         raise
     app = create_app(settings, engine)
-    # Everything built so far (modules, the app, its schemas and routes) lives as long as the
-    # process: out of the collector's sight, a full collection no longer walks it. Measured
-    # (bench/concurrency.py --target): pauses of the API of 140-190 ms became 15-50 ms, and they
-    # were the worklist's slowest answers.
-    gc.collect()
-    gc.freeze()
     server = settings.server
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             ws_max_size=server.ws_max_kb << 10, limit_concurrency=server.max_connections,
@@ -127,6 +121,13 @@ async def run(settings: Settings, engine: Engine) -> int:
     for delivery in senders:
         app.state.listeners[f"outbox-{delivery.sender.destination}"] = delivery.is_alive
 
+    # Everything built so far (modules, the app, its schemas and routes, listeners, scheduler,
+    # senders) lives as long as the process: out of the collector's sight, a full collection no
+    # longer walks it. Measured (bench/concurrency.py --target): pauses of the API of 140-190 ms
+    # became 15-50 ms, and they were the worklist's slowest answers. (Workers are spawned, not
+    # forked: they do not inherit this.)
+    gc.collect()
+    gc.freeze()
     api_task = asyncio.create_task(api.serve(sockets=[api_sock]), name="api")
     while not api.started and not api_task.done():
         await asyncio.sleep(0.02)

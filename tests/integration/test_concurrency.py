@@ -276,7 +276,7 @@ def test_reads_answer_while_another_process_holds_the_sqlite_write_lock(tmp_path
         def written() -> list[tuple[str, str | None]]:
             with factory() as session:
                 return [(e.action, e.client) for e in session.scalars(
-                    select(AuditEvent).where(AuditEvent.actor == "c.reader").order_by(AuditEvent.at, AuditEvent.id))]
+                    select(AuditEvent).where(AuditEvent.actor == "c.reader").order_by(AuditEvent.id))]
 
         deadline = time.monotonic() + 15
         while len(written()) < 3 and time.monotonic() < deadline:
