@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from radservice.config import ConfigError, Settings, load_settings
 from radservice.db.session import make_sessionmaker, session_scope
 from radservice.logs import configure_logging
 from radservice.users import service as users
+from radservice.users import signin
 from radservice.users.names import PersonName
 
 log = logging.getLogger("radservice")
@@ -311,6 +314,9 @@ def user_add(
     prefix: PrefixOption = "",
     suffix: SuffixOption = "",
     degree: DegreeOption = "",
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read a password for the page's sign-in from standard input (first line; "
+                                 "asked twice on a terminal). Never pass a password as an argument.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Create a user; prints its API token as the last line."""
@@ -320,14 +326,45 @@ def user_add(
     except users.UserError as exc:
         _fail(str(exc), 2)
     person = _person_name(family, given, middle, prefix, suffix, degree)
+    password = _read_password() if password_stdin else None
     with _admin_session(settings) as session:
         user = users.create_user(session=session, username=name, role=parsed_role, display_name=display_name,
                                  name=person)
+        if password is not None:
+            signin.set_password(session=session, username=user.username, password=password)
         token = users.issue_token(session=session, user=user, ttl_hours=settings.auth.token_ttl_hours)
         audit.record(session=session, actor=CLI_ACTOR, action="user.add", entity_type="user",
-                     entity_id=user.username, detail={"role": user.role})
+                     entity_id=user.username, detail={"role": user.role, "password": password is not None})
     typer.echo(f"created {parsed_role.value} '{name}'; API token:")
     typer.echo(token)
+
+
+def _read_password() -> str:
+    """A password from standard input: asked twice on a terminal, else the first line (its line
+    ending removed, nothing else). Exit 2 when it breaks the rules or the two differ."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != first:
+            _fail("the two passwords differ", 2)
+        password = first
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        signin.check_password_rules(password)
+    except users.UserError as exc:
+        _fail(str(exc), 2)
+    return password
+
+
+@user_app.command("password")
+def user_password(name: str, config: ConfigOption = None) -> None:
+    """Set a user's password for the page (read from standard input as for `user add
+    --password-stdin`); the user's open page sessions end."""
+    password = _read_password()
+    with _admin_session(_settings(config)) as session:
+        signin.set_password(session=session, username=name, password=password)
+        audit.record(session=session, actor=CLI_ACTOR, action="user.password", entity_type="user", entity_id=name)
+    typer.echo(f"password set for '{name}'; its page sessions were signed out")
 
 
 @user_app.command("name")
@@ -377,6 +414,9 @@ def user_revoke(name: str, config: ConfigOption = None) -> None:
     """Deactivate a user and revoke all of its tokens."""
     with _admin_session(_settings(config)) as session:
         count = users.revoke_user(session=session, username=name)
+        user = users.get_user(session=session, username=name)
+        if user is not None:
+            signin.end_user_sessions(session=session, user_id=user.id)
         audit.record(session=session, actor=CLI_ACTOR, action="user.revoke", entity_type="user",
                      entity_id=name, detail={"tokens_revoked": count})
     typer.echo(f"revoked '{name}' ({count} token(s))")

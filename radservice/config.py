@@ -151,6 +151,15 @@ class OutboxSettings(_Section):
 
 class AuthSettings(_Section):
     token_ttl_hours: int = Field(720, ge=0)
+    #: The page's cookie session ends after this many minutes without a request (a shared
+    #: reading-room workstation), and after ``session_max_hours`` in any case.
+    session_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    session_max_hours: int = Field(12, ge=1, le=24 * 7)
+    #: ``lock_after_failures`` failed sign-ins within ``lock_window_minutes`` (for one username,
+    #: or from one address) lock sign-in for it for ``lock_minutes``.
+    lock_after_failures: int = Field(5, ge=1, le=100)
+    lock_window_minutes: int = Field(5, ge=1, le=24 * 60)
+    lock_minutes: int = Field(15, ge=1, le=24 * 60)
     #: Roles that may resume another user's interrupted live dictation (the author always may).
     resume_others_roles: list[Literal["radiologist", "resident"]] = Field(default_factory=list)
 

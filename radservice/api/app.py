@@ -16,7 +16,7 @@ from radservice import __version__
 from radservice.api import errors, metrics
 from radservice.api.deps import RefusalThrottle
 from radservice.api.limits import RequestLimits
-from radservice.api.routes import admin, dictations, health, me, reports, stream, worklist
+from radservice.api.routes import admin, dictations, health, me, reports, signin, stream, worklist
 from radservice.audit.service import ReadAudit
 from radservice.config import Settings
 from radservice.db.errors import cause, transient
@@ -65,6 +65,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.add_middleware(RequestLimits, settings=settings)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(signin.router)
     app.include_router(admin.router)
     app.include_router(worklist.router)
     app.include_router(dictations.router)

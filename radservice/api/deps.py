@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,6 +16,7 @@ from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import begin_write
 from radservice.users import service as users
+from radservice.users import signin
 from radservice.users.models import Role, User
 from radservice.worklist import service as worklist
 from radservice.worklist.models import Study
@@ -115,27 +117,74 @@ def _audit_refusal(session: Session, request: Request, *, actor: str, reason: st
                    reason=reason, user_id=user_id)
 
 
+#: The page's session cookie: HttpOnly, SameSite=Strict, Secure over HTTPS (``routes/signin.py``).
+SESSION_COOKIE = "radservice_session"
+#: Methods that change nothing: a cookie request with another method must come from our own page.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ENDED_COOKIE = f"{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"
+
+
+def sign_in_policy(settings: Settings) -> signin.Policy:
+    return signin.Policy.of(settings.auth)
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Does the ``Origin`` header name this service (the ``Host`` the request was sent to)? A
+    request from another site's page carries that site's origin (or none, or ``null``)."""
+    if not origin or not host or origin == "null":
+        return False
+    parsed = urlsplit(origin)
+    return parsed.scheme in ("http", "https") and parsed.netloc.lower() == host.lower()
+
+
 def get_current_user(
     request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The user the bearer token belongs to; 401 without a valid token (audited, with the client's address)."""
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+    """The user of the bearer token, or of the page's session cookie; 401 without either
+    (audited, with the client's address). A request with the cookie that changes state must
+    come from the service's own page (``Origin``): 403 otherwise (cross-site request forgery)."""
+    if credentials is not None and credentials.scheme.lower() == "bearer" and credentials.credentials:
+        user = users.authenticate(session=session, token=credentials.credentials)
+        if user is None:
+            _audit_refusal(session, request, actor="anonymous", reason="bad token")
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="invalid, expired or revoked token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return user
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
         _audit_refusal(session, request, actor="anonymous", reason="no token")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="missing bearer token: send 'Authorization: Bearer TOKEN'",
+            detail="not signed in: sign in on the page, or send 'Authorization: Bearer TOKEN'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = users.authenticate(session=session, token=credentials.credentials)
-    if user is None:
-        _audit_refusal(session, request, actor="anonymous", reason="bad token")
+    settings: Settings = request.app.state.settings
+    found = signin.session_user(session=session, cookie=cookie, policy=sign_in_policy(settings))
+    if found is None:
+        _audit_refusal(session, request, actor="anonymous", reason="session ended")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="invalid, expired or revoked token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            detail=f"your session has ended (signed out, {settings.auth.session_idle_minutes} minutes without "
+                   "activity, or revoked): sign in again",
+            headers={"WWW-Authenticate": "Bearer", "Set-Cookie": ENDED_COOKIE},
         )
+    user, web = found
+    if request.method not in SAFE_METHODS and not same_origin(request.headers.get("origin"),
+                                                               request.headers.get("host")):
+        _audit_refusal(session, request, actor=user.username, user_id=user.id, reason="cross-origin")
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="refused: a request with the session cookie that changes data must come from "
+                                   "this service's own page (Origin header)")
+    if signin.needs_touch(web):  # the idle clock restarts (a write at most once a minute)
+        begin_write(session)
+        signin.touch(session=session, session_id=web.id)
+        session.commit()
+    request.state.web_session_id = web.id
     return user
 
 

@@ -18,12 +18,14 @@ from typing import Any
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import cookie_parser
 
-from radservice.api.deps import record_refusal
+from radservice.api.deps import SESSION_COOKIE, record_refusal, sign_in_policy
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.errors import cause
 from radservice.users import service as users
+from radservice.users import signin
 
 log = logging.getLogger("radservice.api")
 
@@ -35,6 +37,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The route whose body is audio (multipart): it may be as large as storage.max_audio_mb.
 _UPLOAD = re.compile(r"^/api/v1/studies/[^/]+/dictations/?$")
+#: Signing in on the page: a body (username, password) and, by nature, no credentials yet.
+SIGN_IN_PATH = "/api/v1/session"
 #: Room for the multipart envelope around the audio (boundaries, headers, the section field).
 _ENVELOPE = 64 << 10
 
@@ -72,15 +76,15 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         try:
-            known = await anyio.to_thread.run_sync(self._authenticated, scope, headers.get("authorization", ""))
+            known = await anyio.to_thread.run_sync(self._authenticated, scope, headers)
         except SQLAlchemyError as exc:  # outside the app's handlers: answered here, as they would
             log.warning("%s: database busy or unreachable while authenticating (%s): 503", scope["method"],
                         cause(exc))
             await _answer(send, 503, "the database is busy or unreachable: retry shortly", [(b"retry-after", b"1")])
             return
         if not known:
-            await _answer(send, 401, "invalid, expired, revoked or missing bearer token (send "
-                          "'Authorization: Bearer TOKEN'); the body was not read",
+            await _answer(send, 401, "not signed in, or an invalid, expired or revoked token or session (send "
+                          "'Authorization: Bearer TOKEN', or sign in on the page); the body was not read",
                           [(b"www-authenticate", b"Bearer")])
             return
         limit = self.limit_for(path)
@@ -122,16 +126,26 @@ class RequestLimits:
             if not cut:
                 raise
 
-    def _authenticated(self, scope: Scope, authorization: str) -> bool:
-        """Is the bearer token valid? A refusal is audited (with the client's address, no token)."""
-        scheme, _, credentials = authorization.partition(" ")
+    def _authenticated(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Is the bearer token, or the page's session cookie, valid? A refusal is audited (with
+        the client's address, never the token). Signing in (``POST /api/v1/session``) has no
+        credentials yet: only its size is limited."""
+        if scope["method"] == "POST" and scope.get("path", "").rstrip("/") == SIGN_IN_PATH:
+            return True
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        cookie = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE, "")
         factory = scope["app"].state.read_sessionmaker
         with factory() as session:
             if scheme.lower() == "bearer" and credentials.strip():
                 if users.authenticate(session=session, token=credentials.strip()) is not None:
                     return True
+            elif cookie:
+                policy = sign_in_policy(scope["app"].state.settings)
+                if signin.session_user(session=session, cookie=cookie, policy=policy) is not None:
+                    return True
+            reason = "bad token" if credentials.strip() else "session ended" if cookie else "no token"
             record_refusal(session, scope["app"].state.refusals, actor="anonymous", method=scope["method"],
-                           path=scope.get("path", ""), reason="bad token" if credentials.strip() else "no token")
+                           path=scope.get("path", ""), reason=reason)
         return False
 
 

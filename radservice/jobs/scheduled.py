@@ -15,6 +15,7 @@ from radservice.db.session import readers_of, session_scope
 from radservice.dictation import service as dictations
 from radservice.jobs import service as jobs
 from radservice.jobs.worker import OnFailed
+from radservice.users import signin
 
 log = logging.getLogger("radservice.scheduler")
 
@@ -56,6 +57,11 @@ def duties(settings: Settings, sessions: sessionmaker[Session],
             removed = dictations.sweep_orphan_audio(session=session, data_dir=settings.storage.data_dir)
         return f"{removed} orphan audio file(s) older than a day removed"
 
+    def prune_sign_in() -> str:
+        with session_scope(sessions) as session:
+            removed = signin.prune(session=session, policy=signin.Policy.of(settings.auth))
+        return f"{removed} old sign-in failure(s) and page session(s) removed"
+
     lease = timedelta(seconds=max(5.0, settings.worker.lease_s / 2))
     return {duty.name: duty for duty in (
         Duty("lease-reaper", lease, "queue again (or fail) jobs whose worker stopped renewing its lease", reap),
@@ -63,6 +69,8 @@ def duties(settings: Settings, sessions: sessionmaker[Session],
              purge),
         Duty("audio-orphans", timedelta(hours=6), "delete audio files no dictation names (a crashed upload), "
              "older than a day", sweep),
+        Duty("sign-in-prune", timedelta(hours=1), "delete sign-in failures no lock needs any more and page "
+             "sessions past their age", prune_sign_in),
     )}
 
 

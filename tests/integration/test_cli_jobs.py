@@ -23,7 +23,7 @@ def test_duties_are_listed_and_run_by_name(tmp_path: Path) -> None:
     assert reaped.stdout.strip() == "lease-reaper: 0 job(s) of lost workers queued again or failed"
     unknown = radservice("jobs", "run", "nope", "--config", config)
     assert unknown.returncode == 2
-    assert "no duty named 'nope'; one of: audio-orphans, audio-retention, lease-reaper" in unknown.stderr
+    assert "no duty named 'nope'; one of: audio-orphans, audio-retention, lease-reaper, sign-in-prune" in unknown.stderr
 
 
 def test_worker_with_unloadable_handlers_exits_2(tmp_path: Path) -> None:

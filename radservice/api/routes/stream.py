@@ -24,6 +24,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radservice.api.deps import SESSION_COOKIE, same_origin, sign_in_policy
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.dictation import service as dictations
@@ -31,7 +32,8 @@ from radservice.dictation.audio import durable
 from radservice.dictation.models import Dictation, DictationStatus
 from radservice.pipeline.decode import sniff
 from radservice.users import service as users
-from radservice.users.models import Role
+from radservice.users import signin
+from radservice.users.models import Role, User
 from radservice.worklist import service as worklist
 
 log = logging.getLogger("radservice.stream")
@@ -62,15 +64,34 @@ class Live:
     #: which connection of the dictation this is (a resume starts the next)
     stream_session: int = 1
     token: str = ""
+    #: the page's session cookie, when the caller came with it instead of a token
+    cookie: str = ""
+
+
+def _caller(session: Session, settings: Settings, *, token: str, cookie: str) -> tuple[User | None, int | None]:
+    """The user of the API token, or else of the page's session cookie; and the page session
+    whose idle clock is due to restart (a socket in use is activity), if any."""
+    if token:
+        return users.authenticate(session=session, token=token), None
+    if not cookie:
+        return None, None
+    found = signin.session_user(session=session, cookie=cookie, policy=sign_in_policy(settings))
+    if found is None:
+        return None, None
+    user, web = found
+    return user, web.id if signin.needs_touch(web) else None
 
 
 def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str, issuer: str | None, section: str,
-          token: str, dictation_id: str | None) -> Live:
+          token: str, cookie: str, dictation_id: str | None) -> Live:
     """Check the caller and the study, then start (or resume) the dictation and its live job."""
     with sessions() as session:
-        user = users.authenticate(session=session, token=token) if token else None
+        user, due = _caller(session, settings, token=token, cookie=cookie)
+        if due is not None:
+            signin.touch(session=session, session_id=due)
         if user is None:
-            raise Refused(4401, "invalid, expired or missing token (pass ?token=TOKEN)")
+            raise Refused(4401, "invalid, expired or missing token or session (sign in again, or pass "
+                                "?token=TOKEN)")
         if user.role not in DICTATORS:
             raise Refused(4403, f"role '{user.role}' may not dictate")
         try:
@@ -102,7 +123,8 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
         audit.record(session=session, actor=user.username, user_id=user.id, action=action, entity_type="study",
                      entity_id=study.accession_number, detail={"dictation_id": dictation.id, "job_id": job.id})
         session.commit()
-        return Live(dictation.id, job.id, user.username, user.id, dictation.stream_session, token)
+        return Live(dictation.id, job.id, user.username, user.id, dictation.stream_session, token,
+                    "" if token else cookie)
 
 
 class LiveSession:
@@ -175,8 +197,12 @@ class LiveSession:
         dictation only when no beat came for dictations.LIVE_STALE)."""
         try:
             with self.readers() as session:
-                if users.authenticate(session=session, token=self.live.token) is None:
+                user, due = _caller(session, self.settings, token=self.live.token, cookie=self.live.cookie)
+                if user is None:
                     return "revoked"
+            if due is not None:  # a page session's idle clock, renewed at most once a minute
+                with self.sessions() as session, session.begin():
+                    signin.touch(session=session, session_id=due)
             with self.sessions() as session:
                 if not dictations.live_beat(session=session, dictation_id=self.live.dictation_id,
                                             stream_session=self.live.stream_session):
@@ -333,9 +359,15 @@ async def stream_dictation(websocket: WebSocket, accession: str, section: str = 
     if format is not None and format not in ("pcm", "webm", "ogg", "wav"):
         await websocket.close(code=4422, reason="format must be pcm, webm, ogg or wav (or left out)")
         return
+    cookie = "" if token else websocket.cookies.get(SESSION_COOKIE, "")
+    if cookie and not same_origin(websocket.headers.get("origin"), websocket.headers.get("host")):
+        # a page of another site may open a socket here with the user's cookie (cross-site
+        # WebSocket hijacking): the cookie counts only from this service's own page
+        await websocket.close(code=4403, reason="refused: the session cookie counts only from this service's page")
+        return
     try:
         live = await asyncio.to_thread(_open, sessions, settings, accession=accession, issuer=issuer,
-                                       section=section, token=token, dictation_id=dictation_id)
+                                       section=section, token=token, cookie=cookie, dictation_id=dictation_id)
     except Refused as refused:
         await websocket.close(code=refused.code, reason=refused.reason)
         return
