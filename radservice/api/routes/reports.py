@@ -8,16 +8,25 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from integrations.ollama.client import make_model
-from radservice.api.deps import CurrentUser, ReadAuditDep, RowId, SessionDep, SettingsDep, require_role
+from radservice.api.deps import (
+    CurrentUser,
+    ReadAuditDep,
+    RowId,
+    SessionDep,
+    SettingsDep,
+    require_role,
+    study_or_404,
+)
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import begin_write
 from radservice.outbox import service as outbox
 from radservice.outbox.models import Destination
 from radservice.outbox.schemas import DeliveryPublic
+from radservice.pipeline.compose import Templates
 from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import LlmRefiner, Prompts
 from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
@@ -25,6 +34,7 @@ from radservice.reports import service as reports
 from radservice.reports.models import Report, VersionKind
 from radservice.reports.schemas import AddendumRequest, ImpressionSuggestion, ReportEdit, ReportPublic, SignRequest
 from radservice.users.models import Role, User
+from radservice.worklist.models import StudyStatus
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
@@ -79,6 +89,40 @@ def get_report(report_id: RowId, user: CurrentUser, session: SessionDep, read_au
     read_audit(actor=user.username, user_id=user.id, action="report.read",
                entity_type="report", entity_id=str(report.id))
     return public
+
+
+@functools.cache
+def _templates(folder: Path) -> Templates:
+    """The report templates, read once per API process."""
+    return Templates.load(folder)
+
+
+@router.post("/studies/{accession}/report", response_model=ReportPublic,
+             responses={200: {"description": "the study's report already existed: it is returned"},
+                        201: {"description": "the draft was made from the study's template"}})
+def draft_report(accession: str, user: Editor, session: SessionDep, settings: SettingsDep, response: Response,
+                 issuer: Annotated[str | None, Query(description="accession issuer, when the number is not "
+                                                                    "unique")] = None) -> ReportPublic:
+    """The study's draft report, made from its template when it has none yet (201), so that a
+    report can be typed without dictating; the existing report otherwise (200, idempotent)."""
+    begin_write(session)
+    study = study_or_404(session, accession, issuer)
+    if study.status == StudyStatus.CANCELLED.value:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"study {study.accession_number} is cancelled")
+    existing = reports.for_study(session=session, study_id=study.id)
+    if existing is not None:
+        session.commit()
+        response.status_code = status.HTTP_200_OK
+        return _public(session, existing)
+    template = _templates(Path(settings.report.templates_dir)).pick(
+        modality=study.modality, procedure_code=study.procedure_code, procedure_text=study.procedure_text)
+    report = reports.draft_for(session=session, study=study, template=template)
+    audit.record(session=session, actor=user.username, user_id=user.id, action="report.created",
+                 entity_type="report", entity_id=str(report.id),
+                 detail={"accession": study.accession_number, "template": template.name})
+    session.commit()
+    response.status_code = status.HTTP_201_CREATED
+    return _public(session, report)
 
 
 @router.patch("/reports/{report_id}", response_model=ReportPublic)
