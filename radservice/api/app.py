@@ -16,7 +16,7 @@ from radservice import __version__
 from radservice.api import errors, metrics
 from radservice.api.deps import RefusalThrottle
 from radservice.api.limits import RequestLimits
-from radservice.api.routes import admin, dictations, health, me, reports, signin, stream, worklist
+from radservice.api.routes import admin, dictations, health, me, reports, signin, stream, web, worklist
 from radservice.audit.service import ReadAudit
 from radservice.config import Settings
 from radservice.db.errors import cause, transient
@@ -71,6 +71,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.include_router(dictations.router)
     app.include_router(stream.router)
     app.include_router(reports.router)
+    app.include_router(web.router)
+    app.mount("/web", web.files(), name="web")
     return app
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path as PathType
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.session import begin_write
+from radservice.pipeline.compose import Templates
 from radservice.users import service as users
 from radservice.users import signin
 from radservice.users.models import Role, User
@@ -208,6 +211,16 @@ def require_role(*roles: Role) -> Callable[[User, Session, Request], User]:
 
 
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
+
+
+@functools.cache
+def _templates_in(folder: PathType) -> Templates:
+    return Templates.load(folder)
+
+
+def templates(settings: Settings) -> Templates:
+    """The report templates, read once per API process."""
+    return _templates_in(PathType(settings.report.templates_dir))
 
 
 def study_or_404(session: Session, accession: str, issuer: str | None) -> Study:

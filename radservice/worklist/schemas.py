@@ -89,11 +89,15 @@ class StudyDetail(BaseModel):
     dictations: list[DictationPublic]
     reports: list[dict[str, object]]
     report_id: int | None
+    #: The sections of the report's template (key, title), in order: of the report when there is
+    #: one, else of the template a new draft would be made from (the page shows them to type in).
+    template_sections: list[dict[str, str]] = []
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, study: Study, dictations: Sequence[Dictation] = (), report: Report | None = None) -> StudyDetail:
+    def of(cls, study: Study, dictations: Sequence[Dictation] = (), report: Report | None = None,
+           template_sections: Sequence[tuple[str, str]] = ()) -> StudyDetail:
         order = OrderPublic(
             placer_order_number=study.placer_order_number, filler_order_number=study.filler_order_number,
             requested_procedure_id=study.requested_procedure_id, scheduled_step_id=study.scheduled_step_id,
@@ -107,4 +111,7 @@ class StudyDetail(BaseModel):
                    dictations=[DictationPublic.of(d) for d in dictations],
                    reports=[{"report_id": report.id, "version": report.version, "status": report.status}]
                    if report else [],
-                   report_id=report.id if report else None, created_at=study.created_at, updated_at=study.updated_at)
+                   report_id=report.id if report else None,
+                   template_sections=[{"key": k, "title": t}
+                                      for k, t in (report.titles if report else template_sections)],
+                   created_at=study.created_at, updated_at=study.updated_at)

@@ -19,6 +19,7 @@ from radservice.api.deps import (
     SettingsDep,
     require_role,
     study_or_404,
+    templates,
 )
 from radservice.audit import service as audit
 from radservice.config import Settings
@@ -26,7 +27,6 @@ from radservice.db.session import begin_write
 from radservice.outbox import service as outbox
 from radservice.outbox.models import Destination
 from radservice.outbox.schemas import DeliveryPublic
-from radservice.pipeline.compose import Templates
 from radservice.pipeline.refine.guard import Guard
 from radservice.pipeline.refine.llm import LlmRefiner, Prompts
 from radservice.pipeline.vocabulary import TermList, load_vocabulary, study_terms
@@ -91,12 +91,6 @@ def get_report(report_id: RowId, user: CurrentUser, session: SessionDep, read_au
     return public
 
 
-@functools.cache
-def _templates(folder: Path) -> Templates:
-    """The report templates, read once per API process."""
-    return Templates.load(folder)
-
-
 @router.post("/studies/{accession}/report", response_model=ReportPublic,
              responses={200: {"description": "the study's report already existed: it is returned"},
                         201: {"description": "the draft was made from the study's template"}})
@@ -114,7 +108,7 @@ def draft_report(accession: str, user: Editor, session: SessionDep, settings: Se
         session.commit()
         response.status_code = status.HTTP_200_OK
         return _public(session, existing)
-    template = _templates(Path(settings.report.templates_dir)).pick(
+    template = templates(settings).pick(
         modality=study.modality, procedure_code=study.procedure_code, procedure_text=study.procedure_text)
     report = reports.draft_for(session=session, study=study, template=template)
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.created",

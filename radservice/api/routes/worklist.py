@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import StringConstraints
 
-from radservice.api.deps import CurrentUser, ReadAuditDep, SessionDep, study_or_404
+from radservice.api.deps import CurrentUser, ReadAuditDep, SessionDep, SettingsDep, study_or_404, templates
 from radservice.dictation import service as dictations
 from radservice.reports import service as reports
 from radservice.worklist import service as worklist
@@ -79,13 +79,17 @@ def get_study(
     accession: str,
     user: CurrentUser,
     session: SessionDep,
+    settings: SettingsDep,
     read_audit: ReadAuditDep,
     issuer: Annotated[str | None, Query(description="accession issuer, when the number is not unique")] = None,
 ) -> StudyDetail:
     """One study with its order and patient; 404 for an unknown accession."""
     study = study_or_404(session, accession, issuer)
-    detail = StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id),
-                            reports.for_study(session=session, study_id=study.id))
+    report = reports.for_study(session=session, study_id=study.id)
+    template = None if report else templates(settings).pick(
+        modality=study.modality, procedure_code=study.procedure_code, procedure_text=study.procedure_text)
+    detail = StudyDetail.of(study, dictations.for_study(session=session, study_id=study.id), report,
+                            [(s.key, s.title) for s in template.sections] if template else ())
     read_audit(actor=user.username, user_id=user.id, action="study.read",
                entity_type="study", entity_id=study.accession_number,
                detail={"issuer": study.accession_issuer})

@@ -1,0 +1,100 @@
+// The page's only way to the data: the HTTP API, with the session cookie (same origin).
+// No DOM here: tested under Node (tests/js/api.test.mjs) with a fake fetch.
+
+/** An answer that is not 2xx, or no answer at all (status 0: the service could not be reached). */
+export class ApiError extends Error {
+  constructor(status, detail, body = null, retryAfter = null) {
+    super(detail);
+    this.name = "ApiError";
+    this.status = status;
+    this.detail = detail;
+    this.body = body;
+    this.retryAfter = retryAfter;
+  }
+
+  get offline() { return this.status === 0; }
+  get conflict() { return this.status === 409; }
+  get signedOut() { return this.status === 401; }
+}
+
+/** The words of an error body: FastAPI's {"detail": "..."} or {"detail": [{msg, loc}, ...]}. */
+export function detailOf(body, status) {
+  if (body && typeof body.detail === "string") return body.detail;
+  if (body && Array.isArray(body.detail) && body.detail.length) {
+    return body.detail.map((e) => `${(e.loc || []).slice(1).join(".") || "request"}: ${e.msg}`).join("; ");
+  }
+  return `the service answered ${status}`;
+}
+
+export class Api {
+  /**
+   * @param {object} options
+   * @param {Function} [options.fetch] the fetch to use (a fake in tests)
+   * @param {string} [options.base] the service's origin ("" = this page's)
+   * @param {Function} [options.onSignedOut] called once for each 401 (the page shows sign-in)
+   */
+  constructor({ fetch: fetchImpl = globalThis.fetch.bind(globalThis), base = "", onSignedOut = () => {} } = {}) {
+    this.fetch = fetchImpl;
+    this.base = base;
+    this.onSignedOut = onSignedOut;
+  }
+
+  async request(method, path, body = undefined) {
+    const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await this.fetch(this.base + path, init);
+    } catch (cause) {
+      throw new ApiError(0, "the service cannot be reached (connection lost)", null);
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch { data = null; }
+    }
+    if (!response.ok) {
+      const retry = response.headers && response.headers.get ? response.headers.get("Retry-After") : null;
+      const error = new ApiError(response.status, detailOf(data, response.status), data,
+        retry === null ? null : Number(retry));
+      if (response.status === 401 && path !== "/api/v1/session") this.onSignedOut(error);
+      throw error;
+    }
+    return data;
+  }
+
+  signIn(username, password) { return this.request("POST", "/api/v1/session", { username, password }); }
+  signOut() { return this.request("DELETE", "/api/v1/session"); }
+  me() { return this.request("GET", "/api/v1/me"); }
+
+  worklist(filters = {}) {
+    return this.request("GET", `/api/v1/worklist${queryOf(filters)}`);
+  }
+
+  study(accession) { return this.request("GET", `/api/v1/studies/${encodeURIComponent(accession)}`); }
+  draftReport(accession) {
+    return this.request("POST", `/api/v1/studies/${encodeURIComponent(accession)}/report`);
+  }
+
+  report(id) { return this.request("GET", `/api/v1/reports/${id}`); }
+  edit(id, sections, revision) { return this.request("PATCH", `/api/v1/reports/${id}`, { sections, revision }); }
+  sign(id, status, revision) { return this.request("POST", `/api/v1/reports/${id}/sign`, { status, revision }); }
+  addendum(id, text) { return this.request("POST", `/api/v1/reports/${id}/addenda`, { text }); }
+  deliveries(id) { return this.request("GET", `/api/v1/reports/${id}/deliveries`); }
+  suggestImpression(id) { return this.request("POST", `/api/v1/reports/${id}/suggest-impression`); }
+}
+
+/** "?a=1&b=x" from an object; empty values are left out; arrays become comma lists. */
+export function queryOf(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined || value === null || value === "") continue;
+    search.set(key, Array.isArray(value) ? value.join(",") : String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}

@@ -1,0 +1,691 @@
+// The radiologists' page: sign-in, worklist, study and report editor, signing, deliveries.
+// Everything goes through the HTTP API (api.js); text from the service is only ever set as
+// textContent, never as HTML.
+import { Api } from "./api.js";
+import { wordDiff } from "./diff.js";
+import { poll } from "./poll.js";
+
+const main = document.getElementById("main");
+const connection = document.getElementById("connection");
+const EDITORS = new Set(["radiologist", "resident", "editor"]);
+const SIGNERS = new Set(["radiologist", "resident"]);
+const FINAL_SIGNERS = new Set(["radiologist"]);
+const STATUSES = [["", "Awaiting report"], ["scheduled", "Scheduled"], ["in_progress", "In progress"],
+  ["dictated", "Dictated"], ["preliminary", "Preliminary"], ["final", "Final"], ["cancelled", "Cancelled"]];
+const PRIORITIES = [["", "Any"], ["S", "STAT"], ["A", "ASAP"], ["R", "Routine"]];
+const PRIORITY_WORDS = { S: "STAT", A: "ASAP", R: "routine" };
+const UNSURE = 0.5; // words the transcriber heard with less probability are shown to check
+const state = { me: null, pollers: [], study: null };
+
+const api = new Api({
+  onSignedOut: () => {
+    if (state.me) {
+      showSignIn("Your session has ended: sign in again. Text you had not saved is kept and comes back.");
+    }
+  },
+});
+
+// ---------------------------------------------------------------- DOM helpers
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function message(kind, text, ...extra) {
+  return h("p", { class: `message ${kind}`, role: kind === "error" ? "alert" : "status" }, text, ...extra);
+}
+
+function stopPollers() {
+  for (const poller of state.pollers) poller.stop();
+  state.pollers = [];
+}
+
+function keepPolling(task, every) {
+  const poller = poll(task, {
+    every,
+    onError: (error, wait) => {
+      if (error.offline) showConnection(`Connection lost: trying again in ${Math.round(wait / 1000)} s.`);
+    },
+    onRecovered: () => showConnection(null),
+  });
+  state.pollers.push(poller);
+  return poller;
+}
+
+function showConnection(text) {
+  connection.hidden = !text;
+  connection.textContent = text || "";
+}
+
+function title(text) {
+  document.title = `${text} · radservice`;
+  const heading = h("h1", { tabindex: "-1" }, text);
+  return heading;
+}
+
+function focusHeading() {
+  const heading = main.querySelector("h1");
+  if (heading) heading.focus();
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined,
+    { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+}
+
+function patientName(patient) {
+  return [patient.family_name, patient.given_name].filter(Boolean).join(", ") || "(no name)";
+}
+
+function age(patient) {
+  if (!patient.birth_date) return "";
+  const born = new Date(patient.birth_date);
+  const now = new Date();
+  let years = now.getFullYear() - born.getFullYear();
+  if (now < new Date(now.getFullYear(), born.getMonth(), born.getDate())) years -= 1;
+  return `${years} y`;
+}
+
+// ---------------------------------------------------------------- start, routing, header
+
+async function start() {
+  document.getElementById("sign-out").addEventListener("click", signOut);
+  document.getElementById("help-button").addEventListener("click", () => document.getElementById("help").showModal());
+  window.addEventListener("hashchange", route);
+  document.addEventListener("keydown", shortcuts);
+  try {
+    state.me = await api.me();
+  } catch (error) {
+    if (error.signedOut) {
+      showSignIn();
+      return;
+    }
+    main.replaceChildren(message("error", `The service cannot be reached: ${error.message}. Reload to try again.`));
+    return;
+  }
+  showUser();
+  route();
+}
+
+function showUser() {
+  const me = state.me;
+  document.getElementById("who").textContent = me ? `${me.display_name || me.username} (${me.role})` : "";
+  for (const id of ["sign-out", "help-button", "nav"]) document.getElementById(id).hidden = !me;
+}
+
+function route() {
+  stopPollers();
+  if (!state.me) {
+    showSignIn();
+    return;
+  }
+  const hash = location.hash || "#/";
+  const study = hash.match(/^#\/study\/([^?]+)/);
+  if (study) {
+    showStudy(decodeURIComponent(study[1]));
+    return;
+  }
+  const query = hash.includes("?") ? hash.slice(hash.indexOf("?") + 1) : "";
+  showWorklist(Object.fromEntries(new URLSearchParams(query)));
+}
+
+async function signOut() {
+  try {
+    await api.signOut();
+  } catch (error) {
+    // signed out already, or offline: the page forgets the user either way
+  }
+  state.me = null;
+  showSignIn("You are signed out.");
+}
+
+// ---------------------------------------------------------------- sign-in
+
+function showSignIn(text = "") {
+  stopPollers();
+  state.me = null;
+  showUser();
+  showConnection(null);
+  const error = h("p", { id: "sign-in-message", class: "message error", role: "alert", hidden: !text }, text);
+  if (text === "You are signed out.") error.className = "message ok";
+  const username = h("input", { id: "username", name: "username", autocomplete: "username", required: true });
+  const password = h("input", { id: "password", name: "password", type: "password",
+    autocomplete: "current-password", required: true });
+  const button = h("button", { type: "submit", class: "primary" }, "Sign in");
+  const form = h("form", { class: "signin", "aria-labelledby": "sign-in-title", novalidate: true },
+    title("Sign in"), error,
+    h("label", { for: "username" }, "Username", username),
+    h("label", { for: "password" }, "Password", password),
+    button);
+  form.querySelector("h1").id = "sign-in-title";
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!username.value.trim() || !password.value) {
+      error.className = "message error";
+      error.textContent = "Enter your username and password.";
+      error.hidden = false;
+      return;
+    }
+    button.disabled = true;
+    try {
+      const me = await api.signIn(username.value.trim(), password.value);
+      state.me = { username: me.username, role: me.role, display_name: me.display_name };
+      showUser();
+      route();
+    } catch (failure) {
+      error.className = "message error";
+      error.textContent = failure.status === 401 ? "Wrong username or password." : failure.message;
+      error.hidden = false;
+      password.value = "";
+      password.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  main.replaceChildren(form);
+  username.focus();
+}
+
+// ---------------------------------------------------------------- worklist
+
+function showWorklist(filters) {
+  state.study = null;
+  const select = (id, label, options, value) => h("label", { for: id }, label,
+    h("select", { id, name: id }, options.map(([v, text]) => h("option", { value: v, selected: v === (value || "") },
+      text))));
+  const input = (id, label, value, extra = {}) => h("label", { for: id }, label,
+    h("input", { id, name: id, value: value || "", ...extra }));
+  const form = h("form", { class: "filters", role: "search", "aria-label": "Worklist filters" },
+    select("status", "Status", STATUSES, filters.status),
+    input("modality", "Modality", filters.modality, { size: 6 }),
+    select("priority", "Priority", PRIORITIES, filters.priority),
+    input("q", "Search", filters.q, { type: "search", placeholder: "patient, ID, accession, procedure" }),
+    h("button", { type: "submit" }, "Apply"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = Object.fromEntries(new FormData(form));
+    const query = new URLSearchParams(Object.entries(data).filter(([, v]) => v)).toString();
+    location.hash = `#/${query ? `?${query}` : ""}`;
+  });
+  const body = h("tbody");
+  const table = h("table", { class: "worklist" },
+    h("caption", { class: "muted" }, "Studies, STAT first, then the oldest order first"),
+    h("thead", {}, h("tr", {}, ["Priority", "Accession", "Patient", "Patient ID", "Age/Sex", "Modality",
+      "Procedure", "Ordered", "Status"].map((name) => h("th", { scope: "col" }, name)))),
+    body);
+  const count = h("span", { class: "muted", role: "status" });
+  const offset = Number(filters.offset || 0);
+  const previous = h("button", { type: "button", disabled: offset === 0 }, "Previous page");
+  const next = h("button", { type: "button", disabled: true }, "Next page");
+  const page = (to) => {
+    const query = new URLSearchParams({ ...filters, offset: String(to) });
+    if (to === 0) query.delete("offset");
+    location.hash = `#/?${query}`;
+  };
+  previous.addEventListener("click", () => page(Math.max(0, offset - 50)));
+  const problem = h("div");
+  main.replaceChildren(title("Worklist"), form, problem, table, h("div", { class: "pager" }, previous, next, count));
+  focusHeading();
+
+  let shown = "";
+  const load = async () => {
+    let data;
+    try {
+      data = await api.worklist({ status: filters.status, modality: filters.modality, priority: filters.priority,
+        q: filters.q, offset, limit: 50 });
+    } catch (error) {
+      if (error.status === 422) problem.replaceChildren(message("error", error.message));
+      throw error;
+    }
+    problem.replaceChildren();
+    const fingerprint = JSON.stringify(data);
+    if (fingerprint === shown) return; // nothing changed: the rows, focus and scroll stay as they are
+    shown = fingerprint;
+    const focusedKey = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.key : undefined;
+    body.replaceChildren(...data.items.map(row));
+    if (!data.items.length) {
+      body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No studies match.")));
+    }
+    if (focusedKey) {
+      const again = body.querySelector(`[data-key="${CSS.escape(focusedKey)}"]`);
+      if (again) again.focus();
+    }
+    count.textContent = `${data.offset + 1}–${data.offset + data.items.length} of ${data.total}`
+      + `${data.total_is_exact ? "" : "+"}`;
+    if (!data.items.length) count.textContent = "0 studies";
+    next.disabled = data.next_offset === null;
+    next.onclick = () => page(data.next_offset);
+  };
+  load().catch(() => {});
+  keepPolling(load, 5000);
+}
+
+function row(study) {
+  const link = h("a", { href: `#/study/${encodeURIComponent(study.accession_number)}`,
+    "data-key": study.accession_number }, study.accession_number);
+  return h("tr", { class: study.priority === "S" ? "stat" : "" },
+    h("td", {}, PRIORITY_WORDS[study.priority] || study.priority),
+    h("td", {}, link),
+    h("td", {}, patientName(study.patient)),
+    h("td", {}, study.patient.patient_id),
+    h("td", {}, [age(study.patient), study.patient.sex].filter(Boolean).join(" / ")),
+    h("td", {}, study.modality),
+    h("td", {}, study.procedure_text || study.procedure_code),
+    h("td", {}, when(study.ordered_at)),
+    h("td", {}, study.status.replace("_", " ")));
+}
+
+// ---------------------------------------------------------------- study and report
+
+const unsavedKey = (accession) => `radservice.unsaved.${accession}`;
+
+async function showStudy(accession) {
+  main.replaceChildren(title(`Study ${accession}`), h("p", { class: "muted" }, "Loading…"));
+  focusHeading();
+  let study;
+  try {
+    study = await api.study(accession);
+  } catch (error) {
+    if (error.signedOut) return;
+    main.replaceChildren(title(`Study ${accession}`), message("error", error.message),
+      h("p", {}, h("a", { href: "#/" }, "Back to the worklist")));
+    focusHeading();
+    return;
+  }
+  let report = null;
+  if (study.report_id) {
+    try {
+      report = await api.report(study.report_id);
+    } catch (error) {
+      if (error.signedOut) return;
+      main.append(message("error", error.message));
+      return;
+    }
+  }
+  new StudyPage(accession, study, report).render();
+}
+
+class StudyPage {
+  constructor(accession, study, report) {
+    this.accession = accession;
+    this.study = study;
+    this.report = report;
+    this.dirty = new Set();
+    this.saving = null;
+    this.timer = null;
+    this.accepted = new Set();
+    state.study = this;
+  }
+
+  get canEdit() {
+    return EDITORS.has(state.me.role) && (!this.report || this.report.status === "draft")
+      && this.study.status !== "cancelled";
+  }
+
+  titles() {
+    if (this.report) return this.report.section_titles;
+    return this.study.template_sections || [];
+  }
+
+  render() {
+    const study = this.study;
+    const patient = study.patient;
+    const field = (label, value) => h("div", {}, h("span", {}, label), value || "—");
+    this.statusField = h("span", { class: "value" }, study.status.replace("_", " "));
+    const header = h("section", { class: "study-header", "aria-label": "Study" },
+      field("Patient", patientName(patient)),
+      field("Patient ID", patient.patient_id),
+      field("Born / sex", [patient.birth_date, age(patient), patient.sex].filter(Boolean).join(" · ")),
+      field("Accession", study.accession_number),
+      field("Procedure", study.order.procedure_text || study.order.procedure_code),
+      field("Reason for the study", study.order.reason),
+      field("Ordering physician", study.order.ordering_physician),
+      field("Priority", PRIORITY_WORDS[study.order.priority] || study.order.priority),
+      h("div", {}, h("span", {}, "Status"), this.statusField));
+    this.notice = h("div", { "aria-live": "polite" });
+    this.saveState = h("span", { class: "save-state", role: "status" });
+    this.sections = h("div", { class: "sections" });
+    this.actions = h("div", { class: "actions" });
+    this.side = h("div", { class: "side" });
+    main.replaceChildren(title(`${patientName(patient)} · ${study.accession_number}`), header, this.notice,
+      h("div", { class: "editor" },
+        h("section", { "aria-label": "Report" }, h("h2", {}, "Report ", this.saveState), this.sections,
+          this.actions),
+        this.side));
+    focusHeading();
+    this.renderReport();
+    this.restoreUnsaved();
+    keepPolling(() => this.refreshSide(), 2000);
+  }
+
+  renderReport() {
+    const report = this.report;
+    const editable = this.canEdit;
+    const texts = report ? report.sections : {};
+    this.areas = {};
+    const sections = this.titles().map(({ key, title: label }) => {
+      const id = `section-${key}`;
+      const area = h("textarea", { id, name: key, readonly: !editable, spellcheck: "true" });
+      area.value = texts[key] || "";
+      area.addEventListener("input", () => this.edited(key));
+      area.addEventListener("blur", () => { if (this.dirty.size) this.save(); });
+      this.areas[key] = area;
+      return h("div", { class: "section" }, h("label", { for: id }, label), area, this.unsureWords(key));
+    });
+    this.sections.replaceChildren(...sections);
+    if (!sections.length) this.sections.append(h("p", { class: "muted" }, "No report template for this study."));
+    this.saveState.textContent = report ? `${report.status}, version ${report.version}` : "not started";
+    this.renderActions();
+    this.renderNotes();
+  }
+
+  renderActions() {
+    const report = this.report;
+    const role = state.me.role;
+    const buttons = [];
+    if (this.canEdit && report) {
+      if (SIGNERS.has(role)) {
+        buttons.push(h("button", { type: "button", id: "sign-preliminary", onclick: () => this.sign("preliminary") },
+          "Sign preliminary"));
+      }
+      if (FINAL_SIGNERS.has(role)) {
+        buttons.push(h("button", { type: "button", class: "primary", id: "sign-final",
+          onclick: () => this.sign("final") }, "Sign final"));
+      }
+      if (this.areas.impression) {
+        buttons.push(h("button", { type: "button", onclick: () => this.suggest() }, "Suggest impression"));
+      }
+    }
+    if (report && report.status === "preliminary" && FINAL_SIGNERS.has(role)) {
+      buttons.push(h("button", { type: "button", class: "primary", id: "sign-final",
+        onclick: () => this.sign("final") }, "Sign final"));
+    }
+    if (report && report.status === "final" && SIGNERS.has(role)) {
+      const text = h("textarea", { id: "addendum-text", rows: 3 });
+      const add = h("button", { type: "button", onclick: () => this.addendum(text) }, "Add addendum");
+      buttons.push(h("div", { class: "section" }, h("label", { for: "addendum-text" }, "Addendum"), text, add));
+    }
+    this.actions.replaceChildren(...buttons);
+  }
+
+  renderNotes() {
+    const report = this.report;
+    const parts = [];
+    if (report && report.refinement && report.refinement.startsWith("rules-only:")) {
+      parts.push(message("warn", `The LLM's text was not used: ${report.refinement.slice(11).trim()}`));
+    }
+    for (const dictation of this.study.dictations || []) {
+      if (dictation.status === "failed") {
+        parts.push(message("error", `A ${dictation.section} dictation failed: ${dictation.error || "no reason given"}`));
+      }
+    }
+    const notes = report ? report.refinement_notes : [];
+    if (notes.length) {
+      parts.push(h("details", { class: "notes" },
+        h("summary", {}, `What the rules and the LLM changed (${notes.length})`),
+        h("ul", {}, notes.map((note) => h("li", {}, h("strong", {}, `${note.rule}: `),
+          h("span", { class: "diff" }, wordDiff(note.before, note.after).map((part) => (part.op === "same"
+            ? part.text : h(part.op, {}, part.text)))))))));
+    }
+    this.side.replaceChildren(...parts, this.deliveriesRegion());
+  }
+
+  unsureWords(key) {
+    const words = [];
+    for (const dictation of this.study.dictations || []) {
+      if (dictation.section !== key) continue;
+      for (const word of dictation.words || []) {
+        const text = String(word.word || "").trim();
+        if (text && typeof word.probability === "number" && word.probability < UNSURE) words.push(text);
+      }
+    }
+    const unique = [...new Set(words)].filter((w) => !this.accepted.has(`${key}:${w}`));
+    if (!unique.length || !this.canEdit) return null;
+    const list = h("p", { class: "muted", "data-unsure": key }, "Words to check: ",
+      unique.map((w) => h("span", {}, h("mark", { class: "unsure" }, w), " ",
+        h("button", { type: "button", "aria-label": `Accept “${w}”`, onclick: (event) => {
+          this.accepted.add(`${key}:${w}`);
+          event.target.parentElement.remove();
+        } }, "Accept"), " ")));
+    return list;
+  }
+
+  deliveriesRegion() {
+    this.deliveryList = h("ul");
+    const region = h("section", { class: "deliveries", role: "region", "aria-labelledby": "deliveries-title" },
+      h("h2", { id: "deliveries-title" }, "Deliveries"), this.deliveryList);
+    region.hidden = !this.report || this.report.status === "draft";
+    this.deliveriesSection = region;
+    return region;
+  }
+
+  async refreshSide() {
+    if (!this.report || this.report.status === "draft") return;
+    const rows = await api.deliveries(this.report.report_id);
+    this.deliveriesSection.hidden = false;
+    const latest = Math.max(0, ...rows.map((r) => r.version));
+    this.deliveryList.replaceChildren(...rows.filter((r) => r.version === latest).map((r) => h("li", {},
+      `${r.destination.toUpperCase()}: `,
+      h("span", { class: `status-${r.status}` }, r.status),
+      r.status === "failed" || (r.status === "pending" && r.attempts) ? ` (attempt ${r.attempts}: ${r.last_error})`
+        : "")));
+    if (!rows.length) this.deliveryList.append(h("li", { class: "muted" }, "none yet"));
+  }
+
+  // ---- editing and saving
+
+  edited(key) {
+    this.dirty.add(key);
+    this.saveState.textContent = "editing…";
+    this.keepUnsaved();
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.save(), 1200);
+  }
+
+  keepUnsaved() {
+    const texts = {};
+    for (const key of this.dirty) texts[key] = this.areas[key].value;
+    sessionStorage.setItem(unsavedKey(this.accession), JSON.stringify({
+      revision: this.report ? this.report.revision : null, sections: texts }));
+  }
+
+  restoreUnsaved() {
+    const kept = sessionStorage.getItem(unsavedKey(this.accession));
+    if (!kept || !this.canEdit) return;
+    let data;
+    try { data = JSON.parse(kept); } catch { return; }
+    for (const [key, text] of Object.entries(data.sections || {})) {
+      if (!this.areas[key]) continue;
+      this.areas[key].value = text;
+      this.dirty.add(key);
+    }
+    if (this.dirty.size) {
+      this.keptRevision = data.revision;
+      this.notice.replaceChildren(message("warn", "Text you had not saved is back; it is being saved now."));
+      this.save();
+    }
+  }
+
+  async save() {
+    clearTimeout(this.timer);
+    if (this.saving) {
+      await this.saving;
+      if (!this.dirty.size) return true;
+    }
+    if (!this.dirty.size) return true;
+    this.saving = this.saveNow();
+    try {
+      return await this.saving;
+    } finally {
+      this.saving = null;
+    }
+  }
+
+  async saveNow() {
+    try {
+      if (!this.report) {
+        this.report = await api.draftReport(this.accession);
+        this.keptRevision = this.keptRevision ?? this.report.revision;
+      }
+      const changed = {};
+      for (const key of this.dirty) changed[key] = this.areas[key].value;
+      const sent = new Set(this.dirty);
+      const revision = this.keptRevision ?? this.report.revision;
+      this.saveState.textContent = "saving…";
+      const report = await api.edit(this.report.report_id, changed, revision);
+      this.keptRevision = undefined;
+      for (const key of sent) if (this.areas[key].value === changed[key]) this.dirty.delete(key);
+      this.report = report;
+      if (this.dirty.size) this.keepUnsaved();
+      else sessionStorage.removeItem(unsavedKey(this.accession));
+      this.saveState.textContent = `draft saved, version ${report.version}`;
+      this.notice.replaceChildren();
+      this.renderActions();
+      return true;
+    } catch (error) {
+      if (error.signedOut) return false;
+      if (error.offline) {
+        this.saveState.textContent = "not saved (offline): kept here, saving again shortly";
+        this.timer = setTimeout(() => this.save(), 5000);
+        return false;
+      }
+      if (error.conflict) {
+        this.conflict(error);
+        return false;
+      }
+      this.saveState.textContent = "not saved";
+      this.notice.replaceChildren(message("error", `Not saved: ${error.message}`));
+      return false;
+    }
+  }
+
+  conflict(error) {
+    this.saveState.textContent = "not saved: conflict";
+    const reload = h("button", { type: "button", onclick: async () => {
+      sessionStorage.removeItem(unsavedKey(this.accession));
+      this.dirty.clear();
+      this.keptRevision = undefined;
+      this.report = await api.report(this.report.report_id);
+      this.renderReport();
+      this.notice.replaceChildren(message("ok", "The current text is loaded."));
+    } }, "Load the current text");
+    const signed = /not a draft|signed|final|preliminary/i.test(error.message);
+    const words = signed
+      ? "This report was signed in the meantime: your edits were not saved. "
+      : "This report was changed elsewhere (another tab or person) since you opened it: your text was not "
+        + "saved and is kept here. ";
+    this.notice.replaceChildren(message("error", words, reload));
+  }
+
+  // ---- signing, addenda, suggestions
+
+  async sign(kind) {
+    if (!(await this.save())) return;
+    if (!this.report) return;
+    try {
+      this.report = await api.sign(this.report.report_id, kind, this.report.revision);
+      sessionStorage.removeItem(unsavedKey(this.accession));
+      this.study = await api.study(this.accession);
+      this.statusField.textContent = this.study.status.replace("_", " ");
+      this.renderReport();
+      this.notice.replaceChildren(message("ok", `Signed ${kind}, version ${this.report.version}.`));
+      this.refreshSide().catch(() => {});
+      this.deliveriesSection.querySelector("h2").focus?.();
+    } catch (error) {
+      if (error.signedOut) return;
+      if (error.conflict) this.conflict(error);
+      else this.notice.replaceChildren(message("error", `Not signed: ${error.message}`));
+    }
+  }
+
+  async addendum(area) {
+    if (!area.value.trim()) {
+      this.notice.replaceChildren(message("error", "Write the addendum first."));
+      return;
+    }
+    try {
+      this.report = await api.addendum(this.report.report_id, area.value.trim());
+      this.renderReport();
+      this.notice.replaceChildren(message("ok", `Addendum signed, version ${this.report.version}.`));
+      this.refreshSide().catch(() => {});
+    } catch (error) {
+      if (!error.signedOut) this.notice.replaceChildren(message("error", `Addendum not added: ${error.message}`));
+    }
+  }
+
+  async suggest() {
+    if (!(await this.save())) return;
+    this.notice.replaceChildren(message("warn", "Asking for a suggested impression…"));
+    try {
+      const answer = await api.suggestImpression(this.report.report_id);
+      if (!answer.suggestion) {
+        this.notice.replaceChildren(message("warn", `No suggestion: ${answer.reason || "none was made"}`));
+        return;
+      }
+      const accept = h("button", { type: "button", onclick: () => {
+        this.areas.impression.value = answer.suggestion;
+        this.edited("impression");
+        this.notice.replaceChildren();
+        this.areas.impression.focus();
+      } }, "Accept suggestion");
+      const dismiss = h("button", { type: "button", onclick: () => this.notice.replaceChildren() }, "Dismiss");
+      this.notice.replaceChildren(h("div", { class: "suggestion", role: "region",
+        "aria-label": "Suggested impression" },
+      h("p", {}, h("strong", {}, "Suggested impression (not in the report until you accept it): "),
+        answer.suggestion), accept, " ", dismiss));
+    } catch (error) {
+      if (!error.signedOut) this.notice.replaceChildren(message("error", `No suggestion: ${error.message}`));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- keyboard
+
+function shortcuts(event) {
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
+  if (event.key === "?" && !typing && state.me) {
+    event.preventDefault();
+    document.getElementById("help").showModal();
+    return;
+  }
+  if (event.altKey && !event.ctrlKey && (event.key === "w" || event.key === "W") && state.me) {
+    event.preventDefault();
+    location.hash = "#/";
+    return;
+  }
+  const page = state.study;
+  if (!page || !page.areas) return;
+  const areas = Object.values(page.areas);
+  if (event.altKey && (event.key === "ArrowDown" || event.key === "ArrowUp")) {
+    event.preventDefault();
+    const at = areas.indexOf(document.activeElement);
+    const next = event.key === "ArrowDown" ? Math.min(areas.length - 1, at + 1) : Math.max(0, at - 1);
+    areas[at === -1 ? 0 : next]?.focus();
+  } else if (event.ctrlKey && !event.altKey && (event.key === "s" || event.key === "S")) {
+    event.preventDefault();
+    page.save();
+  } else if (event.ctrlKey && event.altKey && (event.key === "p" || event.key === "P")) {
+    event.preventDefault();
+    document.getElementById("sign-preliminary")?.click();
+  } else if (event.ctrlKey && event.altKey && (event.key === "f" || event.key === "F")) {
+    event.preventDefault();
+    document.getElementById("sign-final")?.click();
+  }
+}
+
+start();

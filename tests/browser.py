@@ -1,0 +1,37 @@
+"""Headless Chromium for the page's tests: Debian's browser driven by Playwright for Python
+(Playwright never downloads a browser here). Without either, the tests skip with the reason;
+with CI=true a missing one stops the run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+#: The flags this machine needs (no sandbox as root; no background traffic to a closed network).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    sync_playwright = None  # type: ignore[assignment]
+
+MISSING = [name for name, present in (("chromium", CHROMIUM), ("playwright", sync_playwright)) if not present]
+if MISSING and os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+    raise RuntimeError(f"CI needs {', '.join(MISSING)}: scripts/system-packages.sh chromium; pip install playwright")
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium browser (Playwright's Browser)."""
+    assert sync_playwright is not None and CHROMIUM is not None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -1,0 +1,126 @@
+"""The radiologists' page in headless Chromium against a real `radservice serve`: an order over
+MLLP, sign-in, the worklist, the study and its report typed, a conflict from a second tab, the
+final signature and both deliveries acked at the RIS (python-hl7) and the PACS (Orthanc); a
+resident without "Sign final"; a wrong password in words. Screenshots are saved in the test's
+folder."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import MISSING as NO_BROWSER
+from tests.browser import chromium
+from tests.hl7_peer import RisClient, order, read_ack
+from tests.pacs_peer import MISSING as NO_PACS
+from tests.pacs_peer import orthanc
+from tests.ris_peer import RisPeer
+from tests.support import free_port, serve, write_config
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(bool(NO_BROWSER + NO_PACS), reason=f"{', '.join(NO_BROWSER + NO_PACS)} not installed")]
+
+PASSWORD = "reading room 7 password"
+
+
+def _person(config: Path, cwd: Path, name: str, role: str, password: str = PASSWORD) -> None:
+    made = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "add", name, "--role", role,
+                           "--password-stdin", "--family", name.split(".")[-1].title(), "--given", "Test",
+                           "--config", str(config)], input=password + "\n", capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+    assert made.returncode == 0, made.stderr
+
+
+def _sign_in(page: Any, base: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(base + "/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_a_radiologist_signs_a_typed_report_on_the_page_and_sees_it_delivered(tmp_path: Path) -> None:
+    hl7_port, ris_port = free_port(), free_port()
+    with RisPeer(ris_port) as ris, orthanc(tmp_path / "orthanc") as pacs:
+        config = write_config(tmp_path, port=free_port(), hl7_port=hl7_port,
+                              extra=f'[ris]\nhost = "127.0.0.1"\nport = {ris_port}\nack_timeout_s = 2\n'
+                                    f'[pacs]\nhost = "127.0.0.1"\nport = {pacs.dicom_port}\n'
+                                    "[outbox]\npoll_interval_s = 0.2\nretry_initial_s = 0.2\nretry_max_s = 0.5\n"
+                                    "[llm]\nenabled = false\n")
+        with serve(config, tmp_path) as running, chromium() as browser:
+            with RisClient(hl7_port) as client:
+                assert read_ack(client.send(order("WEB-1", "WEB-ACC", priority="S", family="PAGETEST",
+                                                  procedure="CT CHEST"))).code == "AA"
+                assert read_ack(client.send(order("WEB-2", "WEB-RES", patient_id="MRN-T-2",
+                                                  procedure="CT CHEST"))).code == "AA"
+            _person(config, tmp_path, "dr.page", "radiologist")
+            _person(config, tmp_path, "res.page", "resident")
+            base = running.base_url
+            errors: list[str] = []
+            context = browser.new_context()
+            page = context.new_page()
+            # answers the page expects (401, 409) are logged by the browser as failed loads; any
+            # other error (a script error, a refused script or style) fails the test
+            page.on("console", lambda m: errors.append(m.text)
+                    if m.type == "error" and not re.search(r"status of (401|409)", m.text) else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            # a wrong password is said in words, on the page
+            _sign_in(page, base, "dr.page", "not the password")
+            alert = page.get_by_role("alert")
+            alert.wait_for()
+            assert alert.inner_text() == "Wrong username or password."
+
+            _sign_in(page, base, "dr.page")
+            worklist = page.get_by_role("table")
+            worklist.get_by_role("columnheader", name="Accession").wait_for()
+            row = worklist.get_by_role("row").filter(has_text="WEB-ACC")
+            assert "STAT" in row.inner_text() and "PAGETEST" in row.inner_text()
+            page.screenshot(path=str(tmp_path / "worklist.png"), full_page=True)
+            row.get_by_role("link", name="WEB-ACC").click()
+
+            findings = page.get_by_label("Findings")
+            impression = page.get_by_label("Impression")
+            findings.fill("Lungs: clear. No pleural effusion.")
+            impression.fill("No acute cardiopulmonary finding.")
+            page.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
+
+            # a second tab changes the findings: the first tab's next edit is a visible conflict
+            other = context.new_page()
+            other.goto(page.url)
+            other.get_by_label("Findings").fill("Lungs: clear. Small left pleural effusion.")
+            other.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
+            impression.fill("No acute finding.")
+            page.get_by_text(re.compile("changed elsewhere")).wait_for(timeout=15000)
+            page.get_by_role("button", name="Load the current text").click()
+            page.get_by_text("The current text is loaded.").wait_for()
+            assert findings.input_value() == "Lungs: clear. Small left pleural effusion."
+            other.close()
+
+            page.get_by_role("button", name="Sign final").click()
+            deliveries = page.get_by_role("region", name="Deliveries")
+            deliveries.get_by_text(re.compile(r"RIS: acked")).wait_for(timeout=30000)
+            deliveries.get_by_text(re.compile(r"PACS: acked")).wait_for(timeout=30000)
+            assert page.get_by_role("button", name="Add addendum").is_visible()
+            page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+            (oru,) = ris.wait_for(1)
+            assert oru.field("OBR", 18) == "WEB-ACC" and oru.field("OBR", 25) == "F"
+            assert "Small left pleural effusion." in oru.sections().get("18782-3", "")
+            assert len(pacs.instances()) == 1
+            page.get_by_role("button", name="Sign out").click()
+            page.get_by_label("Username").wait_for()
+            assert errors == [], errors
+
+            # a resident may sign preliminary, never final
+            resident = browser.new_context().new_page()
+            _sign_in(resident, base, "res.page")
+            resident.get_by_role("link", name="WEB-RES").click()
+            resident.get_by_label("Findings").fill("Lungs: clear.")
+            resident.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
+            assert resident.get_by_role("button", name="Sign preliminary").is_visible()
+            assert resident.get_by_role("button", name="Sign final").count() == 0
+        assert (tmp_path / "worklist.png").stat().st_size > 0 and (tmp_path / "study.png").stat().st_size > 0
