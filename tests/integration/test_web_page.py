@@ -124,3 +124,75 @@ def test_a_radiologist_signs_a_typed_report_on_the_page_and_sees_it_delivered(tm
             assert resident.get_by_role("button", name="Sign preliminary").is_visible()
             assert resident.get_by_role("button", name="Sign final").count() == 0
         assert (tmp_path / "worklist.png").stat().st_size > 0 and (tmp_path / "study.png").stat().st_size > 0
+
+
+def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tmp_path: Path) -> None:
+    """Sign-in, worklist, study, sections, save and help by keyboard alone; a session ended on the
+    server (a new password) while typing: back to sign-in with a message, and after signing in
+    again the text comes back and is saved; repeated failures lock with a message in words."""
+    from playwright.sync_api import expect
+
+    from radservice.db.session import make_engine, make_sessionmaker
+    from tests.support import add_study
+
+    hl7_port = free_port()
+    config = write_config(tmp_path, port=free_port(), hl7_port=hl7_port, extra="[llm]\nenabled = false\n")
+    with serve(config, tmp_path) as running, chromium() as browser:
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        add_study(make_sessionmaker(engine), "KB-1", procedure="CT CHEST")
+        engine.dispose()
+        _person(config, tmp_path, "dr.keys", "radiologist")
+        page = browser.new_context().new_page()
+        page.goto(running.base_url + "/")
+        page.get_by_label("Username").wait_for()
+        assert page.evaluate("document.activeElement.id") == "username"  # the field has the focus
+        page.keyboard.type("dr.keys")
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.get_by_role("link", name="KB-1").wait_for()
+        for _ in range(40):  # Tab through the page to the study's link
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.dataset.key") == "KB-1":
+                break
+        else:
+            raise AssertionError("the study's link cannot be reached with Tab")
+        page.keyboard.press("Enter")
+        page.get_by_label("Findings").wait_for()
+        page.keyboard.press("?")
+        help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
+        help_dialog.wait_for()
+        page.keyboard.press("Escape")
+        help_dialog.wait_for(state="hidden")
+        for _ in range(4):  # Clinical history, Technique, Comparison, Findings
+            page.keyboard.press("Alt+ArrowDown")
+        assert page.evaluate("document.activeElement.id") == "section-findings"
+        page.keyboard.type("Lungs: clear.")
+        page.keyboard.press("Control+s")
+        page.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
+
+        # the session ends on the server while the radiologist types
+        changed = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "password", "dr.keys", "--config",
+                                  str(config)], input="a brand new password\n", capture_output=True, text=True,
+                                 timeout=120, cwd=tmp_path)
+        assert changed.returncode == 0, changed.stderr
+        page.get_by_label("Findings").press("End")
+        page.keyboard.type(" No effusion.")
+        page.keyboard.press("Control+s")
+        page.get_by_role("alert").filter(has_text="Your session has ended").wait_for(timeout=15000)
+        page.get_by_label("Username").fill("dr.keys")
+        page.get_by_label("Password").fill("a brand new password")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Text you had not saved is back").wait_for(timeout=15000)
+        page.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
+        assert page.get_by_label("Findings").input_value() == "Lungs: clear. No effusion."
+
+        # repeated failures: the lock is said in words
+        page.get_by_role("button", name="Sign out").click()
+        for _ in range(5):
+            page.get_by_label("Username").fill("dr.keys")
+            page.get_by_label("Password").fill("wrong wrong wrong")
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("alert").wait_for()
+            expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
+        assert "locked for 15 minutes" in page.get_by_role("alert").inner_text()

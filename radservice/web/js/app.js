@@ -516,6 +516,7 @@ class StudyPage {
     }
     if (this.dirty.size) {
       this.keptRevision = data.revision;
+      this.restored = true;
       this.notice.replaceChildren(message("warn", "Text you had not saved is back; it is being saved now."));
       this.save();
     }
@@ -554,7 +555,9 @@ class StudyPage {
       if (this.dirty.size) this.keepUnsaved();
       else sessionStorage.removeItem(unsavedKey(this.accession));
       this.saveState.textContent = `draft saved, version ${report.version}`;
-      this.notice.replaceChildren();
+      this.notice.replaceChildren(...(this.restored ? [message("ok", "Text you had not saved is back, and saved.")]
+        : []));
+      this.restored = false;
       this.renderActions();
       return true;
     } catch (error) {
