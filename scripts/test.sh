@@ -10,6 +10,10 @@ scripts/setup.sh || exit 1
 scripts/system-packages.sh dcmtk dicom3tools orthanc || echo "test.sh: could not install dcmtk / dicom3tools / orthanc" >&2
 # Chromium: the page's end-to-end tests drive it with Playwright (they skip without it, CI fails)
 scripts/system-packages.sh chromium || echo "test.sh: could not install chromium" >&2
+# axe-core (npm, locked in package-lock.json): the page's accessibility audit in the browser tests
+if command -v npm >/dev/null 2>&1; then
+  timeout 300 npm ci --no-audit --no-fund --silent || echo "test.sh: could not install the npm test tools" >&2
+fi
 # The page's JavaScript that is not layout (API client, diff, polling), under Node's test runner
 js_rc=0
 if command -v node >/dev/null 2>&1; then

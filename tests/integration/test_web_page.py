@@ -196,3 +196,85 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
             page.get_by_role("alert").wait_for()
             expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
         assert "locked for 15 minutes" in page.get_by_role("alert").inner_text()
+
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def _audit(page: Any) -> list[str]:
+    """axe-core's WCAG 2.x A and AA rules on the page as it is now: the violations, in words."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("""async () => {
+      const r = await axe.run(document, {runOnly: {type: 'tag',
+        values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}});
+      return r.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
+    }""")
+    return list(result)
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core not installed (npm ci)")
+def test_the_page_passes_an_automated_accessibility_audit(tmp_path: Path) -> None:
+    """Sign-in, worklist, a study with a report, its refinement notes, words to check and the
+    help overlay: no WCAG 2.2 A/AA violation axe-core can find (contrast, names, structure).
+    Words to check leave their list when accepted or edited out of the text."""
+    from radservice.db.session import make_engine, make_sessionmaker, session_scope
+    from radservice.dictation.models import Dictation
+    from radservice.reports.models import Report
+    from radservice.worklist.models import Study
+    from tests.support import add_report, add_study
+
+    config = write_config(tmp_path, port=free_port(), extra="[llm]\nenabled = false\n")
+    with serve(config, tmp_path) as running, chromium() as browser:
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        sessions = make_sessionmaker(engine)
+        add_study(sessions, "AX-1", procedure="CT CHEST")
+        report_id = add_report(sessions, "AX-1", {"findings": "Lungs: clear. Small pericholecystic fluid.",
+                                                  "impression": "No acute finding."})
+        with session_scope(sessions) as session:
+            study = session.query(Study).filter_by(accession_number="AX-1").one()
+            session.add(Dictation(id="00000000-0000-4000-8000-00000000ax01", study_id=study.id, section="findings",
+                                  status="transcribed", audio_format="wav", audio_bytes=1, duration_s=3.0,
+                                  transcript="lungs colon clear small pericholecystic fluid",
+                                  words=[{"word": "lungs", "start": 0, "end": 0.4, "probability": 0.97},
+                                         {"word": "pericholecystic", "start": 1, "end": 1.6, "probability": 0.31},
+                                         {"word": "fluid", "start": 1.6, "end": 2, "probability": 0.42}]))
+            report = session.get(Report, report_id)
+            assert report is not None
+            report.notes = [{"dictation_id": "00000000-0000-4000-8000-00000000ax01", "rule": "punctuation",
+                             "before": "lungs colon clear", "after": "Lungs: clear."}]
+        engine.dispose()
+        _person(config, tmp_path, "dr.axe", "radiologist")
+        page = browser.new_context(bypass_csp=True).new_page()  # the audit's script is injected
+        page.goto(running.base_url + "/")
+        page.get_by_label("Username").wait_for()
+        problems = {"sign-in": _audit(page)}
+        _sign_in(page, running.base_url, "dr.axe")
+        page.get_by_role("link", name="AX-1").wait_for()
+        problems["worklist"] = _audit(page)
+        page.get_by_role("link", name="AX-1").click()
+        page.get_by_label("Findings").wait_for()
+        page.get_by_text(re.compile(r"What the rules and the LLM changed \(1\)")).click()
+        def marked(kind: str) -> str:
+            return re.sub(r"\s+", "", "".join(page.locator(f".diff {kind}").all_inner_texts()))
+
+        assert marked("ins") == "Lungs:clear." and marked("del") == "lungscolonclear"
+        checks = page.locator("[data-unsure=findings]")
+        assert checks.get_by_role("mark").all_inner_texts() == ["pericholecystic", "fluid"]
+        problems["study"] = _audit(page)
+        checks.get_by_role("button", name="Accept “pericholecystic”").click()
+        page.get_by_label("Findings").fill("Lungs: clear. Small amount of free liquid.")
+        assert page.locator("[data-unsure=findings]").count() == 0  # "fluid" was edited out
+        page.get_by_label("Findings").blur()
+        page.keyboard.press("?")
+        page.get_by_role("dialog", name="Keyboard shortcuts").wait_for()
+        problems["help"] = _audit(page)
+        page.keyboard.press("Escape")
+        # the audit is not vacuous: a nameless button and pale text on this page are found
+        page.evaluate("""() => {
+          const probe = document.createElement('div');
+          probe.innerHTML = '<button></button><p style="color:#ccc;background:#fff">pale</p>';
+          document.querySelector('main').append(probe);
+        }""")
+        found = " ".join(_audit(page))
+        assert "button-name" in found and "color-contrast" in found, found
+    assert all(not found for found in problems.values()), problems

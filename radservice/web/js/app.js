@@ -382,7 +382,11 @@ class StudyPage {
       const id = `section-${key}`;
       const area = h("textarea", { id, name: key, readonly: !editable, spellcheck: "true" });
       area.value = texts[key] || "";
-      area.addEventListener("input", () => this.edited(key));
+      area.addEventListener("input", () => {
+        this.edited(key);
+        const list = area.parentElement.querySelector("[data-unsure]");
+        if (list) list.replaceWith(this.unsureWords(key) || document.createTextNode(""));
+      });
       area.addEventListener("blur", () => { if (this.dirty.size) this.save(); });
       this.areas[key] = area;
       return h("div", { class: "section" }, h("label", { for: id }, label), area, this.unsureWords(key));
@@ -454,7 +458,10 @@ class StudyPage {
         if (text && typeof word.probability === "number" && word.probability < UNSURE) words.push(text);
       }
     }
-    const unique = [...new Set(words)].filter((w) => !this.accepted.has(`${key}:${w}`));
+    // a word leaves the list when accepted, or when the radiologist's edit took it out of the text
+    const text = (this.areas[key] ? this.areas[key].value : "").toLowerCase();
+    const unique = [...new Set(words)].filter((w) => !this.accepted.has(`${key}:${w}`)
+      && text.includes(w.toLowerCase().replace(/[.,;:!?]+$/, "")));
     if (!unique.length || !this.canEdit) return null;
     const list = h("p", { class: "muted", "data-unsure": key }, "Words to check: ",
       unique.map((w) => h("span", {}, h("mark", { class: "unsure" }, w), " ",
