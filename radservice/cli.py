@@ -367,6 +367,23 @@ def user_password(name: str, config: ConfigOption = None) -> None:
     typer.echo(f"password set for '{name}'; its page sessions were signed out")
 
 
+@user_app.command("unlock")
+def user_unlock(
+    name: Annotated[str, typer.Argument(help="The username whose failed sign-ins are forgotten.")] = "",
+    address: Annotated[str, typer.Option("--address", help="Also (or only) this client address.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """End the lock on signing in after repeated failures, for a user and/or an address."""
+    if not name and not address:
+        _fail("name a user, --address, or both", 2)
+    with _admin_session(_settings(config)) as session:
+        removed = signin.unlock(session=session, username=name or None, client=address or None)
+        audit.record(session=session, actor=CLI_ACTOR, action="auth.unlock", entity_type="user",
+                     entity_id=name or None, detail={"address": address or None, "failures_removed": removed})
+    typer.echo(f"unlocked {' and '.join(filter(None, [repr(name) if name else '', address]))} "
+               f"({removed} failed sign-in(s) forgotten)")
+
+
 @user_app.command("name")
 def user_name(
     name: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,10 +13,12 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from radservice.audit import service as audit
 from radservice.config import Settings
+from radservice.db.errors import cause
 from radservice.db.session import begin_write
 from radservice.pipeline.compose import Templates
 from radservice.users import service as users
@@ -24,6 +27,7 @@ from radservice.users.models import Role, User
 from radservice.worklist import service as worklist
 from radservice.worklist.models import Study
 
+log = logging.getLogger("radservice.api")
 _bearer = HTTPBearer(auto_error=False, description="An API token from `radservice user add`.")
 
 
@@ -127,6 +131,24 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ENDED_COOKIE = f"{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"
 
 
+#: Sent by the page with its own polling (the worklist's refresh, the deliveries): a request the
+#: person did not make does not restart the session's idle clock.
+BACKGROUND_HEADER = "x-radservice-background"
+
+
+def _touch(session: Session, session_id: int) -> None:
+    """Restart a page session's idle clock: a write, at most once a minute per session (on
+    SQLite it may wait for the write lock then). Best effort: when the database is busy or
+    locked the request goes on, and a later request renews the clock."""
+    try:
+        begin_write(session)
+        signin.touch(session=session, session_id=session_id)
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        log.info("a page session's idle clock was not renewed (%s); a later request renews it", cause(exc))
+
+
 def sign_in_policy(settings: Settings) -> signin.Policy:
     return signin.Policy.of(settings.auth)
 
@@ -183,10 +205,8 @@ def get_current_user(
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             detail="refused: a request with the session cookie that changes data must come from "
                                    "this service's own page (Origin header)")
-    if signin.needs_touch(web):  # the idle clock restarts (a write at most once a minute)
-        begin_write(session)
-        signin.touch(session=session, session_id=web.id)
-        session.commit()
+    if signin.needs_touch(web) and request.headers.get(BACKGROUND_HEADER) != "1":
+        _touch(session, web.id)
     request.state.web_session_id = web.id
     return user
 

@@ -61,7 +61,7 @@ class RequestLimits:
         token = audit.client_address.set(client[0] if client else None)
         try:
             if scope["type"] == "http":
-                await self._http(scope, receive, send)
+                await self._http(scope, receive, _no_store(send) if scope.get("path", "").startswith("/api/") else send)
             else:  # a WebSocket authenticates in its route; its audit rows name the client too
                 await self.app(scope, receive, send)
         finally:
@@ -147,6 +147,16 @@ class RequestLimits:
             record_refusal(session, scope["app"].state.refusals, actor="anonymous", method=scope["method"],
                            path=scope.get("path", ""), reason=reason)
         return False
+
+
+def _no_store(send: Send) -> Send:
+    """API answers carry patient data (and now come to browsers): never kept in a cache."""
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+            message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+        await send(message)
+    return sending
 
 
 def _size(limit: int) -> str:

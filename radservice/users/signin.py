@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from radservice.audit import service as audit
@@ -117,32 +117,39 @@ def locked_until(*, session: Session, username: str, client: str, policy: Policy
     return max(ends) if ends else None
 
 
-def sign_in(*, read: sessionmaker[Session], write: sessionmaker[Session], username: str, password: str,
-            client: str, policy: Policy) -> SignIn:
+def sign_in(*, write: sessionmaker[Session], username: str, password: str, client: str,
+            policy: Policy) -> SignIn:
     """Check a username and password; on success open a page session. Audited.
 
-    The password is checked between two transactions (a read, then a short write), never
-    while holding a write lock. A failure is recorded (for the lock) whether the user exists or
-    not, and takes as long either way. While a lock is on, nothing is checked or recorded.
+    First one short write: the lock is checked and this attempt is counted as a failure,
+    before the password is checked (so that guesses sent in parallel cannot all pass the check:
+    the attempts are serialised there, by SQLite's write lock or PostgreSQL advisory locks per
+    username and address). Then the password is checked with no transaction open. Then a second
+    short write: a success removes the user's failures and opens the session; a failure stays
+    counted, is audited, and may start the lock. An unknown username takes as long as a known
+    one and counts for the address only (what was typed is not kept: it may be a password).
     """
     username = username.strip()[:64]
     client = client[:64]
-    with read() as session:
-        locked = locked_until(session=session, username=username, client=client, policy=policy)
-        user = get_user(session=session, username=username) if username and locked is None else None
+    with write() as session, session.begin():
+        _serialise(session, username, client)
+        now = utcnow()
+        locked = locked_until(session=session, username=username, client=client, policy=policy, now=now)
+        if locked is not None:
+            return SignIn(locked_until=locked)
+        user = get_user(session=session, username=username) if username else None
         stored = user.password_hash if user is not None and user.active else None
         user_id = user.id if user is not None else None
-    if locked is not None:
-        return SignIn(locked_until=locked)
+        session.add(SignInFailure(at=now, username=username if user is not None else "", client=client))
     good = _verify(stored, password)
     with write() as session, session.begin():
         now = utcnow()
         if good:
             user = session.get(User, user_id)
             if user is not None and user.active and user.password_hash == stored:
+                session.execute(delete(SignInFailure).where(SignInFailure.username == user.username)
+                                .execution_options(synchronize_session=False))
                 return _open(session, user, password, client, now)
-        session.add(SignInFailure(at=now, username=username, client=client))
-        session.flush()
         known = user_id is not None
         audit.record(session=session, actor=username if known else "anonymous", user_id=user_id,
                      action="auth.sign_in_failed", detail={"reason": "wrong password" if known else "unknown user"})
@@ -151,6 +158,27 @@ def sign_in(*, read: sessionmaker[Session], write: sessionmaker[Session], userna
             audit.record(session=session, actor=username if known else "anonymous", user_id=user_id,
                          action="auth.locked", detail={"until": locked.isoformat(), "failures": policy.lock_after})
         return SignIn(locked_until=locked, lock_started=locked is not None)
+
+
+def _serialise(session: Session, username: str, client: str) -> None:
+    """Sign-in attempts for one username or from one address, one after the other (PostgreSQL:
+    transaction-scoped advisory locks, always the username's first; SQLite: the write lock the
+    transaction already holds)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(text("SELECT pg_advisory_xact_lock(7301, hashtext(:key))"), {"key": username})
+    session.execute(text("SELECT pg_advisory_xact_lock(7302, hashtext(:key))"), {"key": client})
+
+
+def unlock(*, session: Session, username: str | None = None, client: str | None = None) -> int:
+    """Forget the failed sign-ins of a username and/or an address (the lock ends); how many."""
+    removed = 0
+    for column, key in ((SignInFailure.username, username), (SignInFailure.client, client)):
+        if key:
+            result = session.execute(delete(SignInFailure).where(column == key)
+                                     .execution_options(synchronize_session=False))
+            removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed
 
 
 def _open(session: Session, user: User, password: str, client: str, now: datetime) -> SignIn:

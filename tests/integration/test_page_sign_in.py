@@ -97,6 +97,9 @@ def test_changes_with_the_cookie_must_come_from_the_own_page(page: TestClient,
     assert foreign.status_code == 403 and "own page" in foreign.json()["detail"], foreign.text
     missing = page.patch(f"/api/v1/reports/{report_id}", json=body)
     assert missing.status_code == 403
+    assert page.post(f"/api/v1/reports/{report_id}/sign", json={"status": "final", "revision": revision},
+                     headers={"origin": "https://evil.example"}).status_code == 403
+    assert page.delete("/api/v1/session", headers={"origin": "https://evil.example"}).status_code == 403
     own = page.patch(f"/api/v1/reports/{report_id}", json=body, headers={"origin": OWN})
     assert own.status_code == 200, own.text
     assert own.json()["sections"]["findings"] == "Clear lungs."
@@ -132,6 +135,11 @@ def test_sign_out_idle_expiry_revocation_and_a_new_password_end_the_session(
         newest = session.scalars(select(WebSession.id).order_by(WebSession.id.desc())).first()
         session.execute(update(WebSession).where(WebSession.id == newest)
                         .values(last_seen_at=utcnow() - timedelta(minutes=29)))
+    # the page's own polling does not count as activity
+    assert page.get("/api/v1/me", headers={"x-radservice-background": "1"}).status_code == 200
+    with factory() as session:
+        seen = session.scalars(select(WebSession.last_seen_at).where(WebSession.id == newest)).one()
+        assert utcnow() - seen > timedelta(minutes=28)
     assert page.get("/api/v1/me").status_code == 200
     with factory() as session:
         seen = session.scalars(select(WebSession.last_seen_at).where(WebSession.id == newest)).one()
@@ -243,9 +251,9 @@ def test_the_cli_sets_passwords_from_standard_input(tmp_path: Path, db_url: str)
                            lock_window=timedelta(minutes=5), lock_for=timedelta(minutes=15))
     sessions = make_sessionmaker(engine)
     try:
-        good = signin.sign_in(read=sessions, write=sessions, username="pg.cli", password="a new long password",
+        good = signin.sign_in(write=sessions, username="pg.cli", password="a new long password",
                               client="127.0.0.1", policy=policy)
-        old = signin.sign_in(read=sessions, write=sessions, username="pg.cli", password=PASSWORD,
+        old = signin.sign_in(write=sessions, username="pg.cli", password=PASSWORD,
                              client="127.0.0.1", policy=policy)
     finally:
         engine.dispose()
@@ -280,3 +288,36 @@ def test_the_prune_duty_removes_only_what_no_lock_or_session_needs(factory: sess
     with factory() as session:
         assert session.scalars(select(SignInFailure.username)).all() == ["b"]
         assert session.scalars(select(WebSession.token_hash)).all() == ["1" * 64]
+
+
+def test_guesses_sent_at_once_cannot_pass_the_lock_and_an_unlock_ends_it(
+        factory: sessionmaker[Session], tmp_path: Path, db_url: str) -> None:
+    import threading
+
+    _person(factory, "pg.race")
+    policy = signin.Policy(idle=timedelta(minutes=30), max_age=timedelta(hours=12), lock_after=5,
+                           lock_window=timedelta(minutes=5), lock_for=timedelta(minutes=15))
+    outcomes: list[signin.SignIn] = []
+    start = threading.Barrier(12)
+
+    def guess() -> None:
+        start.wait(10)
+        outcomes.append(signin.sign_in(write=factory, username="pg.race", password="guess guess guess",
+                                       client="198.51.100.9", policy=policy))
+
+    threads = [threading.Thread(target=guess) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(outcomes) == 12
+    with factory() as session:
+        assert len(session.scalars(select(SignInFailure)).all()) == 5  # only 5 were ever checked
+    assert sum(1 for o in outcomes if o.locked_until is not None and not o.lock_started) == 7
+    config = str(write_config(tmp_path, port=free_port(), db_url=db_url))
+    unlocked = subprocess_cli(["user", "unlock", "pg.race", "--address", "198.51.100.9", "--config", config],
+                              tmp_path, "")
+    assert unlocked.returncode == 0 and "5 failed sign-in(s) forgotten" in unlocked.stdout, unlocked.stderr
+    good = signin.sign_in(write=factory, username="pg.race", password=PASSWORD, client="198.51.100.9", policy=policy)
+    assert good.user is not None
+    assert "auth.unlock" in _actions(factory, "cli")

@@ -133,13 +133,14 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
     from playwright.sync_api import expect
 
     from radservice.db.session import make_engine, make_sessionmaker
-    from tests.support import add_study
+    from tests.support import add_report, add_study
 
     hl7_port = free_port()
     config = write_config(tmp_path, port=free_port(), hl7_port=hl7_port, extra="[llm]\nenabled = false\n")
     with serve(config, tmp_path) as running, chromium() as browser:
         engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
         add_study(make_sessionmaker(engine), "KB-1", procedure="CT CHEST")
+        add_study(make_sessionmaker(engine), "KB-2", procedure="CT CHEST")
         engine.dispose()
         _person(config, tmp_path, "dr.keys", "radiologist")
         page = browser.new_context().new_page()
@@ -186,6 +187,18 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
         page.get_by_text("Text you had not saved is back").wait_for(timeout=15000)
         page.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
         assert page.get_by_label("Findings").input_value() == "Lungs: clear. No effusion."
+
+        # a report made meanwhile (a dictation finished) is not overwritten by the first keystrokes
+        page.goto(running.base_url + "/#/study/KB-2")
+        page.get_by_label("Impression").wait_for()
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        add_report(make_sessionmaker(engine), "KB-2", {"findings": "Dictated: small nodule."})
+        engine.dispose()
+        page.get_by_label("Impression").fill("Typed before seeing the dictation.")
+        page.get_by_text(re.compile("changed elsewhere")).wait_for(timeout=15000)
+        page.get_by_role("button", name="Load the current text").click()
+        page.get_by_text("The current text is loaded.").wait_for()
+        assert page.get_by_label("Findings").input_value() == "Dictated: small nodule."
 
         # repeated failures: the lock is said in words
         page.get_by_role("button", name="Sign out").click()

@@ -60,7 +60,7 @@ async def sign_in(body: SignInBody, request: Request, response: Response) -> Sig
     policy = sign_in_policy(settings)
     client = audit.client_address.get() or ""
     outcome = await anyio.to_thread.run_sync(lambda: signin.sign_in(
-        read=app.state.read_sessionmaker, write=app.state.sessionmaker, username=body.username,
+        write=app.state.sessionmaker, username=body.username,
         password=body.password, client=client, policy=policy))
     if outcome.user is None or outcome.cookie is None:
         if outcome.locked_until is not None and not outcome.lock_started:

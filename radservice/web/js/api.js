@@ -39,8 +39,14 @@ export class Api {
     this.onSignedOut = onSignedOut;
   }
 
-  async request(method, path, body = undefined) {
+  /**
+   * @param {object} [options]
+   * @param {boolean} [options.background] the page's own polling, not the person: the session's
+   *   idle clock does not restart for it
+   */
+  async request(method, path, body = undefined, { background = false } = {}) {
     const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (background) init.headers["X-Radservice-Background"] = "1";
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -71,8 +77,8 @@ export class Api {
   signOut() { return this.request("DELETE", "/api/v1/session"); }
   me() { return this.request("GET", "/api/v1/me"); }
 
-  worklist(filters = {}) {
-    return this.request("GET", `/api/v1/worklist${queryOf(filters)}`);
+  worklist(filters = {}, options = {}) {
+    return this.request("GET", `/api/v1/worklist${queryOf(filters)}`, undefined, options);
   }
 
   study(accession) { return this.request("GET", `/api/v1/studies/${encodeURIComponent(accession)}`); }
@@ -84,7 +90,9 @@ export class Api {
   edit(id, sections, revision) { return this.request("PATCH", `/api/v1/reports/${id}`, { sections, revision }); }
   sign(id, status, revision) { return this.request("POST", `/api/v1/reports/${id}/sign`, { status, revision }); }
   addendum(id, text) { return this.request("POST", `/api/v1/reports/${id}/addenda`, { text }); }
-  deliveries(id) { return this.request("GET", `/api/v1/reports/${id}/deliveries`); }
+  deliveries(id, options = {}) {
+    return this.request("GET", `/api/v1/reports/${id}/deliveries`, undefined, options);
+  }
   suggestImpression(id) { return this.request("POST", `/api/v1/reports/${id}/suggest-impression`); }
 }
 

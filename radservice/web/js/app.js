@@ -104,6 +104,10 @@ function age(patient) {
 
 async function start() {
   document.getElementById("sign-out").addEventListener("click", signOut);
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault(); // a hash would change the route
+    main.focus();
+  });
   document.getElementById("help-button").addEventListener("click", () => document.getElementById("help").showModal());
   window.addEventListener("hashchange", route);
   document.addEventListener("keydown", shortcuts);
@@ -150,6 +154,7 @@ async function signOut() {
     // signed out already, or offline: the page forgets the user either way
   }
   state.me = null;
+  forgetUnsaved(() => true); // a shared workstation: nothing of the report stays in this tab
   showSignIn("You are signed out.");
 }
 
@@ -157,6 +162,8 @@ async function signOut() {
 
 function showSignIn(text = "") {
   stopPollers();
+  if (state.study) state.study.dispose();
+  state.study = null;
   state.me = null;
   showUser();
   showConnection(null);
@@ -184,6 +191,7 @@ function showSignIn(text = "") {
     try {
       const me = await api.signIn(username.value.trim(), password.value);
       state.me = { username: me.username, role: me.role, display_name: me.display_name };
+      forgetUnsaved((user) => user !== me.username); // another person's kept text is not for this one
       showUser();
       route();
     } catch (failure) {
@@ -246,7 +254,7 @@ function showWorklist(filters) {
     let data;
     try {
       data = await api.worklist({ status: filters.status, modality: filters.modality, priority: filters.priority,
-        q: filters.q, offset, limit: 50 });
+        q: filters.q, offset, limit: 50 }, { background: shown !== "" });
     } catch (error) {
       if (error.status === 422) problem.replaceChildren(message("error", error.message));
       throw error;
@@ -292,7 +300,18 @@ function row(study) {
 
 // ---------------------------------------------------------------- study and report
 
-const unsavedKey = (accession) => `radservice.unsaved.${accession}`;
+const UNSAVED = "radservice.unsaved.";
+/** Text not saved yet, kept per user and study until the PATCH that carries it succeeds. */
+const unsavedKey = (accession) => `${UNSAVED}${encodeURIComponent(state.me.username)}|${accession}`;
+
+function forgetUnsaved(whose) {
+  for (let i = sessionStorage.length - 1; i >= 0; i -= 1) {
+    const key = sessionStorage.key(i);
+    if (key && key.startsWith(UNSAVED) && whose(decodeURIComponent(key.slice(UNSAVED.length).split("|")[0]))) {
+      sessionStorage.removeItem(key);
+    }
+  }
+}
 
 async function showStudy(accession) {
   main.replaceChildren(title(`Study ${accession}`), h("p", { class: "muted" }, "Loading…"));
@@ -332,6 +351,11 @@ class StudyPage {
     state.study = this;
   }
 
+  dispose() {
+    clearTimeout(this.timer);
+    this.disposed = true;
+  }
+
   get canEdit() {
     return EDITORS.has(state.me.role) && (!this.report || this.report.status === "draft")
       && this.study.status !== "cancelled";
@@ -362,7 +386,7 @@ class StudyPage {
     this.sections = h("div", { class: "sections" });
     this.actions = h("div", { class: "actions" });
     this.side = h("div", { class: "side" });
-    main.replaceChildren(title(`${patientName(patient)} · ${study.accession_number}`), header, this.notice,
+    main.replaceChildren(title(`Study ${study.accession_number}`), header, this.notice,
       h("div", { class: "editor" },
         h("section", { "aria-label": "Report" }, h("h2", {}, "Report ", this.saveState), this.sections,
           this.actions),
@@ -398,9 +422,12 @@ class StudyPage {
     this.renderNotes();
   }
 
-  renderActions() {
+  renderActions(force = true) {
     const report = this.report;
     const role = state.me.role;
+    const shape = `${report ? report.status : "none"}:${role}`;
+    if (!force && shape === this.actionsShape) return; // an autosave must not rebuild the buttons
+    this.actionsShape = shape;
     const buttons = [];
     if (this.canEdit && report) {
       if (SIGNERS.has(role)) {
@@ -419,7 +446,7 @@ class StudyPage {
       buttons.push(h("button", { type: "button", class: "primary", id: "sign-final",
         onclick: () => this.sign("final") }, "Sign final"));
     }
-    if (report && report.status === "final" && SIGNERS.has(role)) {
+    if (report && ["final", "amended"].includes(report.status) && FINAL_SIGNERS.has(role)) {
       const text = h("textarea", { id: "addendum-text", rows: 3 });
       const add = h("button", { type: "button", onclick: () => this.addendum(text) }, "Add addendum");
       buttons.push(h("div", { class: "section" }, h("label", { for: "addendum-text" }, "Addendum"), text, add));
@@ -473,9 +500,10 @@ class StudyPage {
   }
 
   deliveriesRegion() {
-    this.deliveryList = h("ul");
+    this.deliveryList = h("ul", { "aria-live": "polite" });
+    this.deliveriesShown = "";
     const region = h("section", { class: "deliveries", role: "region", "aria-labelledby": "deliveries-title" },
-      h("h2", { id: "deliveries-title" }, "Deliveries"), this.deliveryList);
+      h("h2", { id: "deliveries-title", tabindex: "-1" }, "Deliveries"), this.deliveryList);
     region.hidden = !this.report || this.report.status === "draft";
     this.deliveriesSection = region;
     return region;
@@ -483,9 +511,17 @@ class StudyPage {
 
   async refreshSide() {
     if (!this.report || this.report.status === "draft") return;
-    const rows = await api.deliveries(this.report.report_id);
+    if (this.deliveredVersion === this.report.version) return; // every destination acked: nothing moves
+    const rows = await api.deliveries(this.report.report_id, { background: true });
     this.deliveriesSection.hidden = false;
     const latest = Math.max(0, ...rows.map((r) => r.version));
+    const current = rows.filter((r) => r.version === latest);
+    if (current.length && current.every((r) => r.status === "acked") && latest === this.report.version) {
+      this.deliveredVersion = latest;
+    }
+    const shown = JSON.stringify(current.map((r) => [r.destination, r.status, r.attempts, r.last_error]));
+    if (shown === this.deliveriesShown) return; // announced only when something changed
+    this.deliveriesShown = shown;
     this.deliveryList.replaceChildren(...rows.filter((r) => r.version === latest).map((r) => h("li", {},
       `${r.destination.toUpperCase()}: `,
       h("span", { class: `status-${r.status}` }, r.status),
@@ -531,10 +567,8 @@ class StudyPage {
 
   async save() {
     clearTimeout(this.timer);
-    if (this.saving) {
-      await this.saving;
-      if (!this.dirty.size) return true;
-    }
+    while (this.saving) await this.saving; // one PATCH at a time: the next one carries the new revision
+    if (this.disposed) return false;
     if (!this.dirty.size) return true;
     this.saving = this.saveNow();
     try {
@@ -547,13 +581,15 @@ class StudyPage {
   async saveNow() {
     try {
       if (!this.report) {
+        // the draft may have been made meanwhile (a dictation, another person): what was typed
+        // here is based on the empty draft (revision 1), so any change since is a conflict
         this.report = await api.draftReport(this.accession);
-        this.keptRevision = this.keptRevision ?? this.report.revision;
+        if (this.keptRevision === undefined) this.keptRevision = 1;
       }
       const changed = {};
       for (const key of this.dirty) changed[key] = this.areas[key].value;
       const sent = new Set(this.dirty);
-      const revision = this.keptRevision ?? this.report.revision;
+      const revision = this.keptRevision === undefined ? this.report.revision : (this.keptRevision ?? 1);
       this.saveState.textContent = "saving…";
       const report = await api.edit(this.report.report_id, changed, revision);
       this.keptRevision = undefined;
@@ -565,7 +601,7 @@ class StudyPage {
       this.notice.replaceChildren(...(this.restored ? [message("ok", "Text you had not saved is back, and saved.")]
         : []));
       this.restored = false;
-      this.renderActions();
+      this.renderActions(false);
       return true;
     } catch (error) {
       if (error.signedOut) return false;
@@ -615,7 +651,7 @@ class StudyPage {
       this.renderReport();
       this.notice.replaceChildren(message("ok", `Signed ${kind}, version ${this.report.version}.`));
       this.refreshSide().catch(() => {});
-      this.deliveriesSection.querySelector("h2").focus?.();
+      this.deliveriesSection.querySelector("h2").focus();
     } catch (error) {
       if (error.signedOut) return;
       if (error.conflict) this.conflict(error);
