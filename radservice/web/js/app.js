@@ -568,7 +568,7 @@ class StudyPage {
   async save() {
     clearTimeout(this.timer);
     while (this.saving) await this.saving; // one PATCH at a time: the next one carries the new revision
-    if (this.disposed) return false;
+    if (this.disposed || this.conflicted) return false;
     if (!this.dirty.size) return true;
     this.saving = this.saveNow();
     try {
@@ -621,12 +621,22 @@ class StudyPage {
   }
 
   conflict(error) {
+    // no more saving over the other change until the person has looked at it
+    this.conflicted = true;
+    clearTimeout(this.timer);
     this.saveState.textContent = "not saved: conflict";
     const reload = h("button", { type: "button", onclick: async () => {
+      while (this.saving) await this.saving; // a save still on its way answers first
       sessionStorage.removeItem(unsavedKey(this.accession));
       this.dirty.clear();
       this.keptRevision = undefined;
-      this.report = await api.report(this.report.report_id);
+      try {
+        this.report = await api.report(this.report.report_id);
+      } catch (failure) {
+        if (!failure.signedOut) this.notice.replaceChildren(message("error", failure.message));
+        return;
+      }
+      this.conflicted = false;
       this.renderReport();
       this.notice.replaceChildren(message("ok", "The current text is loaded."));
     } }, "Load the current text");
