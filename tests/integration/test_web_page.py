@@ -99,6 +99,7 @@ def test_a_radiologist_signs_a_typed_report_on_the_page_and_sees_it_delivered(tm
             page.get_by_role("button", name="Load the current text").click()
             page.get_by_text("The current text is loaded.").wait_for()
             assert findings.input_value() == "Lungs: clear. Small left pleural effusion."
+            assert page.get_by_label("Your Impression (not saved)").input_value() == "No acute finding."
             other.close()
 
             page.get_by_role("button", name="Sign final").click()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -63,9 +63,9 @@ class Live:
     user_id: int
     #: which connection of the dictation this is (a resume starts the next)
     stream_session: int = 1
-    token: str = ""
+    token: str = field(default="", repr=False)  # credentials never in a repr (logs, tracebacks)
     #: the page's session cookie, when the caller came with it instead of a token
-    cookie: str = ""
+    cookie: str = field(default="", repr=False)
 
 
 def _caller(session: Session, settings: Settings, *, token: str, cookie: str) -> tuple[User | None, int | None]:

@@ -92,12 +92,17 @@ function patientName(patient) {
 }
 
 function age(patient) {
-  if (!patient.birth_date) return "";
-  const born = new Date(patient.birth_date);
+  const parts = /^(\d{4})-(\d{2})-(\d{2})$/.exec(patient.birth_date || "");
+  if (!parts) return "";
+  // a calendar date, read as such (new Date("YYYY-MM-DD") is midnight UTC: a day early in the west)
+  const [year, month, day] = [Number(parts[1]), Number(parts[2]) - 1, Number(parts[3])];
   const now = new Date();
-  let years = now.getFullYear() - born.getFullYear();
-  if (now < new Date(now.getFullYear(), born.getMonth(), born.getDate())) years -= 1;
-  return `${years} y`;
+  let years = now.getFullYear() - year;
+  if (now < new Date(now.getFullYear(), month, day)) years -= 1;
+  if (years >= 2 || patient.birth_date_precision === "year") return `${Math.max(years, 0)} y`;
+  let months = (now.getFullYear() - year) * 12 + now.getMonth() - month - (now.getDate() < day ? 1 : 0);
+  months = Math.max(months, 0);
+  return months >= 1 ? `${months} mo` : `${Math.max(0, Math.floor((now - new Date(year, month, day)) / 864e5))} d`;
 }
 
 // ---------------------------------------------------------------- start, routing, header
@@ -140,7 +145,13 @@ function route() {
   const hash = location.hash || "#/";
   const study = hash.match(/^#\/study\/([^?]+)/);
   if (study) {
-    showStudy(decodeURIComponent(study[1]));
+    let accession;
+    try {
+      accession = decodeURIComponent(study[1]);
+    } catch {
+      accession = study[1]; // a malformed escape in a typed address: shown as it is
+    }
+    showStudy(accession);
     return;
   }
   const query = hash.includes("?") ? hash.slice(hash.indexOf("?") + 1) : "";
@@ -627,6 +638,9 @@ class StudyPage {
     this.saveState.textContent = "not saved: conflict";
     const reload = h("button", { type: "button", onclick: async () => {
       while (this.saving) await this.saving; // a save still on its way answers first
+      // the person's own text stays on the page (read-only, to copy from) after the current loads
+      const titles = Object.fromEntries(this.titles().map((t) => [t.key, t.title]));
+      const mine = [...this.dirty].map((key) => [titles[key] || key, this.areas[key].value]);
       sessionStorage.removeItem(unsavedKey(this.accession));
       this.dirty.clear();
       this.keptRevision = undefined;
@@ -638,7 +652,10 @@ class StudyPage {
       }
       this.conflicted = false;
       this.renderReport();
-      this.notice.replaceChildren(message("ok", "The current text is loaded."));
+      const kept = mine.map(([label, text], n) => h("div", { class: "section" },
+        h("label", { for: `mine-${n}` }, `Your ${label} (not saved)`),
+        Object.assign(h("textarea", { id: `mine-${n}`, readonly: true, rows: 3 }), { value: text })));
+      this.notice.replaceChildren(message("ok", "The current text is loaded."), ...kept);
     } }, "Load the current text");
     const signed = /not a draft|signed|final|preliminary/i.test(error.message);
     const words = signed
@@ -737,10 +754,10 @@ function shortcuts(event) {
     page.save();
   } else if (event.ctrlKey && event.altKey && (event.key === "p" || event.key === "P")) {
     event.preventDefault();
-    document.getElementById("sign-preliminary")?.click();
+    document.getElementById("sign-preliminary")?.focus(); // a signature is one more key: Enter
   } else if (event.ctrlKey && event.altKey && (event.key === "f" || event.key === "F")) {
     event.preventDefault();
-    document.getElementById("sign-final")?.click();
+    document.getElementById("sign-final")?.focus(); // a signature is one more key: Enter
   }
 }
 
