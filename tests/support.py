@@ -203,7 +203,7 @@ def add_report(factory: sessionmaker[Session], accession: str, sections: dict[st
         assert study is not None, accession
         template = Templates.load(REPO / "config" / "templates").pick(
             modality=study.modality, procedure_code=study.procedure_code, procedure_text=study.procedure_text)
-        report = reports.draft_for(session=session, study=study, template=template)
+        report, _ = reports.draft_for(session=session, study=study, template=template)
         reports.edit(session=session, report=report, sections=sections, user_id=None)
         return report.id
 

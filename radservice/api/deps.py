@@ -149,10 +149,6 @@ def _touch(session: Session, session_id: int) -> None:
         log.info("a page session's idle clock was not renewed (%s); a later request renews it", cause(exc))
 
 
-def sign_in_policy(settings: Settings) -> signin.Policy:
-    return signin.Policy.of(settings.auth)
-
-
 def same_origin(origin: str | None, host: str | None) -> bool:
     """Does the ``Origin`` header name this service (the ``Host`` the request was sent to)? A
     request from another site's page carries that site's origin (or none, or ``null``)."""
@@ -189,7 +185,7 @@ def get_current_user(
             headers={"WWW-Authenticate": "Bearer"},
         )
     settings: Settings = request.app.state.settings
-    found = signin.session_user(session=session, cookie=cookie, policy=sign_in_policy(settings))
+    found = signin.session_user(session=session, cookie=cookie, policy=signin.Policy.of(settings.auth))
     if found is None:
         _audit_refusal(session, request, actor="anonymous", reason="session ended")
         raise HTTPException(

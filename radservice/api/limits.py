@@ -20,7 +20,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import cookie_parser
 
-from radservice.api.deps import SESSION_COOKIE, record_refusal, sign_in_policy
+from radservice.api.deps import SESSION_COOKIE, record_refusal
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.db.errors import cause
@@ -140,7 +140,7 @@ class RequestLimits:
                 if users.authenticate(session=session, token=credentials.strip()) is not None:
                     return True
             elif cookie:
-                policy = sign_in_policy(scope["app"].state.settings)
+                policy = signin.Policy.of(scope["app"].state.settings.auth)
                 if signin.session_user(session=session, cookie=cookie, policy=policy) is not None:
                     return True
             reason = "bad token" if credentials.strip() else "session ended" if cookie else "no token"

@@ -118,7 +118,7 @@ class DraftFlow:
             # words to check (unsure sides and negations, a side against the order's): flagged, never changed
             flags = flag_words(dictation.words or [], procedure=study.procedure_text or "")
             flags += unheard_flags(dictation.unheard or [])  # speech that came out as no text
-            report = reports.draft_for(session=session, study=study, template=template)
+            report, _ = reports.draft_for(session=session, study=study, template=template)
             report_id, revision = report.id, report.revision
             already = dictation_id in report.dictation_ids
             replacing = final and already and report.revision == dictation.draft_revision

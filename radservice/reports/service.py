@@ -52,13 +52,16 @@ def for_study(*, session: Session, study_id: int) -> Report | None:
     return session.scalars(select(Report).where(Report.study_id == study_id)).first()
 
 
-def draft_for(*, session: Session, study: Study, template: Template) -> Report:
-    """The study's report, created from ``template`` if it has none; the study is ``dictated``.
+def draft_for(*, session: Session, study: Study, template: Template) -> tuple[Report, bool]:
+    """The study's report, created from ``template`` if it has none (then True); the study is
+    ``dictated``.
 
-    The study's row is locked first (PostgreSQL), so that two first dictations finishing together
-    create one report: the second waits and then finds the first's."""
+    The study's row is locked first (PostgreSQL), so that two first dictations (or two first
+    keystrokes on the page) at once create one report: the second waits and then finds the
+    first's, and says it did not create it."""
     session.get(Study, study.id, with_for_update=True, populate_existing=True)
     report = for_study(session=session, study_id=study.id)
+    created = report is None
     if report is None:
         report = Report(study_id=study.id, status=ReportStatus.DRAFT.value, version=1, revision=1,
                         template=template.name, titles=[[s.key, s.title] for s in template.sections],
@@ -67,7 +70,7 @@ def draft_for(*, session: Session, study: Study, template: Template) -> Report:
         session.flush()
     if study.status in _BEFORE_DICTATED:
         study.status = StudyStatus.DICTATED.value
-    return report
+    return report, created
 
 
 def merge_text(existing: str, new: str) -> str:

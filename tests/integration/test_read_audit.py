@@ -158,42 +158,38 @@ def test_the_queue_fails_closed(tmp_path: Path) -> None:
     assert _actions(sessions) == ["first", "again"]
 
 
-def test_a_full_queue_makes_the_read_write_its_own_row(tmp_path: Path) -> None:
-    """The API's side: with the queue full (the database took no write for long), the read
-    writes its row in its own transaction; nothing is dropped."""
+def _api(tmp_path: Path, name: str) -> tuple[Any, sessionmaker[Session], dict[str, str]]:
+    """The API on its own SQLite file with a radiologist and the study NAME-1; app, sessions, headers."""
     from radservice.api.app import create_app
     from radservice.config import Settings
 
-    engine = make_engine(f"sqlite:///{tmp_path}/full.db")
+    engine = make_engine(f"sqlite:///{tmp_path}/{name}.db")
     migrate.upgrade(engine)
     factory = make_sessionmaker(engine)
-    headers = {"Authorization": f"Bearer {make_user(factory, 'dr.full', 'radiologist')}"}
-    add_study(factory, "FULL-1")
+    headers = {"Authorization": f"Bearer {make_user(factory, f'dr.{name}', 'radiologist')}"}
+    add_study(factory, f"{name.upper()}-1")
     settings = Settings(database={"url": str(engine.url)}, storage={"data_dir": tmp_path / "data"})
-    app = create_app(settings, engine)
+    return create_app(settings, engine), factory, headers
+
+
+def test_a_full_queue_makes_the_read_write_its_own_row(tmp_path: Path) -> None:
+    """The API's side: with the queue full (the database took no write for long), the read
+    writes its row in its own transaction; nothing is dropped."""
+    app, factory, headers = _api(tmp_path, "full")
     app.state.read_audit.limit = 0
     with TestClient(app) as client:
         assert client.get("/api/v1/studies/FULL-1", headers=headers).status_code == 200
         assert app.state.read_audit.pending() == 0
         assert _actions(factory) == ["study.read"]  # written by the request itself
-    engine.dispose()
+    factory.kw["bind"].dispose()
 
 
 def test_the_apps_stop_writes_the_rows_of_reads(tmp_path: Path) -> None:
-    from radservice.api.app import create_app
-    from radservice.config import Settings
-
-    engine = make_engine(f"sqlite:///{tmp_path}/stop.db")
-    migrate.upgrade(engine)
-    factory = make_sessionmaker(engine)
-    headers = {"Authorization": f"Bearer {make_user(factory, 'dr.stop', 'radiologist')}"}
-    add_study(factory, "STOP-1")
-    settings = Settings(database={"url": str(engine.url)}, storage={"data_dir": tmp_path / "data"})
-    app = create_app(settings, engine)
+    app, factory, headers = _api(tmp_path, "stop")
     app.state.read_audit.every_s = 3600  # only the stop writes
     with TestClient(app) as client:
         for _ in range(3):
             assert client.get("/api/v1/studies/STOP-1", headers=headers).status_code == 200
         assert app.state.read_audit.pending() == 3
     assert _actions(factory) == ["study.read"] * 3
-    engine.dispose()
+    factory.kw["bind"].dispose()

@@ -51,3 +51,22 @@ def test_who_may_and_which_studies(client: TestClient, factory: sessionmaker[Ses
     assert client.post("/api/v1/studies/NOPE/report", headers=resident).status_code == 404
     cancelled = client.post("/api/v1/studies/TY-3/report", headers=resident)
     assert cancelled.status_code == 409 and "cancelled" in cancelled.json()["detail"]
+
+
+def test_the_draft_says_whether_this_call_made_it(factory: sessionmaker[Session]) -> None:
+    """Two first requests at once: the second waits for the study's lock, finds the first's
+    draft and says it did not make it (so the route answers 200 and audits no second creation)."""
+    from radservice.pipeline.compose import Templates
+    from radservice.reports import service as reports
+    from tests.support import REPO
+
+    add_study(factory, "TY-4")
+    template = Templates.load(REPO / "config" / "templates").pick(modality="CT", procedure_text="CT CHEST")
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study).where(Study.accession_number == "TY-4")).one()
+        first, made = reports.draft_for(session=session, study=study, template=template)
+        assert made
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study).where(Study.accession_number == "TY-4")).one()
+        again, made = reports.draft_for(session=session, study=study, template=template)
+        assert not made and again.id == first.id

@@ -103,14 +103,13 @@ def draft_report(accession: str, user: Editor, session: SessionDep, settings: Se
     study = study_or_404(session, accession, issuer)
     if study.status == StudyStatus.CANCELLED.value:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"study {study.accession_number} is cancelled")
-    existing = reports.for_study(session=session, study_id=study.id)
-    if existing is not None:
-        session.commit()
-        response.status_code = status.HTTP_200_OK
-        return _public(session, existing)
     template = templates(settings).pick(
         modality=study.modality, procedure_code=study.procedure_code, procedure_text=study.procedure_text)
-    report = reports.draft_for(session=session, study=study, template=template)
+    report, created = reports.draft_for(session=session, study=study, template=template)
+    if not created:  # made before, or by a request that got the study's lock first
+        session.commit()
+        response.status_code = status.HTTP_200_OK
+        return _public(session, report)
     audit.record(session=session, actor=user.username, user_id=user.id, action="report.created",
                  entity_type="report", entity_id=str(report.id),
                  detail={"accession": study.accession_number, "template": template.name})

@@ -9,7 +9,7 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
-from radservice.api.deps import ENDED_COOKIE, SESSION_COOKIE, CurrentUser, SessionDep, same_origin, sign_in_policy
+from radservice.api.deps import ENDED_COOKIE, SESSION_COOKIE, CurrentUser, SessionDep, same_origin
 from radservice.audit import service as audit
 from radservice.db.base import utcnow
 from radservice.db.session import begin_write
@@ -57,7 +57,7 @@ async def sign_in(body: SignInBody, request: Request, response: Response) -> Sig
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="refused: sign in on this service's own page")
     app = request.app
     settings = app.state.settings
-    policy = sign_in_policy(settings)
+    policy = signin.Policy.of(settings.auth)
     client = audit.client_address.get() or ""
     outcome = await anyio.to_thread.run_sync(lambda: signin.sign_in(
         write=app.state.sessionmaker, username=body.username,

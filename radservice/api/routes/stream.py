@@ -24,7 +24,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radservice.api.deps import SESSION_COOKIE, same_origin, sign_in_policy
+from radservice.api.deps import SESSION_COOKIE, same_origin
 from radservice.audit import service as audit
 from radservice.config import Settings
 from radservice.dictation import service as dictations
@@ -75,7 +75,7 @@ def _caller(session: Session, settings: Settings, *, token: str, cookie: str) ->
         return users.authenticate(session=session, token=token), None
     if not cookie:
         return None, None
-    found = signin.session_user(session=session, cookie=cookie, policy=sign_in_policy(settings))
+    found = signin.session_user(session=session, cookie=cookie, policy=signin.Policy.of(settings.auth))
     if found is None:
         return None, None
     user, web = found
