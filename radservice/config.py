@@ -158,6 +158,9 @@ class AuthSettings(_Section):
     #: ``lock_after_failures`` failed sign-ins within ``lock_window_minutes`` (for one username,
     #: or from one address) lock sign-in for it for ``lock_minutes``.
     lock_after_failures: int = Field(5, ge=1, le=100)
+    #: Failures from one address that lock it, when that should differ from ``lock_after_failures``
+    #: (many people behind one NAT address); a success removes that user's failures from both counts.
+    address_lock_after_failures: int | None = Field(None, ge=1, le=1000)
     lock_window_minutes: int = Field(5, ge=1, le=24 * 60)
     lock_minutes: int = Field(15, ge=1, le=24 * 60)
     #: Roles that may resume another user's interrupted live dictation (the author always may).

@@ -162,15 +162,16 @@ T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 def add_study(factory: sessionmaker[Session], accession: str, *, minutes: int = 0,
               priority: Priority = Priority.ROUTINE, modality: str = "CT", family: str = "SYNTH",
               procedure: str = "CT CHEST", control: OrderControl = OrderControl.NEW,
-              patient_id: str | None = None) -> None:
+              patient_id: str | None = None, issuer: str = "") -> None:
     """File an order through the domain service (what HL7 intake does), for API tests."""
     from radservice.db.session import session_scope
     from radservice.worklist import service as worklist
 
     patient = PatientData(patient_id=patient_id or f"MRN-{accession}", issuer="H", family_name=family,
                           given_name="TEST")
-    data = OrderData(control=control, patient=patient, accession_number=accession, priority=priority,
-                     modality=modality, procedure_text=procedure, ordered_at=T0 + timedelta(minutes=minutes))
+    data = OrderData(control=control, patient=patient, accession_number=accession, accession_issuer=issuer,
+                     priority=priority, modality=modality, procedure_text=procedure,
+                     ordered_at=T0 + timedelta(minutes=minutes))
     with session_scope(factory) as session:
         worklist.apply_order(session=session, order=data)
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from radservice import __version__
 from radservice.api import errors, metrics
-from radservice.api.deps import RefusalThrottle
+from radservice.api.deps import RefusalThrottle, RepeatedReads
 from radservice.api.limits import RequestLimits
 from radservice.api.routes import admin, dictations, health, me, reports, signin, stream, web, worklist
 from radservice.audit.service import ReadAudit
@@ -53,6 +53,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     # SQLite has one write lock: the audit rows of reads go through one writer in batches, so
     # that a read never waits for it (docs/design-notes.md). PostgreSQL writes them in the request.
     app.state.read_audit = ReadAudit(app.state.sessionmaker) if engine.dialect.name == "sqlite" else None
+    app.state.read_repeats = RepeatedReads()
     # name -> "is it up?"; listeners started beside the API register here for /readyz.
     listeners: dict[str, Callable[[], bool]] = {}
     app.state.listeners = listeners

@@ -92,14 +92,55 @@ def record_refusal(session: Session, throttle: RefusalThrottle, *, actor: str, m
     session.commit()
 
 
+class RepeatedReads:
+    """Which background reads repeat what the same user was shown moments ago.
+
+    The page refreshes an open worklist every few seconds: a row for each refresh (8,640 a day
+    per open page) would bury the reads people make. A refresh the page makes on its own
+    (``X-Radservice-Background``) that returns the same studies to the same user as a read
+    audited within ``window_s`` is not audited again; anything else is. At most ``limit`` keys
+    are kept (the oldest go first), so a forgotten key means one more row, never one fewer.
+    """
+
+    def __init__(self, window_s: float = 300.0, limit: int = 10_000) -> None:
+        self.window_s = window_s
+        self.limit = limit
+        self._seen: dict[tuple[Any, ...], float] = {}
+        self._lock = threading.Lock()
+
+    def new(self, key: tuple[Any, ...], *, now: float | None = None, audited: bool = False) -> bool:
+        """True when ``key`` was not audited within the window (and it counts as audited now);
+        ``audited``: it is being audited anyway (the window starts again)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._seen.get(key)
+            if not audited and last is not None and now - last < self.window_s:
+                return False
+            self._seen.pop(key, None)
+            self._seen[key] = now
+            while len(self._seen) > self.limit:
+                del self._seen[next(iter(self._seen))]
+            return True
+
+
 class ReadAuditor:
     """Writes the audit row of a read: into the app's queue (SQLite: one writer in batches, so a
     read never waits for the write lock) or, without a queue or when it is full, in its own
     short transaction on the request's session."""
 
-    def __init__(self, queue: audit.ReadAudit | None, session: Session) -> None:
+    def __init__(self, queue: audit.ReadAudit | None, session: Session,
+                 repeats: RepeatedReads | None = None, background: bool = False) -> None:
         self.queue = queue
         self.session = session
+        self.repeats = repeats
+        self.background = background
+
+    def needed(self, *key: Any) -> bool:
+        """Whether a read of this ``key`` (who and what) needs its row: always for a person's
+        request; for the page's own refresh, only when it shows something new (RepeatedReads)."""
+        if self.repeats is None:
+            return True
+        return self.repeats.new(key, audited=not self.background)
 
     def __call__(self, *, actor: str, action: str, user_id: int | None = None, entity_type: str | None = None,
                  entity_id: str | None = None, detail: dict[str, Any] | None = None) -> None:
@@ -113,7 +154,8 @@ class ReadAuditor:
 
 
 def get_read_auditor(request: Request, session: SessionDep) -> ReadAuditor:
-    return ReadAuditor(request.app.state.read_audit, session)
+    return ReadAuditor(request.app.state.read_audit, session, getattr(request.app.state, "read_repeats", None),
+                       background=request.headers.get(BACKGROUND_HEADER) == "1")
 
 
 ReadAuditDep = Annotated[ReadAuditor, Depends(get_read_auditor)]

@@ -41,13 +41,17 @@ class Policy:
     lock_after: int
     lock_window: timedelta
     lock_for: timedelta
+    #: Failures from one address that lock it (``lock_after`` when not set): behind a NAT or on
+    #: a shared reading-room workstation many people share one address.
+    lock_after_address: int | None = None
 
     @classmethod
     def of(cls, auth: AuthSettings) -> Policy:
         """The policy the ``[auth]`` settings give."""
         return cls(idle=timedelta(minutes=auth.session_idle_minutes), max_age=timedelta(hours=auth.session_max_hours),
                    lock_after=auth.lock_after_failures, lock_window=timedelta(minutes=auth.lock_window_minutes),
-                   lock_for=timedelta(minutes=auth.lock_minutes))
+                   lock_for=timedelta(minutes=auth.lock_minutes),
+                   lock_after_address=auth.address_lock_after_failures)
 
 
 def check_password_rules(password: str) -> None:
@@ -106,11 +110,15 @@ def locked_until(*, session: Session, username: str, client: str, policy: Policy
     now = now or utcnow()
     horizon = now - policy.lock_for - policy.lock_window
     ends: list[datetime] = []
-    for column, key in ((SignInFailure.username, username), (SignInFailure.client, client)):
+    by_address = policy.lock_after_address or policy.lock_after
+    for column, key, after in ((SignInFailure.username, username, policy.lock_after),
+                               (SignInFailure.client, client, by_address)):
+        if not key:
+            continue
         times = list(session.scalars(select(SignInFailure.at).where(column == key, SignInFailure.at >= horizon)
                                      .order_by(SignInFailure.at)))
-        for i in range(policy.lock_after - 1, len(times)):  # each failure that filled a window
-            if times[i] - times[i - policy.lock_after + 1] <= policy.lock_window:
+        for i in range(after - 1, len(times)):  # each failure that filled a window
+            if times[i] - times[i - after + 1] <= policy.lock_window:
                 until = times[i] + policy.lock_for
                 if until > now:
                     ends.append(until)

@@ -321,3 +321,30 @@ def test_guesses_sent_at_once_cannot_pass_the_lock_and_an_unlock_ends_it(
     good = signin.sign_in(write=factory, username="pg.race", password=PASSWORD, client="198.51.100.9", policy=policy)
     assert good.user is not None
     assert "auth.unlock" in _actions(factory, "cli")
+
+
+def test_a_shared_workstation_is_not_locked_by_typos_its_users_then_correct(factory: sessionmaker[Session]) -> None:
+    """Failures of a user who then signs in are forgotten for the address too; unknown usernames
+    count for the address, whose own threshold (many people behind one NAT address) may differ."""
+    _person(factory, "pg.ws.a")
+    _person(factory, "pg.ws.b")
+    policy = signin.Policy(idle=timedelta(minutes=30), max_age=timedelta(hours=12), lock_after=5,
+                           lock_window=timedelta(minutes=5), lock_for=timedelta(minutes=15))
+
+    def attempt(name: str, password: str, client: str, with_policy: signin.Policy = policy) -> signin.SignIn:
+        return signin.sign_in(write=factory, username=name, password=password, client=client, policy=with_policy)
+
+    for name in ("pg.ws.a", "pg.ws.b"):
+        for _ in range(4):
+            assert attempt(name, "typo typo typo", "10.0.0.5").user is None
+        assert attempt(name, PASSWORD, "10.0.0.5").user is not None  # 8 failures from it, never locked
+    for _ in range(4):
+        assert attempt("pg.nobody", "typo typo typo", "10.0.0.6").locked_until is None
+    roomy = signin.Policy(idle=policy.idle, max_age=policy.max_age, lock_after=5, lock_window=policy.lock_window,
+                          lock_for=policy.lock_for, lock_after_address=8)
+    assert attempt("pg.nobody", "typo typo typo", "10.0.0.6", roomy).locked_until is None  # 5 of 8
+    assert attempt("pg.ws.a", PASSWORD, "10.0.0.6", roomy).user is not None
+    assert attempt("pg.ws.a", PASSWORD, "10.0.0.6").locked_until is not None  # 5 of 5: the address is locked
+    assert attempt("pg.ws.b", PASSWORD, "10.0.0.7").user is not None  # other addresses are not
+    assert Settings(auth={"address_lock_after_failures": 8}).auth.address_lock_after_failures == 8
+    assert signin.Policy.of(Settings(auth={"address_lock_after_failures": 8}).auth).lock_after_address == 8

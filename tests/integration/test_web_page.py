@@ -124,6 +124,33 @@ def test_a_radiologist_signs_a_typed_report_on_the_page_and_sees_it_delivered(tm
             resident.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
             assert resident.get_by_role("button", name="Sign preliminary").is_visible()
             assert resident.get_by_role("button", name="Sign final").count() == 0
+            # signing by keyboard: the shortcut moves to the button, Enter signs
+            resident.get_by_label("Findings").press("Control+Alt+p")
+            assert resident.evaluate("document.activeElement.id") == "sign-preliminary"
+            resident.keyboard.press("Enter")
+            resident.get_by_text("Signed preliminary, version 1.").wait_for(timeout=15000)
+            resident.get_by_role("region", name="Deliveries").get_by_text(re.compile("RIS: acked")).wait_for(
+                timeout=30000)
+            # a final report: read-only for the resident, no addendum (a radiologist's signature)
+            resident.goto(base + "/#/?status=final")
+            resident.get_by_role("link", name="WEB-ACC").click()
+            resident.get_by_label("Findings").wait_for()
+            assert resident.get_by_label("Findings").get_attribute("readonly") is not None
+            assert resident.get_by_role("button", name="Add addendum").count() == 0
+            # the radiologist signs in again and adds one: a new version, delivered as a correction
+            _sign_in(page, base, "dr.page")
+            page.goto(base + "/#/?status=final")
+            page.get_by_role("link", name="WEB-ACC").click()
+            page.get_by_label("Addendum").fill("Compared with the outside study: unchanged.")
+            page.get_by_role("button", name="Add addendum").click()
+            page.get_by_text("Addendum signed, version 2.").wait_for(timeout=15000)
+            messages = ris.wait_for(3)
+            assert [(m.field("OBR", 18), m.field("OBR", 25)) for m in messages] == [
+                ("WEB-ACC", "F"), ("WEB-RES", "P"), ("WEB-ACC", "C")]
+            assert any("outside study: unchanged" in text for text in messages[2].sections().values())
+            page.get_by_role("region", name="Deliveries").get_by_text(re.compile("RIS: acked")).wait_for(
+                timeout=30000)
+            assert errors == [], errors
         assert (tmp_path / "worklist.png").stat().st_size > 0 and (tmp_path / "study.png").stat().st_size > 0
 
 
@@ -155,7 +182,7 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
         page.get_by_role("link", name="KB-1").wait_for()
         for _ in range(40):  # Tab through the page to the study's link
             page.keyboard.press("Tab")
-            if page.evaluate("document.activeElement.dataset.key") == "KB-1":
+            if page.evaluate("document.activeElement.dataset.key") == "|KB-1":
                 break
         else:
             raise AssertionError("the study's link cannot be reached with Tab")
@@ -273,9 +300,23 @@ def test_the_page_passes_an_automated_accessibility_audit(tmp_path: Path) -> Non
 
         assert marked("ins") == "Lungs:clear." and marked("del") == "lungscolonclear"
         checks = page.locator("[data-unsure=findings]")
-        assert checks.get_by_role("mark").all_inner_texts() == ["pericholecystic", "fluid"]
+        assert checks.locator("mark").all_inner_texts() == ["pericholecystic", "fluid"]
+        # highlighted in the text itself: a copy drawn exactly behind the text area
+        findings = page.get_by_label("Findings")
+        assert page.locator(".field .backdrop mark").all_inner_texts() == ["pericholecystic", "fluid"]
+        area = findings.bounding_box()
+        backdrop = page.locator(".field", has=findings).locator(".backdrop").bounding_box()
+        assert area is not None and backdrop == area
+        mark = page.locator(".field .backdrop mark").last.bounding_box()
+        assert mark is not None and area["x"] < mark["x"] < area["x"] + area["width"]
+        page.screenshot(path=str(tmp_path / "unsure-words.png"))
+        checks.get_by_role("button", name="Select “fluid” in the text").click()
+        assert page.evaluate("() => { const a = document.activeElement;"
+                             " return [a.id, a.value.slice(a.selectionStart, a.selectionEnd)]; }") == [
+            "section-findings", "fluid"]
         problems["study"] = _audit(page)
         checks.get_by_role("button", name="Accept “pericholecystic”").click()
+        assert page.locator(".field .backdrop mark").all_inner_texts() == ["fluid"]
         page.get_by_label("Findings").fill("Lungs: clear. Small amount of free liquid.")
         assert page.locator("[data-unsure=findings]").count() == 0  # "fluid" was edited out
         page.get_by_label("Findings").blur()
@@ -292,3 +333,42 @@ def test_the_page_passes_an_automated_accessibility_audit(tmp_path: Path) -> Non
         found = " ".join(_audit(page))
         assert "button-name" in found and "color-contrast" in found, found
     assert all(not found for found in problems.values()), problems
+
+
+def test_one_accession_number_of_two_issuers_opens_and_saves_the_study_clicked(tmp_path: Path) -> None:
+    """An accession number is unique only with its issuer: the worklist's link names it, the
+    draft is made on that study, and an address without it says the issuer is needed."""
+    from sqlalchemy import select
+
+    from radservice.db.session import make_engine, make_sessionmaker
+    from radservice.reports.models import Report
+    from radservice.worklist.models import Study
+    from tests.support import add_study
+
+    config = write_config(tmp_path, port=free_port(), extra="[llm]\nenabled = false\n")
+    with serve(config, tmp_path) as running, chromium() as browser:
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        sessions = make_sessionmaker(engine)
+        add_study(sessions, "TWO-1", procedure="CT CHEST", issuer="HOSP-A", patient_id="MRN-A")
+        add_study(sessions, "TWO-1", procedure="CT ABDOMEN", issuer="HOSP-B", patient_id="MRN-B", minutes=1)
+        _person(config, tmp_path, "dr.issuer", "radiologist")
+        page = browser.new_context().new_page()
+        _sign_in(page, running.base_url, "dr.issuer")
+        links = page.get_by_role("link", name="TWO-1")
+        links.first.wait_for()
+        assert links.count() == 2
+        page.get_by_role("row").filter(has_text="CT ABDOMEN").get_by_role("link", name="TWO-1").click()
+        page.get_by_text("MRN-B").first.wait_for()
+        assert "issuer=HOSP-B" in page.url
+        page.get_by_label("Findings").fill("Liver: normal.")
+        page.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
+        with sessions() as session:
+            owners = session.execute(select(Study.accession_issuer, Report.sections)
+                                     .join(Report, Report.study_id == Study.id)).all()
+        assert [(issuer, sections["findings"]) for issuer, sections in owners] == [("HOSP-B", "Liver: normal.")]
+        page.reload()
+        page.get_by_label("Findings").wait_for()
+        assert page.get_by_label("Findings").input_value() == "Liver: normal."
+        page.goto(running.base_url + "/#/study/TWO-1")
+        page.get_by_text("exists for several issuers").wait_for()
+        engine.dispose()

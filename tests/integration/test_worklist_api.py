@@ -106,6 +106,37 @@ def test_every_read_of_patient_data_is_audited(client: TestClient, token: str,
     assert all(e.at is not None for e in events)
 
 
+def test_the_pages_own_refreshes_are_audited_when_they_show_something_new(
+        client: TestClient, token: str, factory: sessionmaker[Session]) -> None:
+    """A background refresh showing the same studies again is not a new row; a person's read,
+    a different page of studies or a new study is."""
+    def read(background: bool, **params: object) -> None:
+        headers = {"Authorization": f"Bearer {token}"} | ({"X-Radservice-Background": "1"} if background else {})
+        assert client.get("/api/v1/worklist", params=params, headers=headers).status_code == 200
+
+    def audited() -> list[tuple[int, list[str]]]:
+        write_read_audit(client.app)
+        with session_scope(factory) as session:
+            details = session.scalars(select(AuditEvent.detail).where(AuditEvent.actor == "dr.list",
+                                                                      AuditEvent.action == "worklist.read")
+                                      .order_by(AuditEvent.id)).all()
+        return [(d["offset"], d["accessions"]) for d in details]  # type: ignore[index]
+
+    read(False, limit=2)
+    for _ in range(3):
+        read(True, limit=2)
+    assert len(audited()) == 1
+    read(True, limit=2, offset=2)  # other studies shown
+    read(False, limit=2)  # the person asked: always a row
+    assert [offset for offset, _ in audited()] == [0, 2, 0]
+    add(factory, "S-NEWEST", minutes=-1000, priority=Priority.STAT)
+    read(True, limit=2)
+    assert audited()[-1][1][0] == "S-NEWEST"
+    client.app.state.read_repeats.window_s = 0  # once the window has passed, a repeat is a row again
+    read(True, limit=2)
+    assert len(audited()) == 5
+
+
 def test_count_is_capped_and_says_so(client: TestClient, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worklist, "COUNT_CAP", 3)
     page = get(client, token, "/api/v1/worklist", limit=2)

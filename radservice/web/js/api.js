@@ -81,9 +81,12 @@ export class Api {
     return this.request("GET", `/api/v1/worklist${queryOf(filters)}`, undefined, options);
   }
 
-  study(accession) { return this.request("GET", `/api/v1/studies/${encodeURIComponent(accession)}`); }
-  draftReport(accession) {
-    return this.request("POST", `/api/v1/studies/${encodeURIComponent(accession)}/report`);
+  /** @param {string|null} [issuer] the accession's issuer ("" is an issuer too: the study without one) */
+  study(accession, issuer = null) {
+    return this.request("GET", `/api/v1/studies/${encodeURIComponent(accession)}${issuerQuery(issuer)}`);
+  }
+  draftReport(accession, issuer = null) {
+    return this.request("POST", `/api/v1/studies/${encodeURIComponent(accession)}/report${issuerQuery(issuer)}`);
   }
 
   report(id) { return this.request("GET", `/api/v1/reports/${id}`); }
@@ -94,6 +97,11 @@ export class Api {
     return this.request("GET", `/api/v1/reports/${id}/deliveries`, undefined, options);
   }
   suggestImpression(id) { return this.request("POST", `/api/v1/reports/${id}/suggest-impression`); }
+}
+
+/** "?issuer=..." naming the study exactly, or "" (the service answers 409 if the number is not unique). */
+export function issuerQuery(issuer) {
+  return issuer === null || issuer === undefined ? "" : `?issuer=${encodeURIComponent(issuer)}`;
 }
 
 /** "?a=1&b=x" from an object; empty values are left out; arrays become comma lists. */

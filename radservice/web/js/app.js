@@ -4,6 +4,7 @@
 import { Api } from "./api.js";
 import { wordDiff } from "./diff.js";
 import { poll } from "./poll.js";
+import { pieces, unsureSpans } from "./unsure.js";
 
 const main = document.getElementById("main");
 const connection = document.getElementById("connection");
@@ -14,7 +15,6 @@ const STATUSES = [["", "Awaiting report"], ["scheduled", "Scheduled"], ["in_prog
   ["dictated", "Dictated"], ["preliminary", "Preliminary"], ["final", "Final"], ["cancelled", "Cancelled"]];
 const PRIORITIES = [["", "Any"], ["S", "STAT"], ["A", "ASAP"], ["R", "Routine"]];
 const PRIORITY_WORDS = { S: "STAT", A: "ASAP", R: "routine" };
-const UNSURE = 0.5; // words the transcriber heard with less probability are shown to check
 const state = { me: null, pollers: [], study: null };
 
 const api = new Api({
@@ -143,7 +143,7 @@ function route() {
     return;
   }
   const hash = location.hash || "#/";
-  const study = hash.match(/^#\/study\/([^?]+)/);
+  const study = hash.match(/^#\/study\/([^?]+)(?:\?(.*))?$/);
   if (study) {
     let accession;
     try {
@@ -151,7 +151,10 @@ function route() {
     } catch {
       accession = study[1]; // a malformed escape in a typed address: shown as it is
     }
-    showStudy(accession);
+    // An accession number is unique only with its issuer: the worklist's links name it
+    // (also when it is empty); a typed address without one works while the number is unique.
+    const params = new URLSearchParams(study[2] || "");
+    showStudy(accession, params.has("issuer") ? params.get("issuer") : null);
     return;
   }
   const query = hash.includes("?") ? hash.slice(hash.indexOf("?") + 1) : "";
@@ -295,8 +298,8 @@ function showWorklist(filters) {
 }
 
 function row(study) {
-  const link = h("a", { href: `#/study/${encodeURIComponent(study.accession_number)}`,
-    "data-key": study.accession_number }, study.accession_number);
+  const link = h("a", { href: studyHref(study.accession_number, study.accession_issuer),
+    "data-key": `${study.accession_issuer}|${study.accession_number}` }, study.accession_number);
   return h("tr", { class: study.priority === "S" ? "stat" : "" },
     h("td", {}, PRIORITY_WORDS[study.priority] || study.priority),
     h("td", {}, link),
@@ -311,9 +314,15 @@ function row(study) {
 
 // ---------------------------------------------------------------- study and report
 
+/** The page's address of a study; the issuer is always named, "" included. */
+function studyHref(accession, issuer) {
+  return `#/study/${encodeURIComponent(accession)}?${new URLSearchParams({ issuer: issuer ?? "" })}`;
+}
+
 const UNSAVED = "radservice.unsaved.";
-/** Text not saved yet, kept per user and study until the PATCH that carries it succeeds. */
-const unsavedKey = (accession) => `${UNSAVED}${encodeURIComponent(state.me.username)}|${accession}`;
+/** Text not saved yet, kept per user and study (issuer and accession) until the PATCH that carries it succeeds. */
+const unsavedKey = (study) => [UNSAVED + encodeURIComponent(state.me.username),
+  encodeURIComponent(study.accession_issuer), encodeURIComponent(study.accession_number)].join("|");
 
 function forgetUnsaved(whose) {
   for (let i = sessionStorage.length - 1; i >= 0; i -= 1) {
@@ -324,12 +333,12 @@ function forgetUnsaved(whose) {
   }
 }
 
-async function showStudy(accession) {
+async function showStudy(accession, issuer) {
   main.replaceChildren(title(`Study ${accession}`), h("p", { class: "muted" }, "Loading…"));
   focusHeading();
   let study;
   try {
-    study = await api.study(accession);
+    study = await api.study(accession, issuer);
   } catch (error) {
     if (error.signedOut) return;
     main.replaceChildren(title(`Study ${accession}`), message("error", error.message),
@@ -347,12 +356,11 @@ async function showStudy(accession) {
       return;
     }
   }
-  new StudyPage(accession, study, report).render();
+  new StudyPage(study, report).render();
 }
 
 class StudyPage {
-  constructor(accession, study, report) {
-    this.accession = accession;
+  constructor(study, report) {
     this.study = study;
     this.report = report;
     this.dirty = new Set();
@@ -413,20 +421,28 @@ class StudyPage {
     const editable = this.canEdit;
     const texts = report ? report.sections : {};
     this.areas = {};
+    this.unsureParts = {};
     const sections = this.titles().map(({ key, title: label }) => {
       const id = `section-${key}`;
       const area = h("textarea", { id, name: key, readonly: !editable, spellcheck: "true" });
       area.value = texts[key] || "";
       area.addEventListener("input", () => {
         this.edited(key);
-        const list = area.parentElement.querySelector("[data-unsure]");
-        if (list) list.replaceWith(this.unsureWords(key) || document.createTextNode(""));
+        this.showUnsure(key);
       });
       area.addEventListener("blur", () => { if (this.dirty.size) this.save(); });
       this.areas[key] = area;
-      return h("div", { class: "section" }, h("label", { for: id }, label), area, this.unsureWords(key));
+      // the unsure words are highlighted in place by a copy of the text drawn behind the
+      // (transparent) text area; the list under it is the way to them for keyboard and screen reader
+      const backdrop = h("div", { class: "backdrop", "aria-hidden": "true" });
+      const list = h("div", { class: "unsure-list" });
+      this.unsureParts[key] = { backdrop, list };
+      const section = h("div", { class: "section" }, h("label", { for: id }, label),
+        h("div", { class: "field" }, backdrop, area), list);
+      return section;
     });
     this.sections.replaceChildren(...sections);
+    for (const key of Object.keys(this.areas)) this.showUnsure(key);
     if (!sections.length) this.sections.append(h("p", { class: "muted" }, "No report template for this study."));
     this.saveState.textContent = report ? `${report.status}, version ${report.version}` : "not started";
     this.renderActions();
@@ -487,27 +503,51 @@ class StudyPage {
     this.side.replaceChildren(...parts, this.deliveriesRegion());
   }
 
-  unsureWords(key) {
+  /** The dictated words of a section, in order, each with an id that stays the same across renders. */
+  dictatedWords(key) {
     const words = [];
     for (const dictation of this.study.dictations || []) {
       if (dictation.section !== key) continue;
-      for (const word of dictation.words || []) {
-        const text = String(word.word || "").trim();
-        if (text && typeof word.probability === "number" && word.probability < UNSURE) words.push(text);
-      }
+      (dictation.words || []).forEach((word, i) => words.push({ id: `${dictation.dictation_id}:${i}`,
+        word: word.word, probability: word.probability }));
     }
-    // a word leaves the list when accepted, or when the radiologist's edit took it out of the text
-    const text = (this.areas[key] ? this.areas[key].value : "").toLowerCase();
-    const unique = [...new Set(words)].filter((w) => !this.accepted.has(`${key}:${w}`)
-      && text.includes(w.toLowerCase().replace(/[.,;:!?]+$/, "")));
-    if (!unique.length || !this.canEdit) return null;
-    const list = h("p", { class: "muted", "data-unsure": key }, "Words to check: ",
-      unique.map((w) => h("span", {}, h("mark", { class: "unsure" }, w), " ",
-        h("button", { type: "button", "aria-label": `Accept “${w}”`, onclick: (event) => {
-          this.accepted.add(`${key}:${w}`);
-          event.target.parentElement.remove();
-        } }, "Accept"), " ")));
-    return list;
+    return words;
+  }
+
+  /** Highlight the words the transcriber was unsure of, until they are edited away or accepted. */
+  showUnsure(key) {
+    const area = this.areas[key];
+    const parts = this.unsureParts[key];
+    if (!area || !parts) return;
+    const text = area.value;
+    const spans = this.canEdit ? unsureSpans(text, this.dictatedWords(key), this.accepted) : [];
+    // the trailing space keeps the copy as tall as the text area when the text ends with a new line
+    parts.backdrop.replaceChildren(...pieces(text, spans).map((piece) => (piece.mark
+      ? h("mark", {}, piece.text) : document.createTextNode(piece.text))), document.createTextNode(" "));
+    area.classList.toggle("has-unsure", spans.length > 0);
+    this.fit(area);
+    if (!spans.length) {
+      parts.list.replaceChildren();
+      return;
+    }
+    parts.list.replaceChildren(h("p", { class: "muted", "data-unsure": key }, "Words to check: ",
+      spans.map((span) => h("span", { class: "unsure-word" },
+        h("button", { type: "button", class: "link", "aria-label": `Select “${span.word}” in the text`,
+          onclick: () => {
+            area.focus();
+            area.setSelectionRange(span.start, span.end);
+          } }, h("mark", { class: "unsure" }, span.word)), " ",
+        h("button", { type: "button", "aria-label": `Accept “${span.word}”`, onclick: () => {
+          this.accepted.add(span.id);
+          this.showUnsure(key);
+          area.focus();
+        } }, "Accept"), " "))));
+  }
+
+  /** The text area grows with its text (no scroll bar: the highlighted copy behind it stays aligned). */
+  fit(area) {
+    area.style.height = "auto";
+    area.style.height = `${area.scrollHeight + 2}px`;
   }
 
   deliveriesRegion() {
@@ -554,18 +594,19 @@ class StudyPage {
   keepUnsaved() {
     const texts = {};
     for (const key of this.dirty) texts[key] = this.areas[key].value;
-    sessionStorage.setItem(unsavedKey(this.accession), JSON.stringify({
+    sessionStorage.setItem(unsavedKey(this.study), JSON.stringify({
       revision: this.report ? this.report.revision : null, sections: texts }));
   }
 
   restoreUnsaved() {
-    const kept = sessionStorage.getItem(unsavedKey(this.accession));
+    const kept = sessionStorage.getItem(unsavedKey(this.study));
     if (!kept || !this.canEdit) return;
     let data;
     try { data = JSON.parse(kept); } catch { return; }
     for (const [key, text] of Object.entries(data.sections || {})) {
       if (!this.areas[key]) continue;
       this.areas[key].value = text;
+      this.showUnsure(key);
       this.dirty.add(key);
     }
     if (this.dirty.size) {
@@ -594,7 +635,7 @@ class StudyPage {
       if (!this.report) {
         // the draft may have been made meanwhile (a dictation, another person): what was typed
         // here is based on the empty draft (revision 1), so any change since is a conflict
-        this.report = await api.draftReport(this.accession);
+        this.report = await api.draftReport(this.study.accession_number, this.study.accession_issuer);
         if (this.keptRevision === undefined) this.keptRevision = 1;
       }
       const changed = {};
@@ -607,7 +648,7 @@ class StudyPage {
       for (const key of sent) if (this.areas[key].value === changed[key]) this.dirty.delete(key);
       this.report = report;
       if (this.dirty.size) this.keepUnsaved();
-      else sessionStorage.removeItem(unsavedKey(this.accession));
+      else sessionStorage.removeItem(unsavedKey(this.study));
       this.saveState.textContent = `draft saved, version ${report.version}`;
       this.notice.replaceChildren(...(this.restored ? [message("ok", "Text you had not saved is back, and saved.")]
         : []));
@@ -641,7 +682,7 @@ class StudyPage {
       // the person's own text stays on the page (read-only, to copy from) after the current loads
       const titles = Object.fromEntries(this.titles().map((t) => [t.key, t.title]));
       const mine = [...this.dirty].map((key) => [titles[key] || key, this.areas[key].value]);
-      sessionStorage.removeItem(unsavedKey(this.accession));
+      sessionStorage.removeItem(unsavedKey(this.study));
       this.dirty.clear();
       this.keptRevision = undefined;
       try {
@@ -672,8 +713,8 @@ class StudyPage {
     if (!this.report) return;
     try {
       this.report = await api.sign(this.report.report_id, kind, this.report.revision);
-      sessionStorage.removeItem(unsavedKey(this.accession));
-      this.study = await api.study(this.accession);
+      sessionStorage.removeItem(unsavedKey(this.study));
+      this.study = await api.study(this.study.accession_number, this.study.accession_issuer);
       this.statusField.textContent = this.study.status.replace("_", " ");
       this.renderReport();
       this.notice.replaceChildren(message("ok", `Signed ${kind}, version ${this.report.version}.`));
@@ -712,6 +753,7 @@ class StudyPage {
       }
       const accept = h("button", { type: "button", onclick: () => {
         this.areas.impression.value = answer.suggestion;
+        this.showUnsure("impression");
         this.edited("impression");
         this.notice.replaceChildren();
         this.areas.impression.focus();

@@ -1,0 +1,39 @@
+// Finding the transcriber's unsure words in a section's text, for highlighting them in place.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { bare, pieces, unsureSpans } from "../../radservice/web/js/unsure.js";
+
+const words = (...list) => list.map(([word, probability], i) => ({ id: `d1:${i}`, word, probability }));
+
+test("an unsure word is marked where it was dictated, not at its first occurrence", () => {
+  const text = "The liver is normal. The spleen is enlarged.";
+  const spans = unsureSpans(text, words([" The", 0.9], [" liver", 0.9], [" is", 0.9], [" normal.", 0.9],
+    [" The", 0.3], [" spleen", 0.2], [" is", 0.9], [" enlarged.", 0.95]));
+  assert.deepEqual(spans.map((s) => [s.word, s.start]), [["The", 21], ["spleen", 25]]);
+});
+
+test("a word changed by the rules or the radiologist is no longer marked; accepted ones neither", () => {
+  const dictated = words([" no", 0.9], [" pleural", 0.2], [" effusion", 0.4]);
+  assert.deepEqual(unsureSpans("No pleural effusion.", dictated).map((s) => s.word), ["pleural", "effusion"]);
+  assert.deepEqual(unsureSpans("No pleural fluid.", dictated).map((s) => s.word), ["pleural"]);
+  assert.deepEqual(unsureSpans("No pleural effusion.", dictated, new Set(["d1:1"])).map((s) => s.word),
+    ["effusion"]);
+  assert.deepEqual(unsureSpans("No pleural effusion.", dictated, new Set(), 0.1), []);
+});
+
+test("whole words only, any case, punctuation and regex characters harmless", () => {
+  const dictated = words([" cm", 0.1], [" (C5-C6)", 0.2], [" a+b?", 0.3]);
+  const text = "Measures 3 cmm, 2 CM at (c5-c6); a+b?";
+  assert.deepEqual(unsureSpans(text, dictated).map((s) => s.word), ["CM", "c5-c6", "a+b"]);
+  assert.equal(bare(" ...word,"), "word");
+  assert.deepEqual(unsureSpans("anything", words([" ...", 0.1], ["", 0.1])), []);
+});
+
+test("the pieces join back to the text, marks where the spans are", () => {
+  const text = "Small nodule in the right lung";
+  const spans = unsureSpans(text, words([" small", 0.9], [" nodule", 0.3], [" lung", 0.1]));
+  const parts = pieces(text, spans);
+  assert.equal(parts.map((p) => p.text).join(""), text);
+  assert.deepEqual(parts.filter((p) => p.mark).map((p) => p.text), ["nodule", "lung"]);
+  assert.deepEqual(pieces("", []), [{ text: "", mark: null }]);
+});
