@@ -126,7 +126,7 @@ def locked_until(*, session: Session, username: str, client: str, policy: Policy
 
 
 def sign_in(*, write: sessionmaker[Session], username: str, password: str, client: str,
-            policy: Policy) -> SignIn:
+            policy: Policy, replaces: str | None = None) -> SignIn:
     """Check a username and password; on success open a page session. Audited.
 
     First one short write: the lock is checked and this attempt is counted as a failure,
@@ -136,6 +136,8 @@ def sign_in(*, write: sessionmaker[Session], username: str, password: str, clien
     short write: a success removes the user's failures and opens the session; a failure stays
     counted, is audited, and may start the lock. An unknown username takes as long as a known
     one and counts for the address only (what was typed is not kept: it may be a password).
+    ``replaces``: the cookie the browser still had; a success ends that session (whoever's it
+    was), so one browser holds one session.
     """
     username = username.strip()[:64]
     client = client[:64]
@@ -157,6 +159,8 @@ def sign_in(*, write: sessionmaker[Session], username: str, password: str, clien
             if user is not None and user.active and user.password_hash == stored:
                 session.execute(delete(SignInFailure).where(SignInFailure.username == user.username)
                                 .execution_options(synchronize_session=False))
+                if replaces:
+                    sign_out(session=session, cookie=replaces, now=now)
                 return _open(session, user, password, client, now)
         known = user_id is not None
         audit.record(session=session, actor=username if known else "anonymous", user_id=user_id,

@@ -348,3 +348,22 @@ def test_a_shared_workstation_is_not_locked_by_typos_its_users_then_correct(fact
     assert attempt("pg.ws.b", PASSWORD, "10.0.0.7").user is not None  # other addresses are not
     assert Settings(auth={"address_lock_after_failures": 8}).auth.address_lock_after_failures == 8
     assert signin.Policy.of(Settings(auth={"address_lock_after_failures": 8}).auth).lock_after_address == 8
+
+
+def test_signing_in_on_a_browser_that_has_a_session_ends_that_one(page: TestClient,
+                                                                   factory: sessionmaker[Session]) -> None:
+    """The next person at a workstation signs in over the last one's cookie: one browser, one session."""
+    _person(factory, "pg.first")
+    _person(factory, "pg.next")
+    assert _sign_in(page, "pg.first").status_code == 200
+    first = page.cookies["radservice_session"]
+    assert _sign_in(page, "pg.next", "a wrong password").status_code == 401  # a failure ends nothing
+    assert page.get("/api/v1/me").json()["username"] == "pg.first"
+    assert _sign_in(page, "pg.next").status_code == 200
+    assert page.get("/api/v1/me").json()["username"] == "pg.next"
+    other = TestClient(page.app)
+    other.cookies.set("radservice_session", first)
+    assert other.get("/api/v1/me").status_code == 401  # the first session ended, not just replaced
+    with factory() as session:
+        assert [w.ended_at is not None for w in session.scalars(select(WebSession).order_by(WebSession.id))] == [
+            True, False]

@@ -193,6 +193,17 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
         help_dialog.wait_for()
         page.keyboard.press("Escape")
         help_dialog.wait_for(state="hidden")
+        # "?" alone can be turned off (a single-character shortcut, WCAG 2.1.4); the button still opens the help
+        page.get_by_role("button", name="Shortcuts (?)").click()
+        help_dialog.get_by_label(re.compile("alone opens this help")).uncheck()
+        page.keyboard.press("Escape")
+        page.keyboard.press("?")
+        page.wait_for_timeout(300)
+        assert not help_dialog.is_visible()
+        page.get_by_role("button", name="Shortcuts (?)").click()
+        help_dialog.get_by_label(re.compile("alone opens this help")).check()
+        page.keyboard.press("Escape")
+        help_dialog.wait_for(state="hidden")
         for _ in range(4):  # Clinical history, Technique, Comparison, Findings
             page.keyboard.press("Alt+ArrowDown")
         assert page.evaluate("document.activeElement.id") == "section-findings"
@@ -369,6 +380,28 @@ def test_one_accession_number_of_two_issuers_opens_and_saves_the_study_clicked(t
         page.reload()
         page.get_by_label("Findings").wait_for()
         assert page.get_by_label("Findings").input_value() == "Liver: normal."
+
+        # the session ends with text not saved; the next person at this browser never sees it
+        _person(config, tmp_path, "dr.next", "radiologist")
+        ended = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "password", "dr.issuer", "--config",
+                                str(config)], input="another long password\n", capture_output=True, text=True,
+                               timeout=120, cwd=tmp_path)
+        assert ended.returncode == 0, ended.stderr
+        page.get_by_label("Findings").press("End")
+        page.keyboard.type(" Spleen: not saved.")
+        page.keyboard.press("Control+s")
+        page.get_by_role("alert").filter(has_text="Your session has ended").wait_for(timeout=15000)
+        kept = page.evaluate("() => Object.keys(sessionStorage).filter((k) => k.startsWith('radservice.unsaved.'))")
+        assert kept == ["radservice.unsaved.dr.issuer|HOSP-B|TWO-1"]
+        page.get_by_label("Username").fill("dr.next")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("Findings").wait_for()
+        page.get_by_text("draft, version").wait_for()
+        assert page.get_by_label("Findings").input_value() == "Liver: normal."
+        assert page.get_by_text("Text you had not saved is back").count() == 0
+        assert page.evaluate("() => Object.keys(sessionStorage).filter((k) => k.startsWith('radservice.'))") == []
+
         page.goto(running.base_url + "/#/study/TWO-1")
         page.get_by_text("exists for several issuers").wait_for()
         engine.dispose()

@@ -61,7 +61,7 @@ async def sign_in(body: SignInBody, request: Request, response: Response) -> Sig
     client = audit.client_address.get() or ""
     outcome = await anyio.to_thread.run_sync(lambda: signin.sign_in(
         write=app.state.sessionmaker, username=body.username,
-        password=body.password, client=client, policy=policy))
+        password=body.password, client=client, policy=policy, replaces=request.cookies.get(SESSION_COOKIE)))
     if outcome.user is None or outcome.cookie is None:
         if outcome.locked_until is not None and not outcome.lock_started:
             raise _locked(outcome.locked_until, started=False)  # nothing was checked: no delay needed

@@ -771,9 +771,15 @@ class StudyPage {
 
 // ---------------------------------------------------------------- keyboard
 
+// "?" is a single-character shortcut: the person can turn it off (WCAG 2.2 SC 2.1.4), kept in this browser
+const QUESTION_KEY = "radservice.questionKey";
+const questionKey = document.getElementById("question-key");
+questionKey.checked = localStorage.getItem(QUESTION_KEY) !== "off";
+questionKey.addEventListener("change", () => localStorage.setItem(QUESTION_KEY, questionKey.checked ? "on" : "off"));
+
 function shortcuts(event) {
   const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
-  if (event.key === "?" && !typing && state.me) {
+  if (event.key === "?" && !typing && state.me && questionKey.checked) {
     event.preventDefault();
     document.getElementById("help").showModal();
     return;
