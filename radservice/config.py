@@ -167,6 +167,16 @@ class AuthSettings(_Section):
     resume_others_roles: list[Literal["radiologist", "resident"]] = Field(default_factory=list)
 
 
+class WebSettings(_Section):
+    """The radiologists' page."""
+
+    #: A live dictation whose connection has been gone this long stops reconnecting; the page
+    #: keeps the recording and offers to upload it as a file.
+    max_offline_s: int = Field(120, ge=10, le=3600)
+    #: The key that starts and stops recording (a KeyboardEvent key name: F1-F12, Pause, ...).
+    record_key: str = Field("F4", pattern=r"^(F([1-9]|1[0-2])|Pause|ScrollLock|Insert)$")
+
+
 class Settings(BaseSettings):
     """Every setting of radservice, grouped by the sections of ``config/radservice.toml``."""
 
@@ -190,6 +200,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     #: The file these settings were read from (None: built-in defaults only).
     _source_file: Path | None = PrivateAttr(default=None)

@@ -25,12 +25,19 @@ if MISSING and os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
     raise RuntimeError(f"CI needs {', '.join(MISSING)}: scripts/system-packages.sh chromium; pip install playwright")
 
 
+def fake_microphone(wav: str) -> list[str]:
+    """Flags for Chromium's fake microphone playing ``wav`` (in a loop) with permission granted."""
+    return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}"]
+
+
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(extra_args: list[str] | None = None) -> Iterator[Any]:
     """A headless Chromium browser (Playwright's Browser)."""
     assert sync_playwright is not None and CHROMIUM is not None
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=FLAGS + list(extra_args or []))
         try:
             yield browser
         finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path as PathType
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -97,30 +98,40 @@ class RepeatedReads:
 
     The page refreshes an open worklist every few seconds: a row for each refresh (8,640 a day
     per open page) would bury the reads people make. A refresh the page makes on its own
-    (``X-Radservice-Background``) that returns the same studies to the same user as a read
-    audited within ``window_s`` is not audited again; anything else is. At most ``limit`` keys
-    are kept (the oldest go first), so a forgotten key means one more row, never one fewer.
+    (``X-Radservice-Background``, honoured for the page's cookie sessions only) that returns
+    the same studies of the same patients to the same user as a read audited within
+    ``window_s`` is not audited again; anything else is. A key counts as audited only once its
+    row was handed over (a failed write leaves the next refresh to write one). Keys are kept as
+    16-byte digests, at most ``limit`` of them (the oldest go first): a forgotten key means one
+    more row, never one fewer.
     """
 
     def __init__(self, window_s: float = 300.0, limit: int = 10_000) -> None:
         self.window_s = window_s
         self.limit = limit
-        self._seen: dict[tuple[Any, ...], float] = {}
+        self._seen: dict[bytes, float] = {}
         self._lock = threading.Lock()
 
-    def new(self, key: tuple[Any, ...], *, now: float | None = None, audited: bool = False) -> bool:
-        """True when ``key`` was not audited within the window (and it counts as audited now);
-        ``audited``: it is being audited anyway (the window starts again)."""
+    @staticmethod
+    def digest(key: tuple[Any, ...]) -> bytes:
+        return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
+
+    def due(self, key: tuple[Any, ...], *, now: float | None = None) -> bool:
+        """True when ``key`` was not audited within the window."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            last = self._seen.get(key)
-            if not audited and last is not None and now - last < self.window_s:
-                return False
-            self._seen.pop(key, None)
-            self._seen[key] = now
+            last = self._seen.get(self.digest(key))
+        return last is None or now - last >= self.window_s
+
+    def mark(self, key: tuple[Any, ...], *, now: float | None = None) -> None:
+        """``key`` was audited now."""
+        now = time.monotonic() if now is None else now
+        digest = self.digest(key)
+        with self._lock:
+            self._seen.pop(digest, None)
+            self._seen[digest] = now
             while len(self._seen) > self.limit:
                 del self._seen[next(iter(self._seen))]
-            return True
 
 
 class ReadAuditor:
@@ -135,12 +146,14 @@ class ReadAuditor:
         self.repeats = repeats
         self.background = background
 
-    def needed(self, *key: Any) -> bool:
-        """Whether a read of this ``key`` (who and what) needs its row: always for a person's
-        request; for the page's own refresh, only when it shows something new (RepeatedReads)."""
-        if self.repeats is None:
-            return True
-        return self.repeats.new(key, audited=not self.background)
+    def once(self, key: tuple[Any, ...], **row: Any) -> None:
+        """Audit a read of ``key`` (who and what was shown): always for a person's request; for the
+        page's own refresh only when it shows something not audited within the window."""
+        if self.repeats is not None and self.background and not self.repeats.due(key):
+            return
+        self(**row)
+        if self.repeats is not None:
+            self.repeats.mark(key)
 
     def __call__(self, *, actor: str, action: str, user_id: int | None = None, entity_type: str | None = None,
                  entity_id: str | None = None, detail: dict[str, Any] | None = None) -> None:
@@ -153,9 +166,12 @@ class ReadAuditor:
         self.session.commit()
 
 
-def get_read_auditor(request: Request, session: SessionDep) -> ReadAuditor:
+def get_read_auditor(request: Request, session: SessionDep, _user: CurrentUser) -> ReadAuditor:
+    # (the background header counts for the page's cookie sessions: a machine's token reads are all audited)
+    background = (request.headers.get(BACKGROUND_HEADER) == "1"
+                  and getattr(request.state, "web_session_id", None) is not None)
     return ReadAuditor(request.app.state.read_audit, session, getattr(request.app.state, "read_repeats", None),
-                       background=request.headers.get(BACKGROUND_HEADER) == "1")
+                       background=background)
 
 
 ReadAuditDep = Annotated[ReadAuditor, Depends(get_read_auditor)]
@@ -176,6 +192,8 @@ ENDED_COOKIE = f"{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict
 #: Sent by the page with its own polling (the worklist's refresh, the deliveries): a request the
 #: person did not make does not restart the session's idle clock.
 BACKGROUND_HEADER = "x-radservice-background"
+#: The page names the user it shows (URI-encoded): a cookie of another user is then refused.
+USER_HEADER = "x-radservice-user"
 
 
 def _touch(session: Session, session_id: int) -> None:
@@ -237,6 +255,14 @@ def get_current_user(
             headers={"WWW-Authenticate": "Bearer", "Set-Cookie": ENDED_COOKIE},
         )
     user, web = found
+    claimed = request.headers.get(USER_HEADER)
+    if claimed is not None and unquote(claimed) != user.username:
+        # a tab signed in as someone else before this browser's cookie changed hands: its requests
+        # must not act as the new person (authorship of a report)
+        _audit_refusal(session, request, actor=user.username, user_id=user.id, reason="page of another user")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            detail="this browser has since been signed in as another user: sign in again",
+                            headers={"WWW-Authenticate": "Bearer"})
     if request.method not in SAFE_METHODS and not same_origin(request.headers.get("origin"),
                                                                request.headers.get("host")):
         _audit_refusal(session, request, actor=user.username, user_id=user.id, reason="cross-origin")

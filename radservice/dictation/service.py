@@ -204,16 +204,20 @@ def abandoned(dictation: Dictation | LiveState, now: datetime | None = None) -> 
 
 
 def resume_live(*, session: Session, dictation: Dictation, max_attempts: int, user_id: int | None = None,
-                user_role: str = "", others_roles: Sequence[str] = ()) -> Job:
+                user_role: str = "", others_roles: Sequence[str] = (), same_part: bool = False) -> Job:
     """Continue an interrupted (or abandoned) dictation in a new part, spoken by ``user_id``; a
     new live job decodes every part. Only the dictation's author resumes it, or a user whose
     role is in ``others_roles`` (``auth.resume_others_roles``).
+
+    ``same_part``: the connection continues the same recording (the browser's recorder kept
+    going through a network cut): its audio is appended to the current part, from the byte
+    the store holds, instead of starting a new part with its own header.
 
     Raises
     ------
     DictationError
         ``state`` when the dictation is neither interrupted nor abandoned; ``forbidden`` for
-        another user's dictation.
+        another user's dictation, or another speaker's part to continue.
     """
     if dictation.status != DictationStatus.INTERRUPTED.value and not abandoned(dictation):
         raise DictationError("state", f"dictation {dictation.id} is {dictation.status}, not interrupted")
@@ -221,11 +225,15 @@ def resume_live(*, session: Session, dictation: Dictation, max_attempts: int, us
         raise DictationError("forbidden", f"dictation {dictation.id} was started by another user: only its "
                                           "author may resume it")
     check_dictatable(dictation.study)
-    if dictation.audio_path is not None:
-        dictation.audio_parts += 1
     speakers = list(dictation.part_speakers or [dictation.created_by])
-    dictation.part_speakers = [*speakers[:dictation.audio_parts - 1],
-                               *[None] * max(0, dictation.audio_parts - 1 - len(speakers)), user_id]
+    if same_part and dictation.audio_path is not None:
+        if len(speakers) >= dictation.audio_parts and speakers[dictation.audio_parts - 1] != user_id:
+            raise DictationError("forbidden", "only the person recording a part continues it; start a new part")
+    else:
+        if dictation.audio_path is not None:
+            dictation.audio_parts += 1
+        dictation.part_speakers = [*speakers[:dictation.audio_parts - 1],
+                                   *[None] * max(0, dictation.audio_parts - 1 - len(speakers)), user_id]
     dictation.status = DictationStatus.RECORDING.value
     dictation.live_seen_at = utcnow()
     dictation.stream_session += 1

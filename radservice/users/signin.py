@@ -160,7 +160,7 @@ def sign_in(*, write: sessionmaker[Session], username: str, password: str, clien
                 session.execute(delete(SignInFailure).where(SignInFailure.username == user.username)
                                 .execution_options(synchronize_session=False))
                 if replaces:
-                    sign_out(session=session, cookie=replaces, now=now)
+                    _end_replaced(session, replaces, now)
                 return _open(session, user, password, client, now)
         known = user_id is not None
         audit.record(session=session, actor=username if known else "anonymous", user_id=user_id,
@@ -168,8 +168,19 @@ def sign_in(*, write: sessionmaker[Session], username: str, password: str, clien
         locked = locked_until(session=session, username=username, client=client, policy=policy, now=now)
         if locked is not None:
             audit.record(session=session, actor=username if known else "anonymous", user_id=user_id,
-                         action="auth.locked", detail={"until": locked.isoformat(), "failures": policy.lock_after})
+                         action="auth.locked", detail={"until": locked.isoformat(), "failures": policy.lock_after,
+                                                       "address_failures": policy.lock_after_address
+                                                       or policy.lock_after})
         return SignIn(locked_until=locked, lock_started=locked is not None)
+
+
+def _end_replaced(session: Session, cookie: str, now: datetime) -> None:
+    """End the session the browser held before this sign-in (audited with its user)."""
+    row = session.execute(select(WebSession.id, User.id, User.username).join(User)
+                          .where(WebSession.token_hash == hash_token(cookie), WebSession.ended_at.is_(None))).first()
+    if row is not None and sign_out(session=session, cookie=cookie, now=now):
+        audit.record(session=session, actor=row[2], user_id=row[1], action="auth.sign_out",
+                     detail={"reason": "another sign-in in the same browser"})
 
 
 def _serialise(session: Session, username: str, client: str) -> None:

@@ -172,7 +172,7 @@ def test_dropped_connection_leaves_an_interrupted_dictation_to_transcribe_or_res
     more = (AUDIO_FIXTURES / "xr_chest_pneumonia.webm").read_bytes()
     events = Events()
     with connect(service.ws_url("LIVE-3", dictation_id=dictation_id), open_timeout=10) as ws:
-        assert json.loads(ws.recv(timeout=10)) == {"type": "started", "dictation_id": dictation_id}
+        assert json.loads(ws.recv(timeout=10)) == {"type": "started", "dictation_id": dictation_id, "received": 0}
         reader = listen(ws, events)
         send_in_real_time(ws, more[: len(more) // 3], 9.5, speed=4.0)
         ws.send("stop")
@@ -190,6 +190,81 @@ def test_dropped_connection_leaves_an_interrupted_dictation_to_transcribe_or_res
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert job["status"] == "done" and job["result"]["text"]
+
+
+def framed(offset: int, data: bytes) -> bytes:
+    """A binary message with framing=offset: the chunk's 8-byte big-endian offset, then the chunk."""
+    return offset.to_bytes(8, "big") + data
+
+
+def send_framed(ws: ClientConnection, data: bytes, start: int, seconds: float, speed: float = 4.0) -> int:
+    """``data`` from byte ``start`` on, in framed chunks paced like a microphone; returns the end offset."""
+    chunks = max(1, int(seconds / CHUNK_S))
+    size = len(data) // chunks + 1
+    for i in range(start, len(data), size):
+        ws.send(framed(i, data[i:i + size]))
+        time.sleep(CHUNK_S / speed)
+    return len(data)
+
+
+def wait_interrupted(service: Service, dictation_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while service.http.get(f"/api/v1/dictations/{dictation_id}").json()["status"] != "interrupted":
+        assert time.monotonic() < deadline, "dictation not marked interrupted"
+        time.sleep(0.1)
+
+
+def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_a_recording_cut_by_the_network_goes_on_in_the_same_file_exactly_once(service: Service) -> None:
+    """framing=offset: each chunk says where it belongs; a resume continues the same recording
+    (headerless WebM bytes appended to the same part) from what the service holds; a gap or a
+    repeat is refused with the offset to go on from, and the stored file is the recording, byte
+    for byte."""
+    data = (AUDIO_FIXTURES / "xr_chest_pneumonia.webm").read_bytes()
+    cut = int(len(data) * 0.45)
+    with connect(service.ws_url("LIVE-2", framing="offset"), open_timeout=10) as ws:
+        started = json.loads(ws.recv(timeout=10))
+        assert started["received"] == 0
+        dictation_id = started["dictation_id"]
+        send_framed(ws, data[:cut], 0, 6.0)
+        ws.socket.close()  # the network goes away mid-recording
+    wait_interrupted(service, dictation_id)
+    resume = service.ws_url("LIVE-2", framing="offset", dictation_id=dictation_id)
+    with connect(resume, open_timeout=10) as ws:
+        held = json.loads(ws.recv(timeout=10))["received"]
+        assert 0 < held <= cut
+        ws.send(framed(held + 100, data[held + 100:held + 200]))  # bytes missing in between
+        code, reason = closed_with(ws)
+    assert code == 4409 and "a gap" in reason and f"go on from {held}" in reason
+    wait_interrupted(service, dictation_id)
+    with connect(resume, open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["received"] == held
+        ws.send(framed(held - 10, data[held - 10:held + 50]))  # bytes it has already
+        code, reason = closed_with(ws)
+    assert code == 4409 and "a repeat" in reason
+    wait_interrupted(service, dictation_id)
+    events = Events()
+    with connect(resume, open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["received"] == held
+        reader = listen(ws, events)
+        send_framed(ws, data, held, 8.0)
+        ws.send("stop")
+        reader.join(60)
+    (final,) = events.of("final")
+    text = final["text"].lower()
+    assert "consolidation" in text and "pneumonia" in text, final  # words from before and after the cut
+    stored = service.running.log_path.parent / "data" / "audio" / f"{dictation_id}.webm"
+    assert stored.read_bytes() == data
+    assert sorted(f.name for f in stored.parent.glob(f"{dictation_id}*")) == [stored.name]  # one part
+    dictation = service.http.get(f"/api/v1/dictations/{dictation_id}").json()
+    assert dictation["status"] == "transcribed"
 
 
 @pytest.mark.parametrize(("accession", "params", "code", "words"), [

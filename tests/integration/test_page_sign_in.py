@@ -367,3 +367,9 @@ def test_signing_in_on_a_browser_that_has_a_session_ends_that_one(page: TestClie
     with factory() as session:
         assert [w.ended_at is not None for w in session.scalars(select(WebSession).order_by(WebSession.id))] == [
             True, False]
+    assert _actions(factory, "pg.first") == ["auth.sign_in", "auth.sign_out"]  # ended, and audited as its user
+    # the page names its user: a tab still showing pg.first is refused, never served as pg.next
+    stale = page.get("/api/v1/worklist", headers={"X-Radservice-User": "pg.first"})
+    assert stale.status_code == 401 and "another user" in stale.json()["detail"]
+    assert page.get("/api/v1/me", headers={"X-Radservice-User": "pg.next"}).status_code == 200
+    assert "auth.refused" in _actions(factory, "pg.next")

@@ -108,10 +108,19 @@ def test_every_read_of_patient_data_is_audited(client: TestClient, token: str,
 
 def test_the_pages_own_refreshes_are_audited_when_they_show_something_new(
         client: TestClient, token: str, factory: sessionmaker[Session]) -> None:
-    """A background refresh showing the same studies again is not a new row; a person's read,
-    a different page of studies or a new study is."""
-    def read(background: bool, **params: object) -> None:
-        headers = {"Authorization": f"Bearer {token}"} | ({"X-Radservice-Background": "1"} if background else {})
+    """A background refresh of the page (cookie session) showing the same studies again is not a
+    new row; a person's read, a different page of studies, a new study, or any read with a
+    token (a machine) is."""
+    from radservice.users import signin
+
+    with session_scope(factory) as session:
+        signin.set_password(session=session, username="dr.list", password="a long test password")
+    assert client.post("/api/v1/session", json={"username": "dr.list", "password": "a long test password"}
+                       ).status_code == 200
+
+    def read(background: bool, with_token: bool = False, **params: object) -> None:
+        headers = ({"Authorization": f"Bearer {token}"} if with_token else {}) | (
+            {"X-Radservice-Background": "1"} if background else {})
         assert client.get("/api/v1/worklist", params=params, headers=headers).status_code == 200
 
     def audited() -> list[tuple[int, list[str]]]:
@@ -129,12 +138,39 @@ def test_the_pages_own_refreshes_are_audited_when_they_show_something_new(
     read(True, limit=2, offset=2)  # other studies shown
     read(False, limit=2)  # the person asked: always a row
     assert [offset for offset, _ in audited()] == [0, 2, 0]
+    read(True, with_token=True, limit=2)  # the header is the page's: a token's reads are all audited
+    assert len(audited()) == 4
     add(factory, "S-NEWEST", minutes=-1000, priority=Priority.STAT)
     read(True, limit=2)
     assert audited()[-1][1][0] == "S-NEWEST"
     client.app.state.read_repeats.window_s = 0  # once the window has passed, a repeat is a row again
     read(True, limit=2)
-    assert len(audited()) == 5
+    assert len(audited()) == 6
+
+
+def test_a_refresh_whose_audit_row_failed_is_audited_by_the_next_one() -> None:
+    """The key counts as audited only after its row was handed over."""
+    from radservice.api.deps import ReadAuditor, RepeatedReads
+
+    repeats = RepeatedReads()
+    written: list[str] = []
+
+    class Failing(ReadAuditor):
+        fail = True
+
+        def __call__(self, **row: object) -> None:
+            if self.fail:
+                raise RuntimeError("database unavailable")
+            written.append(str(row["action"]))
+
+    auditor = Failing(None, None, repeats, background=True)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        auditor.once(("worklist", 1), action="worklist.read")
+    auditor.fail = False
+    auditor.once(("worklist", 1), action="worklist.read")
+    auditor.once(("worklist", 1), action="worklist.read")
+    assert written == ["worklist.read"]
+    assert len(RepeatedReads.digest(("worklist", 1, *range(500)))) == 16  # a key's memory does not grow with it
 
 
 def test_count_is_capped_and_says_so(client: TestClient, token: str, monkeypatch: pytest.MonkeyPatch) -> None:

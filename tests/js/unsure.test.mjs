@@ -37,3 +37,20 @@ test("the pieces join back to the text, marks where the spans are", () => {
   assert.deepEqual(parts.filter((p) => p.mark).map((p) => p.text), ["nodule", "lung"]);
   assert.deepEqual(pieces("", []), [{ text: "", mark: null }]);
 });
+
+test("a word cleaned up or changed earlier moves no later unsure word out of place (the review's cases)", () => {
+  const stutter = words([" The", 0.9], [" the", 0.9], [" liver", 0.9], [" lesion", 0.9], [" in", 0.9],
+    [" segment", 0.9], [" seven.", 0.3], [" The", 0.9], [" spleen", 0.9], [" is", 0.9], [" normal.", 0.9]);
+  assert.deepEqual(unsureSpans("The liver lesion in segment seven. The spleen is normal.", stutter)
+    .map((s) => s.word), ["seven"]);
+  const changed = words([" No", 0.9], [" fluid.", 0.9], [" Nodule", 0.3], [" in", 0.9], [" the", 0.9],
+    [" left", 0.2], [" lung.", 0.9], [" No", 0.9], [" fluid.", 0.9]);
+  assert.deepEqual(unsureSpans("No effusion. Nodule in the left lung. No fluid.", changed).map((s) => s.word),
+    ["Nodule", "left"]);
+});
+
+test("positions are those of the original text, whatever lower-casing does to its length", () => {
+  const text = "İİ nodule";
+  const [span] = unsureSpans(text, words([" nodule", 0.2]));
+  assert.equal(text.slice(span.start, span.end), "nodule");
+});

@@ -46,6 +46,8 @@ FINAL_POLL_S = 0.05
 #: A socket that sends nothing for this long is closed (4408) and its dictation interrupted: a
 #: browser records continuously (MediaRecorder sends a chunk every few hundred ms, silence too).
 RECEIVE_TIMEOUT_S = 60.0
+#: framing=offset: the big-endian byte offset that starts each binary message
+OFFSET_BYTES = 8
 
 
 class Refused(Exception):
@@ -66,6 +68,11 @@ class Live:
     token: str = field(default="", repr=False)  # credentials never in a repr (logs, tracebacks)
     #: the page's session cookie, when the caller came with it instead of a token
     cookie: str = field(default="", repr=False)
+    #: bytes of the current part already stored (where a continued recording goes on), and of all parts
+    received: int = 0
+    stored: int = 0
+    #: the recording's format when it is continued (its next bytes have no header to sniff)
+    audio_format: str | None = None
 
 
 def _caller(session: Session, settings: Settings, *, token: str, cookie: str) -> tuple[User | None, int | None]:
@@ -83,7 +90,8 @@ def _caller(session: Session, settings: Settings, *, token: str, cookie: str) ->
 
 
 def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str, issuer: str | None, section: str,
-          token: str, cookie: str, dictation_id: str | None) -> Live:
+          token: str, cookie: str, dictation_id: str | None, same_part: bool = False,
+          expected_user: str | None = None) -> Live:
     """Check the caller and the study, then start (or resume) the dictation and its live job."""
     with sessions() as session:
         user, due = _caller(session, settings, token=token, cookie=cookie)
@@ -92,6 +100,9 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
         if user is None:
             raise Refused(4401, "invalid, expired or missing token or session (sign in again, or pass "
                                 "?token=TOKEN)")
+        if expected_user is not None and expected_user != user.username:
+            # the page names who it shows: a cookie that has since become another person's is refused
+            raise Refused(4401, "this browser has since been signed in as another user: sign in again")
         if user.role not in DICTATORS:
             raise Refused(4403, f"role '{user.role}' may not dictate")
         try:
@@ -111,7 +122,8 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
                     raise Refused(4404, f"no dictation {dictation_id!r} for accession {accession!r}")
                 job = dictations.resume_live(session=session, dictation=dictation,
                                              max_attempts=settings.worker.max_attempts, user_id=user.id,
-                                             user_role=user.role, others_roles=settings.auth.resume_others_roles)
+                                             user_role=user.role, others_roles=settings.auth.resume_others_roles,
+                                             same_part=same_part)
                 action = "dictation.stream.resumed"
             else:
                 dictation, job = dictations.start_live(session=session, study=study, section=parsed, user_id=user.id,
@@ -122,25 +134,33 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
             raise Refused(4403 if exc.kind == "forbidden" else 4409, str(exc)) from None
         audit.record(session=session, actor=user.username, user_id=user.id, action=action, entity_type="study",
                      entity_id=study.accession_number, detail={"dictation_id": dictation.id, "job_id": job.id})
+        sizes = [part.stat().st_size if part.is_file() else 0
+                 for part in dictations.audio_parts(dictation, Path(settings.storage.data_dir))]
+        continued = same_part and dictation.audio_path is not None
         session.commit()
         return Live(dictation.id, job.id, user.username, user.id, dictation.stream_session, token,
-                    "" if token else cookie)
+                    "" if token else cookie, received=sizes[-1] if continued and sizes else 0, stored=sum(sizes),
+                    audio_format=dictation.audio_format if continued else None)
 
 
 class LiveSession:
     """One WebSocket connection of a live dictation."""
 
     def __init__(self, websocket: WebSocket, live: Live, settings: Settings, sessions: sessionmaker[Session],
-                 fmt: str | None, readers: sessionmaker[Session] | None = None) -> None:
+                 fmt: str | None, readers: sessionmaker[Session] | None = None, framed: bool = False) -> None:
         self.ws = websocket
         self.live = live
         self.settings = settings
         self.sessions = sessions
         # polls of the dictation's state take no write lock (SQLite): 20 a second per socket
         self.readers = readers or sessions
-        self.fmt = fmt
+        self.fmt = fmt or live.audio_format
+        #: each binary message starts with its 8-byte offset in the recording (framing=offset)
+        self.framed = framed
         self.file: BinaryIO | None = None
-        self.bytes = 0
+        #: bytes of every part stored (the limit and the dictation's audio_bytes), and of the current part
+        self.bytes = live.stored
+        self.part_bytes = live.received
         self.started = time.monotonic()
         self.max_bytes = settings.storage.max_audio_mb << 20
         self.receive_timeout_s = RECEIVE_TIMEOUT_S
@@ -237,6 +257,16 @@ class LiveSession:
                     raise Refused(1003, f"unknown message {command[:20]!r}: send binary audio, 'reset' or 'stop'")
 
     async def _append(self, chunk: bytes) -> None:
+        if self.framed:
+            if len(chunk) < OFFSET_BYTES:
+                raise Refused(1003, f"with framing=offset each audio message starts with its {OFFSET_BYTES}-byte "
+                                    "offset")
+            offset = int.from_bytes(chunk[:OFFSET_BYTES], "big")
+            if offset != self.part_bytes:
+                what = "a gap" if offset > self.part_bytes else "a repeat"
+                raise Refused(4409, f"audio out of order ({what}): the service holds {self.part_bytes} bytes, this "
+                                    f"chunk starts at {offset}; resume to go on from {self.part_bytes}")
+            chunk = chunk[OFFSET_BYTES:]
         if not chunk:
             return
         if self.file is None:
@@ -247,6 +277,7 @@ class LiveSession:
         if time.monotonic() - self.started > self.settings.storage.max_audio_seconds + 30:
             raise Refused(1009, f"dictation longer than the limit of {self.settings.storage.max_audio_seconds} s")
         await asyncio.to_thread(self._write, chunk)
+        self.part_bytes += len(chunk)
 
     def _open_file(self, first: bytes) -> BinaryIO:
         fmt = self.fmt or sniff(first)
@@ -288,7 +319,8 @@ class LiveSession:
             raise Refused(4409, "the dictation was ended elsewhere: resume it to go on")
         if self.file is not None:
             await asyncio.to_thread(self._truncate)
-        self.bytes = 0
+        self.bytes -= self.part_bytes
+        self.part_bytes = 0
         await self._send({"type": "partial", "text": "", "committed": ""})
 
     def _truncate(self) -> None:
@@ -351,13 +383,22 @@ class LiveSession:
 @router.websocket("/studies/{accession}/dictations/stream")
 async def stream_dictation(websocket: WebSocket, accession: str, section: str = "findings", token: str = "",
                            dictation_id: str | None = None, format: str | None = None,
-                           issuer: str | None = None) -> None:
-    """Live dictation: `started` at once, `partial` while speaking, `final` after `stop`."""
+                           issuer: str | None = None, framing: str | None = None,
+                           user: str | None = None) -> None:
+    """Live dictation: `started` at once (with `received`: the bytes of the recording the service
+    holds), `partial` while speaking, `final` after `stop`. With `framing=offset` every binary
+    message starts with its 8-byte big-endian offset in the recording, checked against what is
+    stored (a gap or a repeat closes with 4409), and a resume (`dictation_id`) continues the same
+    recording from `received` instead of starting a new part. `user`: the username the page
+    shows; another user's session is refused (4401)."""
     await websocket.accept()
     settings: Settings = websocket.app.state.settings
     sessions: sessionmaker[Session] = websocket.app.state.sessionmaker
     if format is not None and format not in ("pcm", "webm", "ogg", "wav"):
         await websocket.close(code=4422, reason="format must be pcm, webm, ogg or wav (or left out)")
+        return
+    if framing not in (None, "offset"):
+        await websocket.close(code=4422, reason="framing must be offset (or left out)")
         return
     cookie = "" if token else websocket.cookies.get(SESSION_COOKIE, "")
     if cookie and not same_origin(websocket.headers.get("origin"), websocket.headers.get("host")):
@@ -367,9 +408,11 @@ async def stream_dictation(websocket: WebSocket, accession: str, section: str = 
         return
     try:
         live = await asyncio.to_thread(_open, sessions, settings, accession=accession, issuer=issuer,
-                                       section=section, token=token, cookie=cookie, dictation_id=dictation_id)
+                                       section=section, token=token, cookie=cookie, dictation_id=dictation_id,
+                                       same_part=framing == "offset", expected_user=user)
     except Refused as refused:
         await websocket.close(code=refused.code, reason=refused.reason)
         return
-    await websocket.send_json({"type": "started", "dictation_id": live.dictation_id})
-    await LiveSession(websocket, live, settings, sessions, format, websocket.app.state.read_sessionmaker).run()
+    await websocket.send_json({"type": "started", "dictation_id": live.dictation_id, "received": live.received})
+    await LiveSession(websocket, live, settings, sessions, format, websocket.app.state.read_sessionmaker,
+                      framed=framing == "offset").run()

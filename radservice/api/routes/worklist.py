@@ -65,10 +65,11 @@ def get_worklist(
     flt = worklist.WorklistFilter(status=statuses, modality=_values(modality), priority=priorities, q=q.strip())
     rows, total = worklist.list_worklist(session=session, flt=flt, limit=limit, offset=offset)
     page = [WorklistRow.of(s) for s in rows]
-    shown = [s.accession_number for s in rows]
-    if read_audit.needed("worklist", user.id, offset, *((s.accession_issuer, s.accession_number) for s in rows)):
-        read_audit(actor=user.username, user_id=user.id, action="worklist.read",
-                   entity_type="worklist", detail={"returned": len(rows), "offset": offset, "accessions": shown})
+    shown = [(s.accession_issuer, s.accession_number, s.patient.issuer, s.patient.patient_id) for s in rows]
+    read_audit.once(("worklist", user.id, offset, *shown),
+                    actor=user.username, user_id=user.id, action="worklist.read", entity_type="worklist",
+                    detail={"returned": len(rows), "offset": offset, "accessions": [s[1] for s in shown],
+                            "issuers": [s[0] for s in shown]})
     exact = total < worklist.COUNT_CAP
     more = offset + len(rows) < total or (not exact and len(rows) == limit)
     return WorklistPage(items=page, total=total, total_is_exact=exact, limit=limit,

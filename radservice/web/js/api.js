@@ -37,6 +37,9 @@ export class Api {
     this.fetch = fetchImpl;
     this.base = base;
     this.onSignedOut = onSignedOut;
+    /** The user the page shows: sent with every request, so that a cookie that has since become
+     * another person's (signed in in another tab) is refused, never acted on as that person. */
+    this.user = null;
   }
 
   /**
@@ -47,6 +50,7 @@ export class Api {
   async request(method, path, body = undefined, { background = false } = {}) {
     const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
     if (background) init.headers["X-Radservice-Background"] = "1";
+    if (this.user !== null) init.headers["X-Radservice-User"] = encodeURIComponent(this.user);
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -87,6 +91,44 @@ export class Api {
   }
   draftReport(accession, issuer = null) {
     return this.request("POST", `/api/v1/studies/${encodeURIComponent(accession)}/report${issuerQuery(issuer)}`);
+  }
+
+  /** A recording as a file (the live link was offline too long): a new dictation, transcribed by a worker. */
+  async uploadDictation(accession, issuer, section, bytes, type = "audio/webm") {
+    const form = new FormData();
+    form.append("section", section);
+    form.append("audio", new Blob([bytes], { type }), `dictation.${type.includes("ogg") ? "ogg" : "webm"}`);
+    const headers = { Accept: "application/json" };
+    if (this.user !== null) headers["X-Radservice-User"] = encodeURIComponent(this.user);
+    let response;
+    try {
+      response = await this.fetch(`${this.base}/api/v1/studies/${encodeURIComponent(accession)}/dictations`
+        + issuerQuery(issuer), { method: "POST", credentials: "same-origin", headers, body: form });
+    } catch {
+      throw new ApiError(0, "the service cannot be reached (connection lost)", null);
+    }
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+    if (!response.ok) {
+      const error = new ApiError(response.status, detailOf(data, response.status), data);
+      if (response.status === 401) this.onSignedOut(error);
+      throw error;
+    }
+    return data;
+  }
+
+  /** The live dictation socket's address (the page's cookie goes with it; the service checks Origin). */
+  streamUrl(location, { accession, issuer, section, dictationId = null }) {
+    const params = new URLSearchParams({ section, issuer: issuer ?? "", framing: "offset" });
+    if (this.user !== null) params.set("user", this.user);
+    if (dictationId) params.set("dictation_id", dictationId);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/api/v1/studies/${encodeURIComponent(accession)}/dictations/stream?${params}`;
+  }
+
+  transcribe(dictationId) {
+    return this.request("POST", `/api/v1/dictations/${encodeURIComponent(dictationId)}/transcribe`);
   }
 
   report(id) { return this.request("GET", `/api/v1/reports/${id}`); }

@@ -2,6 +2,8 @@
 // Everything goes through the HTTP API (api.js); text from the service is only ever set as
 // textContent, never as HTML.
 import { Api } from "./api.js";
+import { DictationLink } from "./dictation.js";
+import { Recorder } from "./recorder.js";
 import { wordDiff } from "./diff.js";
 import { poll } from "./poll.js";
 import { pieces, unsureSpans } from "./unsure.js";
@@ -11,19 +13,29 @@ const connection = document.getElementById("connection");
 const EDITORS = new Set(["radiologist", "resident", "editor"]);
 const SIGNERS = new Set(["radiologist", "resident"]);
 const FINAL_SIGNERS = new Set(["radiologist"]);
+const DICTATORS = new Set(["radiologist", "resident"]);
+const DICTATED_SECTIONS = ["findings", "impression"];
 const STATUSES = [["", "Awaiting report"], ["scheduled", "Scheduled"], ["in_progress", "In progress"],
   ["dictated", "Dictated"], ["preliminary", "Preliminary"], ["final", "Final"], ["cancelled", "Cancelled"]];
 const PRIORITIES = [["", "Any"], ["S", "STAT"], ["A", "ASAP"], ["R", "Routine"]];
 const PRIORITY_WORDS = { S: "STAT", A: "ASAP", R: "routine" };
-const state = { me: null, pollers: [], study: null };
+const state = { me: null, pollers: [], study: null, view: 0 };
 
 const api = new Api({
-  onSignedOut: () => {
+  onSignedOut: (error) => {
     if (state.me) {
-      showSignIn("Your session has ended: sign in again. Text you had not saved is kept and comes back.");
+      showSignIn(/another user/.test(error.detail || "")
+        ? "This browser has since been signed in as another user: sign in again. Text you had not saved is kept."
+        : "Your session has ended: sign in again. Text you had not saved is kept and comes back.");
     }
   },
 });
+
+/** The person the page shows, also for the API client (it names them on every request). */
+function setMe(me) {
+  state.me = me;
+  api.user = me ? me.username : null;
+}
 
 // ---------------------------------------------------------------- DOM helpers
 
@@ -117,7 +129,7 @@ async function start() {
   window.addEventListener("hashchange", route);
   document.addEventListener("keydown", shortcuts);
   try {
-    state.me = await api.me();
+    setMe(await api.me());
   } catch (error) {
     if (error.signedOut) {
       showSignIn();
@@ -137,6 +149,7 @@ function showUser() {
 }
 
 function route() {
+  state.view += 1; // a view still loading for an earlier address must not draw over this one
   stopPollers();
   if (!state.me) {
     showSignIn();
@@ -167,7 +180,7 @@ async function signOut() {
   } catch (error) {
     // signed out already, or offline: the page forgets the user either way
   }
-  state.me = null;
+  setMe(null);
   forgetUnsaved(() => true); // a shared workstation: nothing of the report stays in this tab
   showSignIn("You are signed out.");
 }
@@ -178,7 +191,7 @@ function showSignIn(text = "") {
   stopPollers();
   if (state.study) state.study.dispose();
   state.study = null;
-  state.me = null;
+  setMe(null);
   showUser();
   showConnection(null);
   const error = h("p", { id: "sign-in-message", class: "message error", role: "alert", hidden: !text }, text);
@@ -204,7 +217,7 @@ function showSignIn(text = "") {
     button.disabled = true;
     try {
       const me = await api.signIn(username.value.trim(), password.value);
-      state.me = { username: me.username, role: me.role, display_name: me.display_name };
+      setMe(await api.me()); // with the page's settings
       forgetUnsaved((user) => user !== me.username); // another person's kept text is not for this one
       showUser();
       route();
@@ -334,13 +347,15 @@ function forgetUnsaved(whose) {
 }
 
 async function showStudy(accession, issuer) {
+  const view = state.view;
+  const current = () => view === state.view;
   main.replaceChildren(title(`Study ${accession}`), h("p", { class: "muted" }, "Loading…"));
   focusHeading();
   let study;
   try {
     study = await api.study(accession, issuer);
   } catch (error) {
-    if (error.signedOut) return;
+    if (error.signedOut || !current()) return;
     main.replaceChildren(title(`Study ${accession}`), message("error", error.message),
       h("p", {}, h("a", { href: "#/" }, "Back to the worklist")));
     focusHeading();
@@ -351,10 +366,15 @@ async function showStudy(accession, issuer) {
     try {
       report = await api.report(study.report_id);
     } catch (error) {
-      if (error.signedOut) return;
+      if (error.signedOut || !current()) return;
       main.append(message("error", error.message));
       return;
     }
+  }
+  if (!current()) return;
+  if (issuer === null) {
+    // a typed address without the issuer: name it now, so a reload finds this same study
+    history.replaceState(null, "", studyHref(study.accession_number, study.accession_issuer));
   }
   new StudyPage(study, report).render();
 }
@@ -373,6 +393,7 @@ class StudyPage {
   dispose() {
     clearTimeout(this.timer);
     this.disposed = true;
+    if (this.dictation) this.dictation.abandon();
   }
 
   get canEdit() {
@@ -405,10 +426,11 @@ class StudyPage {
     this.sections = h("div", { class: "sections" });
     this.actions = h("div", { class: "actions" });
     this.side = h("div", { class: "side" });
+    this.dictation = DICTATORS.has(state.me.role) && this.canEdit ? new DictationControls(this) : null;
     main.replaceChildren(title(`Study ${study.accession_number}`), header, this.notice,
       h("div", { class: "editor" },
-        h("section", { "aria-label": "Report" }, h("h2", {}, "Report ", this.saveState), this.sections,
-          this.actions),
+        h("section", { "aria-label": "Report" }, h("h2", {}, "Report ", this.saveState),
+          this.dictation ? this.dictation.element : "", this.sections, this.actions),
         this.side));
     focusHeading();
     this.renderReport();
@@ -428,7 +450,7 @@ class StudyPage {
       area.value = texts[key] || "";
       area.addEventListener("input", () => {
         this.edited(key);
-        this.showUnsure(key);
+        this.showUnsureSoon(key);
       });
       area.addEventListener("blur", () => { if (this.dirty.size) this.save(); });
       this.areas[key] = area;
@@ -437,7 +459,7 @@ class StudyPage {
       const backdrop = h("div", { class: "backdrop", "aria-hidden": "true" });
       const list = h("div", { class: "unsure-list" });
       this.unsureParts[key] = { backdrop, list };
-      const section = h("div", { class: "section" }, h("label", { for: id }, label),
+      const section = h("div", { class: "section", "data-section": key }, h("label", { for: id }, label),
         h("div", { class: "field" }, backdrop, area), list);
       return section;
     });
@@ -490,6 +512,21 @@ class StudyPage {
     for (const dictation of this.study.dictations || []) {
       if (dictation.status === "failed") {
         parts.push(message("error", `A ${dictation.section} dictation failed: ${dictation.error || "no reason given"}`));
+      } else if (dictation.status === "interrupted" && this.dictation) {
+        // a reload or a closed tab while recording: what reached the service is kept, offered here
+        const button = h("button", { type: "button", onclick: async () => {
+          button.disabled = true;
+          try {
+            await api.transcribe(dictation.dictation_id);
+            button.replaceWith("Transcribing…");
+            this.dictation.awaitDraft(dictation.dictation_id);
+          } catch (error) {
+            button.disabled = false;
+            if (!error.signedOut) this.notice.replaceChildren(message("error", `Not transcribed: ${error.message}`));
+          }
+        } }, "Transcribe it");
+        parts.push(message("warn", `A ${dictation.section} dictation was interrupted before Stop and is not in `
+          + "the report: ", button));
       }
     }
     const notes = report ? report.refinement_notes : [];
@@ -542,6 +579,22 @@ class StudyPage {
           this.showUnsure(key);
           area.focus();
         } }, "Accept"), " "))));
+  }
+
+  /** While typing: at once for a dictation of usual length; for a long one the copy behind the
+   * text follows at once without marks, and the marks after a pause (the alignment is n x m). */
+  showUnsureSoon(key) {
+    const parts = this.unsureParts[key];
+    if (!parts) return;
+    clearTimeout(parts.timer);
+    const cells = this.dictatedWords(key).length * (this.areas[key].value.length / 6);
+    if (cells < 250_000) {
+      this.showUnsure(key);
+      return;
+    }
+    parts.backdrop.replaceChildren(document.createTextNode(`${this.areas[key].value} `));
+    this.fit(this.areas[key]);
+    parts.timer = setTimeout(() => this.showUnsure(key), 200);
   }
 
   /** The text area grows with its text (no scroll bar: the highlighted copy behind it stays aligned). */
@@ -791,6 +844,11 @@ function shortcuts(event) {
   }
   const page = state.study;
   if (!page || !page.areas) return;
+  if (page.dictation && event.key === (state.me.page?.record_key || "F4") && !event.repeat) {
+    event.preventDefault();
+    page.dictation.toggle();
+    return;
+  }
   const areas = Object.values(page.areas);
   if (event.altKey && (event.key === "ArrowDown" || event.key === "ArrowUp")) {
     event.preventDefault();
@@ -810,3 +868,284 @@ function shortcuts(event) {
 }
 
 start();
+
+// ---------------------------------------------------------------- dictating on the page
+
+const SILENCE_WARN_S = 5;
+
+/** Record, Stop and Scratch that for the section that has the focus, with the live text in it. */
+class DictationControls {
+  constructor(page) {
+    this.page = page;
+    this.link = null;
+    this.recorder = null;
+    const key = state.me.page?.record_key || "F4";
+    this.recordButton = h("button", { type: "button", id: "record", class: "primary", "aria-keyshortcuts": key,
+      onclick: () => this.start() }, `Record (${key})`);
+    this.stopButton = h("button", { type: "button", id: "stop", disabled: true, "aria-keyshortcuts": key,
+      onclick: () => this.stop() }, "Stop");
+    this.scratchButton = h("button", { type: "button", id: "scratch", disabled: true,
+      onclick: () => this.scratch() }, "Scratch that");
+    this.meter = h("meter", { min: "0", max: "1", value: "0", "aria-label": "Microphone level" });
+    this.clock = h("span", { class: "elapsed", "aria-label": "Recording time" }, "0:00");
+    this.status = h("p", { class: "dictation-status", role: "status" });
+    this.element = h("div", { class: "dictation", role: "group", "aria-label": "Dictation" },
+      this.recordButton, this.stopButton, this.scratchButton, this.meter, this.clock, this.status);
+  }
+
+  get active() {
+    return this.link !== null && !["done", "failed", "offline"].includes(this.link.state);
+  }
+
+  toggle() {
+    if (this.active) this.stop();
+    else this.start();
+  }
+
+  say(text, kind = "") {
+    this.status.className = `dictation-status ${kind}`;
+    this.status.replaceChildren(text);
+  }
+
+  /** The section that has the focus, when it can take a dictation; else Findings. */
+  target() {
+    const focused = document.activeElement && document.activeElement.name;
+    if (DICTATED_SECTIONS.includes(focused) && this.page.areas[focused]) return focused;
+    return DICTATED_SECTIONS.find((key) => this.page.areas[key]) || null;
+  }
+
+  async start() {
+    if (this.active || this.starting) return;
+    const section = this.target();
+    if (!section) {
+      this.say("This report has no Findings or Impression to dictate into.", "error");
+      return;
+    }
+    this.starting = true;
+    try {
+      if (this.page.dirty.size && !(await this.page.save())) {
+        this.say("Not recording: the text typed so far could not be saved first.", "error");
+        return;
+      }
+      this.section = section;
+      this.recorder = new Recorder({
+        onChunk: (bytes) => this.link && this.link.push(bytes),
+        onLevel: (level) => { this.meter.value = level; },
+        onSilence: (seconds) => {
+          if (seconds >= SILENCE_WARN_S) this.say(`No sound from the microphone for ${Math.floor(seconds)} s: is it muted?`, "warn");
+          else if (seconds === 0 && this.link && this.link.state === "recording") this.recordingSaid();
+        },
+      });
+      try {
+        await this.recorder.start();
+      } catch (error) {
+        this.recorder = null;
+        this.say(`Not recording: ${error.message}.`, "error");
+        return;
+      }
+      const study = this.page.study;
+      this.link = new DictationLink({
+        open: ({ dictationId }) => new WebSocket(api.streamUrl(location, { accession: study.accession_number,
+          issuer: study.accession_issuer, section, dictationId })),
+        onChange: (linkState, reason) => this.changed(linkState, reason),
+        onPartial: (partial) => this.partial(partial),
+        onFinal: (event) => this.final(event),
+        maxOfflineMs: (state.me.page?.max_offline_s || 120) * 1000,
+      });
+      this.showRecording(true);
+      this.say("Connecting…");
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  async stop() {
+    if (!this.link || !this.active) return;
+    this.stopButton.disabled = true;
+    this.scratchButton.disabled = true;
+    this.say("Finishing the text…");
+    if (this.recorder) await this.recorder.finish();
+    this.link.stop();
+    this.releaseMicrophone();
+  }
+
+  async scratch() {
+    if (!this.link || !this.recorder) return;
+    await this.recorder.finish(); // the take's last chunk first, then the whole take goes
+    if (!this.link.reset()) {
+      this.say("Scratch that needs the connection: try again in a moment.", "warn");
+    } else {
+      this.liveCommitted.textContent = "";
+      this.liveTail.textContent = "";
+      this.say("Scratched: recording again from here.");
+    }
+    await this.recorder.restart();
+  }
+
+  recordingSaid() {
+    const title = this.page.titles().find((t) => t.key === this.section);
+    this.say(`Recording into ${title ? title.title : this.section}.`, "recording");
+  }
+
+  changed(linkState, reason) {
+    if (linkState === "recording") {
+      this.recordingSaid();
+      this.scratchButton.disabled = false;
+    } else if (linkState === "reconnecting") {
+      this.say("Connection lost: reconnecting… Still recording; nothing is lost.", "warn");
+      this.scratchButton.disabled = true;
+    } else if (linkState === "offline") {
+      this.offline();
+    } else if (linkState === "failed") {
+      this.say(`Dictation stopped: ${reason}. The recording is kept on this page.`, "error");
+      this.offerUpload();
+      this.finished();
+    }
+  }
+
+  partial({ committed, text }) {
+    this.liveCommitted.textContent = committed;
+    this.liveTail.textContent = text.startsWith(committed) ? text.slice(committed.length) : ` ${text}`;
+  }
+
+  async final(event) {
+    this.releaseMicrophone();
+    if (event.error) {
+      this.say(`The dictation failed: ${event.error}`, "error");
+      this.finished();
+      return;
+    }
+    if (event.text) {
+      this.liveCommitted.textContent = event.text;
+      this.liveTail.textContent = "";
+    }
+    this.say("Final text ready; the report's draft follows…");
+    this.finished(false);
+    await this.awaitDraft(event.dictation_id || this.link.dictationId);
+  }
+
+  /** The draft job puts the dictation into the report: load it when it has (the person's own edits first). */
+  async awaitDraft(dictationId) {
+    const page = this.page;
+    const before = page.report ? page.report.revision : 0;
+    const deadline = Date.now() + 180000;
+    while (!page.disposed && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      let study;
+      try {
+        study = await api.study(page.study.accession_number, page.study.accession_issuer);
+      } catch (error) {
+        if (error.signedOut) return;
+        continue;
+      }
+      const dictation = (study.dictations || []).find((d) => d.dictation_id === dictationId);
+      if (dictation && dictation.status === "failed") {
+        this.say(`The dictation failed: ${dictation.error || "no reason given"}`, "error");
+        this.removeLive();
+        return;
+      }
+      if (!study.report_id) {
+        this.say(`Transcribing… (${dictation ? dictation.status : "queued"})`);
+        continue;
+      }
+      const report = await api.report(study.report_id).catch(() => null);
+      if (!report || report.revision === before || page.disposed) continue;
+      page.study = study;
+      if (page.dirty.size) {
+        page.conflict(new Error("the dictation changed the report"));
+        return;
+      }
+      page.report = report;
+      page.renderReport();
+      this.removeLive();
+      this.say("The dictation is in the report.", "ok");
+      return;
+    }
+    if (!page.disposed) this.say("The report's draft is taking long: it appears here when it is ready.", "warn");
+  }
+
+  offline() {
+    this.releaseMicrophone();
+    this.say("The service could not be reached for too long. The recording is kept on this page: ", "error");
+    this.offerUpload();
+    this.finished();
+  }
+
+  offerUpload() {
+    if (!this.link || !this.link.recorded) return;
+    const link = this.link;
+    const section = this.section;
+    const button = h("button", { type: "button", onclick: async () => {
+      button.disabled = true;
+      try {
+        const answer = await api.uploadDictation(this.page.study.accession_number, this.page.study.accession_issuer,
+          section, link.recording());
+        this.say("The recording was uploaded and is being transcribed.", "ok");
+        await this.awaitDraft(answer.dictation_id);
+      } catch (error) {
+        button.disabled = false;
+        if (!error.signedOut) this.say(`Upload failed: ${error.message}. Try again when the service is back.`, "error");
+        this.status.append(" ", button);
+      }
+    } }, "Upload the recording");
+    this.status.append(" ", button);
+  }
+
+  showRecording(on) {
+    const sectionElement = this.page.sections.querySelector(`[data-section="${this.section}"]`);
+    if (on) {
+      this.liveCommitted = h("span", { class: "committed" });
+      this.liveTail = h("span", { class: "tail" });
+      this.live = h("p", { class: "live", "aria-live": "off" }, this.liveCommitted, this.liveTail);
+      if (sectionElement) {
+        sectionElement.classList.add("recording");
+        sectionElement.append(this.live);
+        this.page.areas[this.section].readOnly = true; // edits wait for the final text
+      }
+      this.startedAt = Date.now();
+      this.clockTimer = setInterval(() => {
+        const seconds = Math.floor((Date.now() - this.startedAt) / 1000);
+        this.clock.textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+      }, 500);
+      window.addEventListener("beforeunload", this.warnLeaving);
+    } else if (sectionElement) {
+      sectionElement.classList.remove("recording");
+      if (this.page.areas[this.section]) this.page.areas[this.section].readOnly = !this.page.canEdit;
+    }
+    this.recordButton.disabled = on;
+    this.stopButton.disabled = !on;
+    this.scratchButton.disabled = true;
+  }
+
+  warnLeaving = (event) => {
+    if (this.active) event.preventDefault();
+  };
+
+  /** Recording over (the live text stays until the draft replaces it, unless `clear`). */
+  finished(clear = true) {
+    clearInterval(this.clockTimer);
+    this.meter.value = 0;
+    this.showRecording(false);
+    window.removeEventListener("beforeunload", this.warnLeaving);
+    if (clear && this.link && this.link.state !== "failed" && this.link.state !== "offline") this.removeLive();
+  }
+
+  removeLive() {
+    if (this.live) this.live.remove();
+    this.live = null;
+  }
+
+  releaseMicrophone() {
+    if (this.recorder) this.recorder.release();
+    this.recorder = null;
+  }
+
+  /** The page is leaving (another study, sign-out): the service keeps what it has (interrupted). */
+  abandon() {
+    if (this.link) this.link.close();
+    this.releaseMicrophone();
+    clearInterval(this.clockTimer);
+    window.removeEventListener("beforeunload", this.warnLeaving);
+  }
+}
+

@@ -5,18 +5,32 @@
 export const UNSURE = 0.5;
 
 const EDGE = /^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$/gu;
-const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const INNER = /[\p{L}\p{N}](?:.*[\p{L}\p{N}])?/u;
+/** Above this many cells (dictated words x words of text) the alignment is not attempted. */
+export const MAX_CELLS = 4_000_000;
 
-/** A recognised word as it is looked for in the text: no spaces or punctuation at its edges. */
+/** A recognised word as it is compared with the text: no spaces or punctuation at its edges. */
 export function bare(word) {
   return String(word || "").trim().replace(EDGE, "");
 }
 
+/** The words of the text with where they stand (punctuation at their edges left out). */
+export function textWords(text) {
+  const words = [];
+  for (const match of text.matchAll(/\S+/g)) {
+    const inner = INNER.exec(match[0]);
+    if (!inner) continue;
+    const start = match.index + inner.index;
+    words.push({ key: inner[0].toLocaleLowerCase(), start, end: start + inner[0].length });
+  }
+  return words;
+}
+
 /**
- * Where the unsure words stand in the text. The dictations' words are followed in order through
- * the text (every found word moves a cursor on), so an unsure "the" marks the "the" that was
- * dictated there, not the first one of the text; a word the rules or the radiologist changed is
- * not found and leaves nothing marked.
+ * Where the unsure words stand in the text. The dictated words are aligned with the words of
+ * the current text (longest common subsequence), so an unsure "the" marks the "the" that was
+ * dictated there, a word the rules or the radiologist changed is no longer marked, and a word
+ * removed or changed elsewhere (a stutter cleaned up) moves nothing else out of place.
  *
  * @param {string} text the section's text as it is now
  * @param {Array<{id: string, word: string, probability: number}>} words the dictated words in order
@@ -24,19 +38,37 @@ export function bare(word) {
  * @returns {Array<{id: string, word: string, start: number, end: number}>} in text order, not overlapping
  */
 export function unsureSpans(text, words, accepted = new Set(), threshold = UNSURE) {
+  const said = words.map((w) => ({ ...w, key: bare(w.word).toLocaleLowerCase() })).filter((w) => w.key);
+  if (!said.some((w) => typeof w.probability === "number" && w.probability < threshold && !accepted.has(w.id))) {
+    return [];
+  }
+  const written = textWords(text);
+  const n = said.length;
+  const m = written.length;
+  if (!n || !m || n * m > MAX_CELLS) return [];
+  const cols = m + 1;
+  const table = new Uint32Array((n + 1) * cols);
+  for (let i = n - 1; i >= 0; i -= 1) {
+    for (let j = m - 1; j >= 0; j -= 1) {
+      table[i * cols + j] = said[i].key === written[j].key
+        ? table[(i + 1) * cols + j + 1] + 1
+        : Math.max(table[(i + 1) * cols + j], table[i * cols + j + 1]);
+    }
+  }
   const spans = [];
-  const lower = text.toLowerCase();
-  let cursor = 0;
-  for (const { id, word, probability } of words) {
-    const wanted = bare(word).toLowerCase();
-    if (!wanted) continue;
-    const found = new RegExp(`(?<![\\p{L}\\p{N}])${escape(wanted)}(?![\\p{L}\\p{N}])`, "gu");
-    found.lastIndex = cursor;
-    const match = found.exec(lower);
-    if (!match) continue;
-    cursor = match.index + wanted.length;
-    if (typeof probability === "number" && probability < threshold && !accepted.has(id)) {
-      spans.push({ id, word: text.slice(match.index, cursor), start: match.index, end: cursor });
+  for (let i = 0, j = 0; i < n && j < m;) {
+    if (said[i].key === written[j].key && table[i * cols + j] === table[(i + 1) * cols + j + 1] + 1) {
+      const { id, probability } = said[i];
+      if (typeof probability === "number" && probability < threshold && !accepted.has(id)) {
+        const { start, end } = written[j];
+        spans.push({ id, word: text.slice(start, end), start, end });
+      }
+      i += 1;
+      j += 1;
+    } else if (table[(i + 1) * cols + j] >= table[i * cols + j + 1]) {
+      i += 1;
+    } else {
+      j += 1;
     }
   }
   return spans;

@@ -1,0 +1,199 @@
+"""Dictating on the page in headless Chromium with its fake microphone (a fixture WAV), against a
+real `radservice serve` with the bundled model: an order over MLLP, Record (F4) into Findings,
+committed words on the page before Stop, the final text in the report, signed final, the ORU at
+a python-hl7 RIS and the SR in Orthanc. Screenshots while recording and after."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import MISSING as NO_BROWSER
+from tests.browser import chromium, fake_microphone
+from tests.hl7_peer import RisClient, order, read_ack
+from tests.pacs_peer import MISSING as NO_PACS
+from tests.pacs_peer import orthanc
+from tests.ris_peer import RisPeer
+from tests.support import free_port, serve, write_config
+from tests.transcripts import AUDIO_FIXTURES
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(bool(NO_BROWSER + NO_PACS), reason=f"{', '.join(NO_BROWSER + NO_PACS)} not installed")]
+
+PASSWORD = "reading room 7 password"
+
+
+def padded_wav(source: Path, target: Path, before_s: float, after_s: float) -> float:
+    """The fixture with silence around it (Chromium's fake microphone plays it in a loop); its
+    speech's length in seconds."""
+    with wave.open(str(source)) as reader:
+        params = reader.getparams()
+        frames = reader.readframes(reader.getnframes())
+    silence = b"\0" * params.sampwidth * params.nchannels
+    with wave.open(str(target), "wb") as writer:
+        writer.setparams(params)
+        writer.writeframes(silence * int(before_s * params.framerate) + frames
+                           + silence * int(after_s * params.framerate))
+    return params.nframes / params.framerate
+
+
+def _person(config: Path, cwd: Path, name: str, role: str) -> None:
+    made = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "add", name, "--role", role,
+                           "--password-stdin", "--config", str(config)], input=PASSWORD + "\n",
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert made.returncode == 0, made.stderr
+
+
+def _sign_in(page: Any, base: str, username: str) -> None:
+    page.goto(base + "/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_a_radiologist_dictates_findings_on_the_page_and_signs_them(tmp_path: Path) -> None:
+    speech_s = padded_wav(AUDIO_FIXTURES / "ct_head_noncontrast.wav", tmp_path / "mic.wav", 1.0, 8.0)
+    hl7_port, ris_port = free_port(), free_port()
+    with RisPeer(ris_port) as ris, orthanc(tmp_path / "orthanc") as pacs:
+        config = write_config(tmp_path, port=free_port(), hl7_port=hl7_port, workers=1,
+                              worker_extra="poll_interval_s = 0.1",
+                              extra=f'[ris]\nhost = "127.0.0.1"\nport = {ris_port}\nack_timeout_s = 2\n'
+                                    f'[pacs]\nhost = "127.0.0.1"\nport = {pacs.dicom_port}\n'
+                                    "[outbox]\npoll_interval_s = 0.2\nretry_initial_s = 0.2\nretry_max_s = 0.5\n"
+                                    "[llm]\nenabled = false\n")
+        with serve(config, tmp_path) as running, chromium(fake_microphone(str(tmp_path / "mic.wav"))) as browser:
+            with RisClient(hl7_port) as client:
+                assert read_ack(client.send(order("MIC-1", "MIC-ACC", procedure="CT HEAD WITHOUT CONTRAST",
+                                                  family="MICTEST"))).code == "AA"
+            _person(config, tmp_path, "dr.mic", "radiologist")
+            page = browser.new_context().new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _sign_in(page, running.base_url, "dr.mic")
+            page.get_by_role("link", name="MIC-ACC").click()
+            findings = page.get_by_label("Findings")
+            findings.click()
+            page.keyboard.press("F4")
+            started = time.monotonic()
+            page.get_by_text(re.compile("Recording into Findings")).wait_for(timeout=15000)
+            assert page.locator(".section.recording").count() == 1
+            committed = page.locator(".live .committed")
+            committed.filter(has_text=re.compile(r"\w+")).wait_for(timeout=20000)
+            first_words_at = time.monotonic() - started
+            page.screenshot(path=str(tmp_path / "recording.png"), full_page=True)
+            # Stop once the whole dictation was heard (the fake microphone loops the file)
+            time.sleep(max(0.0, 1.0 + speech_s + 1.5 - (time.monotonic() - started)))
+            before_stop = committed.inner_text()
+            assert before_stop.strip(), "no committed words before Stop"
+            page.keyboard.press("F4")
+            page.get_by_text("The dictation is in the report.").wait_for(timeout=90000)
+            text = findings.input_value().lower()
+            assert "hemorrhage" in text or "haemorrhage" in text, text
+            assert "ventricles" in text, text
+            page.screenshot(path=str(tmp_path / "dictated.png"), full_page=True)
+            page.get_by_role("button", name="Sign final").click()
+            deliveries = page.get_by_role("region", name="Deliveries")
+            deliveries.get_by_text(re.compile(r"RIS: acked")).wait_for(timeout=30000)
+            deliveries.get_by_text(re.compile(r"PACS: acked")).wait_for(timeout=30000)
+            (oru,) = ris.wait_for(1)
+            assert oru.field("OBR", 18) == "MIC-ACC" and oru.field("OBR", 25) == "F"
+            assert "ventricles" in " ".join(oru.sections().values()).lower()
+            assert len(pacs.instances()) == 1
+            assert errors == [], errors
+    print(f"first committed words on the page {first_words_at:.1f} s after F4")
+
+
+def _wait_job(http: Any, job_id: int, seconds: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while (job := http.get(f"/api/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    return dict(job)
+
+
+def test_a_network_cut_while_dictating_loses_no_word_and_a_reload_leaves_it_to_transcribe(tmp_path: Path) -> None:
+    """Through a TCP proxy that is cut for 4 s in the middle of the dictation: the page says it
+    is reconnecting, keeps recording, resumes, and the final text is as good as the same
+    recording uploaded as a file (WER at most 1.1 x). Then a reload while recording: the
+    dictation is interrupted on the service and the page offers to transcribe it."""
+    import httpx
+
+    from radservice.db.session import make_engine, make_sessionmaker
+    from tests.support import add_study, radservice
+    from tests.tcp_proxy import CuttableProxy
+    from tests.transcripts import manifest, spoken_wer
+
+    fixture = AUDIO_FIXTURES / "ct_head_noncontrast.wav"
+    reference = next(i for i in manifest() if i["id"] == "ct_head_noncontrast")["spoken"]
+    speech_s = padded_wav(fixture, tmp_path / "mic.wav", 1.0, 8.0)
+    service_port, proxy_port = free_port(), free_port()
+    config = write_config(tmp_path, port=service_port, workers=1, worker_extra="poll_interval_s = 0.1",
+                          extra="[llm]\nenabled = false\n")
+    with serve(config, tmp_path) as running, CuttableProxy(proxy_port, service_port) as proxy, \
+            chromium(fake_microphone(str(tmp_path / "mic.wav"))) as browser:
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        for accession in ("CUT-1", "CUT-FILE", "CUT-RELOAD"):
+            add_study(make_sessionmaker(engine), accession, procedure="CT HEAD WITHOUT CONTRAST")
+        engine.dispose()
+        token = radservice("user", "add", "dr.file", "--role", "radiologist", "--config", str(config)
+                           ).stdout.split()[-1]
+        _person(config, tmp_path, "dr.cut", "radiologist")
+        base = f"http://127.0.0.1:{proxy_port}"
+        page = browser.new_context().new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _sign_in(page, base, "dr.cut")
+        page.get_by_role("link", name="CUT-1").click()
+        page.get_by_label("Findings").click()
+        page.keyboard.press("F4")
+        started = time.monotonic()
+        status = page.locator(".dictation-status")
+        status.filter(has_text="Recording into Findings").wait_for(timeout=15000)
+        time.sleep(max(0.0, 7.0 - (time.monotonic() - started)))
+        proxy.cut(4.0)  # words 7-11 s into the dictation are spoken while the network is away
+        status.filter(has_text="reconnecting").wait_for(timeout=10000)
+        page.screenshot(path=str(tmp_path / "reconnecting.png"), full_page=True)
+        status.filter(has_text="Recording into Findings").wait_for(timeout=30000)
+        time.sleep(max(0.0, 1.0 + speech_s + 1.5 - (time.monotonic() - started)))
+        page.keyboard.press("F4")
+        page.get_by_text("The dictation is in the report.").wait_for(timeout=90000)
+
+        with httpx.Client(base_url=running.base_url, headers={"Authorization": f"Bearer {token}"},
+                          timeout=30) as http:
+            (streamed,) = http.get("/api/v1/studies/CUT-1").json()["dictations"]
+            assert streamed["status"] == "transcribed"
+            upload = http.post("/api/v1/studies/CUT-FILE/dictations", data={"section": "findings"},
+                               files={"audio": ("dictation.wav", fixture.read_bytes(), "audio/wav")})
+            assert upload.status_code == 202, upload.text
+            assert _wait_job(http, upload.json()["job_id"])["status"] == "done"
+            (uploaded,) = http.get("/api/v1/studies/CUT-FILE").json()["dictations"]
+            streamed_wer = spoken_wer(reference, streamed["transcript"])
+            uploaded_wer = spoken_wer(reference, uploaded["transcript"])
+            print(f"WER streamed with a 4 s cut {streamed_wer:.3f}, uploaded {uploaded_wer:.3f}")
+            assert streamed_wer <= 1.1 * uploaded_wer + 1e-9, (streamed["transcript"], uploaded["transcript"])
+            assert proxy.cuts == 1
+
+            # a reload while recording: interrupted on the service, offered again on the page
+            page.goto(base + "/#/study/CUT-RELOAD")
+            page.get_by_label("Findings").click()
+            page.keyboard.press("F4")
+            status.filter(has_text="Recording into Findings").wait_for(timeout=15000)
+            time.sleep(6)
+            page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" while recording: yes
+            page.reload()
+            deadline = time.monotonic() + 30
+            while http.get("/api/v1/studies/CUT-RELOAD").json()["dictations"][0]["status"] != "interrupted":
+                assert time.monotonic() < deadline, "the reloaded page's dictation was not interrupted"
+                time.sleep(0.2)
+            page.reload()
+            page.get_by_role("button", name="Transcribe it").click()
+            page.get_by_text("The dictation is in the report.").wait_for(timeout=90000)
+            assert page.get_by_label("Findings").input_value().strip()
+        assert errors == [], errors
