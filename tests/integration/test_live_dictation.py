@@ -267,6 +267,34 @@ def test_a_recording_cut_by_the_network_goes_on_in_the_same_file_exactly_once(se
     assert dictation["status"] == "transcribed"
 
 
+def test_a_take_scratched_right_after_a_resume_leaves_only_the_new_take(service: Service) -> None:
+    """"reset" on a continued recording before its first chunk: the part held the old take, and
+    the new take (its own header, from offset 0) replaces it, never appended to it."""
+    old = (AUDIO_FIXTURES / "xr_chest_pneumonia.webm").read_bytes()
+    new = (AUDIO_FIXTURES / "ct_chest_pe.webm").read_bytes()
+    with connect(service.ws_url("LIVE-2", framing="offset"), open_timeout=10) as ws:
+        dictation_id = json.loads(ws.recv(timeout=10))["dictation_id"]
+        send_framed(ws, old[: len(old) // 3], 0, 3.0)
+        ws.socket.close()
+    wait_interrupted(service, dictation_id)
+    events = Events()
+    with connect(service.ws_url("LIVE-2", framing="offset", dictation_id=dictation_id), open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["received"] > 0
+        reader = listen(ws, events)
+        ws.send("reset")
+        deadline = time.monotonic() + 10
+        while not events.of("reset") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events.of("reset") == [{"type": "reset", "received": 0}]
+        send_framed(ws, new, 0, 8.0)
+        ws.send("stop")
+        reader.join(60)
+    (final,) = events.of("final")
+    assert "embolism" in final["text"].lower() or "pulmonary" in final["text"].lower(), final
+    stored = service.running.log_path.parent / "data" / "audio" / f"{dictation_id}.webm"
+    assert stored.read_bytes() == new
+
+
 @pytest.mark.parametrize(("accession", "params", "code", "words"), [
     ("LIVE-1", {"token": "rs_wrong"}, 4401, "token"),
     ("LIVE-1", {"token": ""}, 4401, "token"),

@@ -123,8 +123,10 @@ test("a reconnect during a reconnect backs off and still ends with every byte on
   advance(1);
   assert.equal(sockets.length, 3);
   sockets[2].started("d-1", 1);
-  sockets[2].drop(); // and drops again right after
-  advance(250);
+  sockets[2].drop(); // and drops again right after: no good connection yet, the backoff goes on
+  advance(999);
+  assert.equal(sockets.length, 3);
+  advance(1);
   sockets[3].started("d-1", 3);
   link.push(bytes(4));
   // the service held bytes 0..0 after the first cut; socket 2 sent 1..2 and the service held them
@@ -263,7 +265,7 @@ test("the default timers are called as plain functions (a browser's throw when c
     sockets[0].started("d-1");
     sockets[0].drop();
     assert.equal(link.state, "reconnecting");
-    assert.equal(calls.length, 1);
+    assert.ok(calls.includes(1000) && calls.length === 2, String(calls)); // the watchdog and the reconnect
     link.stop();
     sockets[0].say({ type: "final", text: "x" }); // a detached socket: ignored
     link.close();
@@ -271,4 +273,63 @@ test("the default timers are called as plain functions (a browser's throw when c
     globalThis.setTimeout = real.set;
     globalThis.clearTimeout = real.clear;
   }
+});
+
+test("a scratch lost in a drop is sent again before the new take: never two takes spliced in one file", () => {
+  const { link, sockets, advance } = rig();
+  sockets[0].started("d-1");
+  link.push(bytes(1, 2, 3, 4, 5)); // the take to scratch
+  assert.equal(link.reset(), true);
+  sockets[0].drop(); // "reset" may never have reached the service
+  link.push(bytes(9, 8)); // the new take (a new recorder: its own header)
+  advance(250);
+  sockets[1].started("d-1", 5); // the service still holds the scratched take
+  assert.deepEqual([sockets[1].sent[0], ...sockets[1].audio()], ["reset", [0, [9, 8]]]);
+  sockets[1].say({ type: "reset", received: 0 });
+  sockets[1].drop();
+  advance(1000);
+  sockets[2].started("d-1", 2); // confirmed: no second reset, the new take goes on
+  link.push(bytes(7));
+  assert.deepEqual(sockets[2].sent.filter((m) => typeof m === "string"), []);
+  assert.deepEqual(sockets[2].audio(), [[2, [7]]]);
+  assert.equal(link.reset(), true);
+  link.stop();
+  assert.equal(link.reset(), false, "no scratch after Stop");
+});
+
+test("a service holding more than the page recorded is a failure in words, not a guess", () => {
+  const { link, sockets } = rig();
+  link.push(bytes(1));
+  sockets[0].started("d-1", 5);
+  assert.equal(link.state, "failed");
+  assert.match(link.reason, /holds more/);
+});
+
+test("the watchdog: no `started` within 10 s, or audio not taken for 10 s, is a drop and a retry", () => {
+  const { link, sockets, advance } = rig();
+  advance(9000);
+  assert.equal(sockets.length, 1);
+  advance(1000); // nothing came back: tried again
+  assert.equal(link.state, "reconnecting");
+  assert.ok(sockets[0].closedByPage);
+  advance(1000);
+  assert.equal(sockets.length, 2);
+  sockets[1].started("d-1");
+  link.push(bytes(1, 2));
+  sockets[1].bufferedAmount = 2; // the network went away without a close
+  for (let second = 0; second < 10; second += 1) advance(1000);
+  assert.equal(link.state, "recording");
+  advance(1000);
+  assert.equal(link.state, "reconnecting");
+  assert.ok(sockets[1].closedByPage);
+});
+
+test("a connection that keeps failing right after `started` still reaches offline", () => {
+  const { link, sockets, advance } = rig({ maxOfflineMs: 20000 });
+  for (let i = 0; i < 40 && link.state !== "offline"; i += 1) {
+    sockets[sockets.length - 1].started("d-1");
+    sockets[sockets.length - 1].drop(4409, "audio out of order (a repeat)");
+    advance(6000);
+  }
+  assert.equal(link.state, "offline");
 });

@@ -317,10 +317,15 @@ class LiveSession:
         # dictation was ended (and maybe resumed elsewhere) must not empty the file
         if not await self._set(DictationStatus.RECORDING, reset=True):
             raise Refused(4409, "the dictation was ended elsewhere: resume it to go on")
+        if self.file is None and self.part_bytes > 0:
+            # a continued recording reset before its first chunk here: the part holds the old take
+            self.file = await asyncio.to_thread(self._open_file, b"")
         if self.file is not None:
             await asyncio.to_thread(self._truncate)
         self.bytes -= self.part_bytes
         self.part_bytes = 0
+        # said, so a client that scratched a take knows the service dropped it (and need not again)
+        await self._send({"type": "reset", "received": 0})
         await self._send({"type": "partial", "text": "", "committed": ""})
 
     def _truncate(self) -> None:

@@ -149,6 +149,14 @@ function showUser() {
 }
 
 function route() {
+  const dictation = state.study && state.study.dictation;
+  if (dictation && dictation.holdsAudio && location.hash !== state.hash
+      && !window.confirm("A dictation on this study is still recording or not delivered. Leave it? "
+        + "(What reached the service is kept and offered again.)")) {
+    history.replaceState(null, "", state.hash);
+    return;
+  }
+  state.hash = location.hash;
   state.view += 1; // a view still loading for an earlier address must not draw over this one
   stopPollers();
   if (!state.me) {
@@ -922,6 +930,8 @@ class DictationControls {
       return;
     }
     this.starting = true;
+    this.finalSeen = false;
+    this.uploaded = false;
     try {
       if (this.page.dirty.size && !(await this.page.save())) {
         this.say("Not recording: the text typed so far could not be saved first.", "error");
@@ -932,8 +942,9 @@ class DictationControls {
         onChunk: (bytes) => this.link && this.link.push(bytes),
         onLevel: (level) => { this.meter.value = level; },
         onSilence: (seconds) => {
+          if (!this.link || this.link.state !== "recording" || this.link.stopWanted) return; // other news first
           if (seconds >= SILENCE_WARN_S) this.say(`No sound from the microphone for ${Math.floor(seconds)} s: is it muted?`, "warn");
-          else if (seconds === 0 && this.link && this.link.state === "recording") this.recordingSaid();
+          else if (seconds === 0) this.recordingSaid();
         },
       });
       try {
@@ -970,16 +981,20 @@ class DictationControls {
   }
 
   async scratch() {
-    if (!this.link || !this.recorder) return;
-    await this.recorder.finish(); // the take's last chunk first, then the whole take goes
-    if (!this.link.reset()) {
-      this.say("Scratch that needs the connection: try again in a moment.", "warn");
-    } else {
+    if (!this.link || !this.recorder || this.scratching || this.link.stopWanted) return;
+    this.scratching = true;
+    this.scratchButton.disabled = true;
+    try {
+      await this.recorder.finish(); // the take's last chunk first, then the whole take goes
+      if (!this.link.reset()) return; // Stop came meanwhile: the take stays and is finishing
       this.liveCommitted.textContent = "";
       this.liveTail.textContent = "";
+      await this.recorder.restart(); // a new take needs its own header
       this.say("Scratched: recording again from here.");
+    } finally {
+      this.scratching = false;
+      this.scratchButton.disabled = !this.active || this.link.stopWanted;
     }
-    await this.recorder.restart();
   }
 
   recordingSaid() {
@@ -988,19 +1003,30 @@ class DictationControls {
   }
 
   changed(linkState, reason) {
-    if (linkState === "recording") {
+    const stopping = this.link && this.link.stopWanted;
+    if (linkState === "recording" && !stopping) {
       this.recordingSaid();
-      this.scratchButton.disabled = false;
+      this.scratchButton.disabled = this.scratching;
+    } else if (linkState === "stopping" || (linkState === "recording" && stopping)) {
+      this.say("Finishing the text…");
     } else if (linkState === "reconnecting") {
-      this.say("Connection lost: reconnecting… Still recording; nothing is lost.", "warn");
-      this.scratchButton.disabled = true;
+      this.say(stopping ? "Connection lost: reconnecting to finish the text… Nothing is lost."
+        : "Connection lost: reconnecting… Still recording; nothing is lost.", "warn");
     } else if (linkState === "offline") {
       this.offline();
-    } else if (linkState === "failed") {
+    } else if (linkState === "failed" && !this.finalSeen) {
+      this.releaseMicrophone();
       this.say(`Dictation stopped: ${reason}. The recording is kept on this page.`, "error");
       this.offerUpload();
       this.finished();
     }
+  }
+
+  /** Audio only this page holds: recording, or a recording not delivered (offline, refused). */
+  get holdsAudio() {
+    if (this.active) return true;
+    return Boolean(this.link && this.link.recorded && ["offline", "failed"].includes(this.link.state)
+      && !this.uploaded && !this.finalSeen);
   }
 
   partial({ committed, text }) {
@@ -1009,6 +1035,7 @@ class DictationControls {
   }
 
   async final(event) {
+    this.finalSeen = true;
     this.releaseMicrophone();
     if (event.error) {
       this.say(`The dictation failed: ${event.error}`, "error");
@@ -1050,6 +1077,7 @@ class DictationControls {
       }
       const report = await api.report(study.report_id).catch(() => null);
       if (!report || report.revision === before || page.disposed) continue;
+      if (this.active) continue; // a new recording is on: its section stays as it is until it ends
       page.study = study;
       if (page.dirty.size) {
         page.conflict(new Error("the dictation changed the report"));
@@ -1080,6 +1108,8 @@ class DictationControls {
       try {
         const answer = await api.uploadDictation(this.page.study.accession_number, this.page.study.accession_issuer,
           section, link.recording());
+        this.uploaded = true;
+        window.removeEventListener("beforeunload", this.warnLeaving);
         this.say("The recording was uploaded and is being transcribed.", "ok");
         await this.awaitDraft(answer.dictation_id);
       } catch (error) {
@@ -1118,7 +1148,7 @@ class DictationControls {
   }
 
   warnLeaving = (event) => {
-    if (this.active) event.preventDefault();
+    if (this.holdsAudio) event.preventDefault();
   };
 
   /** Recording over (the live text stays until the draft replaces it, unless `clear`). */
@@ -1126,7 +1156,7 @@ class DictationControls {
     clearInterval(this.clockTimer);
     this.meter.value = 0;
     this.showRecording(false);
-    window.removeEventListener("beforeunload", this.warnLeaving);
+    if (!this.holdsAudio) window.removeEventListener("beforeunload", this.warnLeaving);
     if (clear && this.link && this.link.state !== "failed" && this.link.state !== "offline") this.removeLive();
   }
 

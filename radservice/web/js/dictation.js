@@ -41,12 +41,13 @@ export class DictationLink {
    * @param {number} [options.maxOfflineMs] give up reconnecting after this long (then offer upload)
    */
   constructor({ open, onChange = () => {}, onPartial = () => {}, onFinal = () => {}, maxOfflineMs = 120000,
-    initialDelayMs = 250, maxDelayMs = 5000, now = () => Date.now(),
+    initialDelayMs = 250, maxDelayMs = 5000, connectTimeoutMs = 10000, stallMs = 10000,
+    now = () => Date.now(),
     // (wrapped: a browser's setTimeout called as this.setTimer, with `this` the link, throws)
     setTimer = (fn, ms) => setTimeout(fn, ms), clearTimer = (id) => clearTimeout(id),
     random = () => Math.random() } = {}) {
-    Object.assign(this, { open, onChange, onPartial, onFinal, maxOfflineMs, initialDelayMs, maxDelayMs, now,
-      setTimer, clearTimer, random });
+    Object.assign(this, { open, onChange, onPartial, onFinal, maxOfflineMs, initialDelayMs, maxDelayMs,
+      connectTimeoutMs, stallMs, now, setTimer, clearTimer, random });
     this.chunks = []; // the whole recording, as recorded
     this.recorded = 0; // its bytes
     this.sent = 0; // the offset up to which this socket has been given the recording
@@ -58,7 +59,10 @@ export class DictationLink {
     this.offlineSince = null;
     this.timer = null;
     this.stopWanted = false;
+    this.resetPending = false; // a scratched take the service has not confirmed dropping
+    this.watchdog = null;
     this.connect();
+    this.watch();
   }
 
   /** A chunk of recorded audio (MediaRecorder's data): kept, and sent when the service can take it. */
@@ -80,13 +84,16 @@ export class DictationLink {
     // reconnecting or connecting: "stop" follows once the service holds every byte
   }
 
-  /** Scratch the whole take: the service empties the recording; the page starts a new recorder. */
+  /** Scratch the whole take: the service empties the recording; the page starts a new recorder.
+   * Until the service confirms it, the reset is sent again on every new connection, before any
+   * byte of the new take (a reset lost in a drop would splice two takes in one file). */
   reset() {
-    if (this.state !== "recording") return false;
-    this.socket.send("reset");
+    if (["stopping", "done", "failed"].includes(this.state) || this.stopWanted) return false;
+    this.resetPending = true;
     this.chunks = [];
     this.recorded = 0;
     this.sent = 0;
+    if (this.state === "recording") this.socket.send("reset");
     return true;
   }
 
@@ -104,6 +111,7 @@ export class DictationLink {
   /** Give up on the link (the page is leaving, or the recording was uploaded instead). */
   close() {
     this.clearTimer(this.timer);
+    this.clearTimer(this.watchdog);
     this.detach();
     if (!["done", "failed"].includes(this.state)) this.set("failed", "closed by the page");
   }
@@ -111,6 +119,7 @@ export class DictationLink {
   // ---- inside
 
   set(state, reason = "") {
+    if (["done", "failed"].includes(state)) this.clearTimer(this.watchdog);
     if (this.state === state && this.reason === reason) return;
     this.state = state;
     this.reason = reason;
@@ -121,6 +130,9 @@ export class DictationLink {
     this.detach();
     const socket = this.open({ dictationId: this.dictationId });
     this.socket = socket;
+    this.connectedAt = this.now();
+    this.startedAt = null;
+    this.stalledSince = null;
     socket.onmessage = (event) => { if (this.socket === socket) this.message(event.data); };
     socket.onclose = (event) => { if (this.socket === socket) this.closed(event.code, event.reason || ""); };
     socket.onerror = () => {}; // a close follows
@@ -140,12 +152,23 @@ export class DictationLink {
     try { event = JSON.parse(data); } catch { return; }
     if (event.type === "started") {
       this.dictationId = event.dictation_id;
-      this.sent = Math.min(Number(event.received) || 0, this.recorded);
-      this.attempts = 0;
-      this.offlineSince = null;
+      this.startedAt = this.now();
+      const received = Number(event.received) || 0;
+      if (this.resetPending) {
+        this.socket.send("reset"); // the service may still hold the scratched take
+        this.sent = 0;
+      } else if (received > this.recorded) {
+        this.detach();
+        this.set("failed", "the service holds more of this recording than the page has: start a new dictation");
+        return;
+      } else {
+        this.sent = received;
+      }
       this.set("recording");
       this.flush();
       if (this.stopWanted) this.stop();
+    } else if (event.type === "reset") {
+      this.resetPending = false;
     } else if (event.type === "partial") {
       this.onPartial({ committed: event.committed || "", text: event.text || "" });
     } else if (event.type === "final") {
@@ -169,6 +192,38 @@ export class DictationLink {
       }
       at = end;
     }
+  }
+
+  /** Once a second: a connection that never says `started`, or that takes no data for
+   * `stallMs` (a network gone without a close: the browser may not notice for minutes), is
+   * dropped and tried again; a connection that has carried the recording for 5 s counts as good
+   * (the backoff and the offline clock start again). */
+  watch() {
+    this.watchdog = this.setTimer(() => {
+      this.watchdog = null;
+      if (["done", "failed"].includes(this.state)) return;
+      const socket = this.socket;
+      const now = this.now();
+      if (socket && this.startedAt === null && now - this.connectedAt >= this.connectTimeoutMs) {
+        this.detach();
+        this.closed(4000, "no answer from the service");
+      } else if (socket && this.startedAt !== null) {
+        if ((socket.bufferedAmount || 0) > 0) {
+          if (this.stalledSince === null) this.stalledSince = now;
+          else if (now - this.stalledSince >= this.stallMs) {
+            this.detach();
+            this.closed(4000, "the connection stopped taking audio");
+          }
+        } else {
+          this.stalledSince = null;
+          if (now - this.startedAt >= 5000) {
+            this.attempts = 0;
+            this.offlineSince = null;
+          }
+        }
+      }
+      this.watch();
+    }, 1000);
   }
 
   closed(code, reason) {
