@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -42,3 +45,33 @@ def chromium(extra_args: list[str] | None = None) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+#: The password the page tests give their people.
+PASSWORD = "reading room 7 password"
+
+
+def add_person(config: Path, cwd: Path, name: str, role: str, password: str = PASSWORD) -> None:
+    """A user who signs in on the page (``radservice user add ... --password-stdin``)."""
+    made = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "add", name, "--role", role,
+                           "--password-stdin", "--family", name.split(".")[-1].title(), "--given", "Test",
+                           "--config", str(config)], input=password + "\n", capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+    assert made.returncode == 0, made.stderr
+
+
+def new_password(config: Path, cwd: Path, name: str, password: str) -> None:
+    """``radservice user password NAME``: the user's page sessions end on the server."""
+    changed = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "password", name, "--config",
+                              str(config)], input=password + "\n", capture_output=True, text=True, timeout=120,
+                             cwd=cwd)
+    assert changed.returncode == 0, changed.stderr
+
+
+def sign_in(page: Any, base: str, username: str, password: str = PASSWORD) -> None:
+    """Open the page and sign in through its form."""
+    page.goto(base + "/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+

@@ -56,6 +56,17 @@ def wait_until_up(proc: subprocess.Popen[str] | subprocess.Popen[bytes], url: st
         time.sleep(0.1)
 
 
+def wait_job(client: Any, job_id: int, timeout: float = 120) -> dict[str, Any]:
+    """The job once it is done or failed (``client``: an httpx client with a token)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
+
+
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
     """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -167,6 +167,7 @@ class ReadAuditor:
 
 
 def get_read_auditor(request: Request, session: SessionDep, _user: CurrentUser) -> ReadAuditor:
+    # (_user: authentication first, which sets request.state.web_session_id read below)
     # (the background header counts for the page's cookie sessions: a machine's token reads are all audited)
     background = (request.headers.get(BACKGROUND_HEADER) == "1"
                   and getattr(request.state, "web_session_id", None) is not None)

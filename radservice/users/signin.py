@@ -45,6 +45,10 @@ class Policy:
     #: a shared reading-room workstation many people share one address.
     lock_after_address: int | None = None
 
+    @property
+    def address_threshold(self) -> int:
+        return self.lock_after_address or self.lock_after
+
     @classmethod
     def of(cls, auth: AuthSettings) -> Policy:
         """The policy the ``[auth]`` settings give."""
@@ -110,9 +114,8 @@ def locked_until(*, session: Session, username: str, client: str, policy: Policy
     now = now or utcnow()
     horizon = now - policy.lock_for - policy.lock_window
     ends: list[datetime] = []
-    by_address = policy.lock_after_address or policy.lock_after
     for column, key, after in ((SignInFailure.username, username, policy.lock_after),
-                               (SignInFailure.client, client, by_address)):
+                               (SignInFailure.client, client, policy.address_threshold)):
         if not key:
             continue
         times = list(session.scalars(select(SignInFailure.at).where(column == key, SignInFailure.at >= horizon)
@@ -169,17 +172,16 @@ def sign_in(*, write: sessionmaker[Session], username: str, password: str, clien
         if locked is not None:
             audit.record(session=session, actor=username if known else "anonymous", user_id=user_id,
                          action="auth.locked", detail={"until": locked.isoformat(), "failures": policy.lock_after,
-                                                       "address_failures": policy.lock_after_address
-                                                       or policy.lock_after})
+                                                       "address_failures": policy.address_threshold})
         return SignIn(locked_until=locked, lock_started=locked is not None)
 
 
 def _end_replaced(session: Session, cookie: str, now: datetime) -> None:
     """End the session the browser held before this sign-in (audited with its user)."""
-    row = session.execute(select(WebSession.id, User.id, User.username).join(User)
+    row = session.execute(select(User.id, User.username).join(WebSession, WebSession.user_id == User.id)
                           .where(WebSession.token_hash == hash_token(cookie), WebSession.ended_at.is_(None))).first()
     if row is not None and sign_out(session=session, cookie=cookie, now=now):
-        audit.record(session=session, actor=row[2], user_id=row[1], action="auth.sign_out",
+        audit.record(session=session, actor=row[1], user_id=row[0], action="auth.sign_out",
                      detail={"reason": "another sign-in in the same browser"})
 
 

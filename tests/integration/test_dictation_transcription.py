@@ -3,7 +3,6 @@ every dictation fixture uploaded through the API."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -11,23 +10,13 @@ import pytest
 
 from tests import audio_samples
 from tests.hl7_peer import RisClient, order, read_ack
-from tests.support import free_port, radservice, serve, write_config
+from tests.support import free_port, radservice, serve, wait_job, write_config
 from tests.transcripts import AUDIO_FIXTURES, manifest, spoken_wer, trailing_insertions
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 #: A loose bound per file: this test checks the pipeline works; bench/transcribe.py carries the target.
 WER_BOUND = 0.45
-
-
-def wait_job(client: httpx.Client, job_id: int, timeout: float = 120) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, object] = client.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
 
 
 def test_every_fixture_is_transcribed_and_silence_fails_with_a_reason(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.hl7_peer import RisClient, order, read_ack
-from tests.support import ServeProcess, free_port, radservice, serve, write_config
+from tests.support import ServeProcess, free_port, radservice, serve, wait_for, write_config
 from tests.transcripts import AUDIO_FIXTURES, manifest, spoken_wer
 
 pytestmark = pytest.mark.integration
@@ -208,10 +208,8 @@ def send_framed(ws: ClientConnection, data: bytes, start: int, seconds: float, s
 
 
 def wait_interrupted(service: Service, dictation_id: str) -> None:
-    deadline = time.monotonic() + 20
-    while service.http.get(f"/api/v1/dictations/{dictation_id}").json()["status"] != "interrupted":
-        assert time.monotonic() < deadline, "dictation not marked interrupted"
-        time.sleep(0.1)
+    wait_for(lambda: service.http.get(f"/api/v1/dictations/{dictation_id}").json()["status"] == "interrupted",
+             "the dictation marked interrupted", timeout=20)
 
 
 def closed_with(ws: ClientConnection) -> tuple[int, str]:

@@ -6,17 +6,15 @@ a python-hl7 RIS and the SR in Orthanc. Screenshots while recording and after.""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 import wave
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.browser import MISSING as NO_BROWSER
-from tests.browser import chromium, fake_microphone
+from tests.browser import add_person, chromium, fake_microphone
+from tests.browser import sign_in as _sign_in
 from tests.hl7_peer import RisClient, order, read_ack
 from tests.pacs_peer import MISSING as NO_PACS
 from tests.pacs_peer import orthanc
@@ -26,9 +24,6 @@ from tests.transcripts import AUDIO_FIXTURES
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bool(NO_BROWSER + NO_PACS), reason=f"{', '.join(NO_BROWSER + NO_PACS)} not installed")]
-
-PASSWORD = "reading room 7 password"
-
 
 def padded_wav(source: Path, target: Path, before_s: float, after_s: float) -> float:
     """The fixture with silence around it (Chromium's fake microphone plays it in a loop); its
@@ -42,20 +37,6 @@ def padded_wav(source: Path, target: Path, before_s: float, after_s: float) -> f
         writer.writeframes(silence * int(before_s * params.framerate) + frames
                            + silence * int(after_s * params.framerate))
     return params.nframes / params.framerate
-
-
-def _person(config: Path, cwd: Path, name: str, role: str) -> None:
-    made = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "add", name, "--role", role,
-                           "--password-stdin", "--config", str(config)], input=PASSWORD + "\n",
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
-    assert made.returncode == 0, made.stderr
-
-
-def _sign_in(page: Any, base: str, username: str) -> None:
-    page.goto(base + "/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_a_radiologist_dictates_findings_on_the_page_and_signs_them(tmp_path: Path) -> None:
@@ -72,7 +53,7 @@ def test_a_radiologist_dictates_findings_on_the_page_and_signs_them(tmp_path: Pa
             with RisClient(hl7_port) as client:
                 assert read_ack(client.send(order("MIC-1", "MIC-ACC", procedure="CT HEAD WITHOUT CONTRAST",
                                                   family="MICTEST"))).code == "AA"
-            _person(config, tmp_path, "dr.mic", "radiologist")
+            add_person(config, tmp_path, "dr.mic", "radiologist")
             page = browser.new_context().new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -110,14 +91,6 @@ def test_a_radiologist_dictates_findings_on_the_page_and_signs_them(tmp_path: Pa
     print(f"first committed words on the page {first_words_at:.1f} s after F4")
 
 
-def _wait_job(http: Any, job_id: int, seconds: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while (job := http.get(f"/api/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.3)
-    return dict(job)
-
-
 def test_a_network_cut_while_dictating_loses_no_word_and_a_reload_leaves_it_to_transcribe(tmp_path: Path) -> None:
     """Through a TCP proxy that is cut for 4 s in the middle of the dictation: the page says it
     is reconnecting, keeps recording, resumes, and the final text is as good as the same
@@ -126,7 +99,7 @@ def test_a_network_cut_while_dictating_loses_no_word_and_a_reload_leaves_it_to_t
     import httpx
 
     from radservice.db.session import make_engine, make_sessionmaker
-    from tests.support import add_study, radservice
+    from tests.support import add_study, radservice, wait_job
     from tests.tcp_proxy import CuttableProxy
     from tests.transcripts import manifest, normalise, spoken_wer
 
@@ -144,7 +117,7 @@ def test_a_network_cut_while_dictating_loses_no_word_and_a_reload_leaves_it_to_t
         engine.dispose()
         token = radservice("user", "add", "dr.file", "--role", "radiologist", "--config", str(config)
                            ).stdout.split()[-1]
-        _person(config, tmp_path, "dr.cut", "radiologist")
+        add_person(config, tmp_path, "dr.cut", "radiologist")
         base = f"http://127.0.0.1:{proxy_port}"
         page = browser.new_context().new_page()
         errors: list[str] = []
@@ -183,7 +156,7 @@ def test_a_network_cut_while_dictating_loses_no_word_and_a_reload_leaves_it_to_t
             upload = http.post("/api/v1/studies/CUT-FILE/dictations", data={"section": "findings"},
                                files={"audio": ("dictation.wav", fixture.read_bytes(), "audio/wav")})
             assert upload.status_code == 202, upload.text
-            assert _wait_job(http, upload.json()["job_id"])["status"] == "done"
+            assert wait_job(http, upload.json()["job_id"])["status"] == "done"
             (uploaded,) = http.get("/api/v1/studies/CUT-FILE").json()["dictations"]
             live_text = streamed["interim_transcript"] or streamed["transcript"]
             live_wer = spoken_wer(reference, live_text)

@@ -7,15 +7,14 @@ folder."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser import MISSING as NO_BROWSER
-from tests.browser import chromium
+from tests.browser import PASSWORD, add_person, chromium, new_password
+from tests.browser import sign_in as _sign_in
 from tests.hl7_peer import RisClient, order, read_ack
 from tests.pacs_peer import MISSING as NO_PACS
 from tests.pacs_peer import orthanc
@@ -25,22 +24,15 @@ from tests.support import free_port, serve, write_config
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bool(NO_BROWSER + NO_PACS), reason=f"{', '.join(NO_BROWSER + NO_PACS)} not installed")]
 
-PASSWORD = "reading room 7 password"
-
-
-def _person(config: Path, cwd: Path, name: str, role: str, password: str = PASSWORD) -> None:
-    made = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "add", name, "--role", role,
-                           "--password-stdin", "--family", name.split(".")[-1].title(), "--given", "Test",
-                           "--config", str(config)], input=password + "\n", capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
-    assert made.returncode == 0, made.stderr
-
-
-def _sign_in(page: Any, base: str, username: str, password: str = PASSWORD) -> None:
-    page.goto(base + "/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+def _type_into_an_ended_session(page: Any, config: Path, cwd: Path, username: str, password: str,
+                                text: str) -> None:
+    """The user's session ends on the server (a new password) while Findings is being typed
+    into: saving ``text`` brings the sign-in form with its message."""
+    new_password(config, cwd, username, password)
+    page.get_by_label("Findings").press("End")
+    page.keyboard.type(text)
+    page.keyboard.press("Control+s")
+    page.get_by_role("alert").filter(has_text="Your session has ended").wait_for(timeout=15000)
 
 
 def test_a_radiologist_signs_a_typed_report_on_the_page_and_sees_it_delivered(tmp_path: Path) -> None:
@@ -57,8 +49,8 @@ def test_a_radiologist_signs_a_typed_report_on_the_page_and_sees_it_delivered(tm
                                                   procedure="CT CHEST"))).code == "AA"
                 assert read_ack(client.send(order("WEB-2", "WEB-RES", patient_id="MRN-T-2",
                                                   procedure="CT CHEST"))).code == "AA"
-            _person(config, tmp_path, "dr.page", "radiologist")
-            _person(config, tmp_path, "res.page", "resident")
+            add_person(config, tmp_path, "dr.page", "radiologist")
+            add_person(config, tmp_path, "res.page", "resident")
             base = running.base_url
             errors: list[str] = []
             context = browser.new_context()
@@ -170,7 +162,7 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
         add_study(make_sessionmaker(engine), "KB-1", procedure="CT CHEST")
         add_study(make_sessionmaker(engine), "KB-2", procedure="CT CHEST")
         engine.dispose()
-        _person(config, tmp_path, "dr.keys", "radiologist")
+        add_person(config, tmp_path, "dr.keys", "radiologist")
         page = browser.new_context().new_page()
         page.goto(running.base_url + "/")
         page.get_by_label("Username").wait_for()
@@ -212,14 +204,7 @@ def test_by_keyboard_alone_and_through_an_ended_session_nothing_typed_is_lost(tm
         page.get_by_text(re.compile("draft saved")).wait_for(timeout=15000)
 
         # the session ends on the server while the radiologist types
-        changed = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "password", "dr.keys", "--config",
-                                  str(config)], input="a brand new password\n", capture_output=True, text=True,
-                                 timeout=120, cwd=tmp_path)
-        assert changed.returncode == 0, changed.stderr
-        page.get_by_label("Findings").press("End")
-        page.keyboard.type(" No effusion.")
-        page.keyboard.press("Control+s")
-        page.get_by_role("alert").filter(has_text="Your session has ended").wait_for(timeout=15000)
+        _type_into_an_ended_session(page, config, tmp_path, "dr.keys", "a brand new password", " No effusion.")
         page.get_by_label("Username").fill("dr.keys")
         page.get_by_label("Password").fill("a brand new password")
         page.get_by_role("button", name="Sign in").click()
@@ -295,7 +280,7 @@ def test_the_page_passes_an_automated_accessibility_audit(tmp_path: Path) -> Non
             report.notes = [{"dictation_id": "00000000-0000-4000-8000-00000000ax01", "rule": "punctuation",
                              "before": "lungs colon clear", "after": "Lungs: clear."}]
         engine.dispose()
-        _person(config, tmp_path, "dr.axe", "radiologist")
+        add_person(config, tmp_path, "dr.axe", "radiologist")
         page = browser.new_context(bypass_csp=True).new_page()  # the audit's script is injected
         page.goto(running.base_url + "/")
         page.get_by_label("Username").wait_for()
@@ -362,7 +347,7 @@ def test_one_accession_number_of_two_issuers_opens_and_saves_the_study_clicked(t
         sessions = make_sessionmaker(engine)
         add_study(sessions, "TWO-1", procedure="CT CHEST", issuer="HOSP-A", patient_id="MRN-A")
         add_study(sessions, "TWO-1", procedure="CT ABDOMEN", issuer="HOSP-B", patient_id="MRN-B", minutes=1)
-        _person(config, tmp_path, "dr.issuer", "radiologist")
+        add_person(config, tmp_path, "dr.issuer", "radiologist")
         page = browser.new_context().new_page()
         _sign_in(page, running.base_url, "dr.issuer")
         links = page.get_by_role("link", name="TWO-1")
@@ -382,15 +367,9 @@ def test_one_accession_number_of_two_issuers_opens_and_saves_the_study_clicked(t
         assert page.get_by_label("Findings").input_value() == "Liver: normal."
 
         # the session ends with text not saved; the next person at this browser never sees it
-        _person(config, tmp_path, "dr.next", "radiologist")
-        ended = subprocess.run([sys.executable, "-m", "radservice.cli", "user", "password", "dr.issuer", "--config",
-                                str(config)], input="another long password\n", capture_output=True, text=True,
-                               timeout=120, cwd=tmp_path)
-        assert ended.returncode == 0, ended.stderr
-        page.get_by_label("Findings").press("End")
-        page.keyboard.type(" Spleen: not saved.")
-        page.keyboard.press("Control+s")
-        page.get_by_role("alert").filter(has_text="Your session has ended").wait_for(timeout=15000)
+        add_person(config, tmp_path, "dr.next", "radiologist")
+        _type_into_an_ended_session(page, config, tmp_path, "dr.issuer", "another long password",
+                                    " Spleen: not saved.")
         kept = page.evaluate("() => Object.keys(sessionStorage).filter((k) => k.startsWith('radservice.unsaved.'))")
         assert kept == ["radservice.unsaved.dr.issuer|HOSP-B|TWO-1"]
         page.get_by_label("Username").fill("dr.next")

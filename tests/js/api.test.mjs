@@ -85,3 +85,21 @@ test("accessions are escaped in paths", async () => {
   await new Api({ fetch }).study("A/1 B");
   assert.equal(calls[0].url, "/api/v1/studies/A%2F1%20B");
 });
+
+test("a recording is uploaded as multipart, naming the user and the issuer; the socket's address too", async () => {
+  const { fetch, calls } = fakeFetch([{ status: 202, body: { dictation_id: "d-2", job_id: 5 } }]);
+  const api = new Api({ fetch });
+  api.user = "dr.ä";
+  const answer = await api.uploadDictation("ACC 1", "", "findings", new Uint8Array([1, 2, 3]));
+  assert.deepEqual(answer, { dictation_id: "d-2", job_id: 5 });
+  assert.equal(calls[0].url, "/api/v1/studies/ACC%201/dictations?issuer=");
+  assert.ok(calls[0].init.body instanceof FormData);
+  assert.equal(calls[0].init.headers["Content-Type"], undefined); // the browser sets the boundary
+  assert.equal(calls[0].init.headers["X-Radservice-User"], "dr.%C3%A4");
+  assert.equal(calls[0].init.body.get("section"), "findings");
+  assert.equal((await calls[0].init.body.get("audio").arrayBuffer()).byteLength, 3);
+  const url = api.streamUrl({ protocol: "https:", host: "rs.example:8443" },
+    { accession: "ACC 1", issuer: "H", section: "impression", dictationId: "d-2" });
+  assert.equal(url, "wss://rs.example:8443/api/v1/studies/ACC%201/dictations/stream?section=impression&issuer=H"
+    + "&framing=offset&user=dr.%C3%A4&dictation_id=d-2");
+});

@@ -134,10 +134,11 @@ def _open(sessions: sessionmaker[Session], settings: Settings, *, accession: str
             raise Refused(4403 if exc.kind == "forbidden" else 4409, str(exc)) from None
         audit.record(session=session, actor=user.username, user_id=user.id, action=action, entity_type="study",
                      entity_id=study.accession_number, detail={"dictation_id": dictation.id, "job_id": job.id})
-        sizes = [part.stat().st_size if part.is_file() else 0
-                 for part in dictations.audio_parts(dictation, Path(settings.storage.data_dir))]
+        parts = dictations.audio_parts(dictation, Path(settings.storage.data_dir))
         continued = same_part and dictation.audio_path is not None
         session.commit()
+        # (the files' sizes after the commit: no disk I/O while the dictation's row is locked)
+        sizes = [part.stat().st_size if part.is_file() else 0 for part in parts]
         return Live(dictation.id, job.id, user.username, user.id, dictation.stream_session, token,
                     "" if token else cookie, received=sizes[-1] if continued and sizes else 0, stored=sum(sizes),
                     audio_format=dictation.audio_format if continued else None)
@@ -290,7 +291,14 @@ class LiveSession:
                 raise Refused(4409, str(exc)) from None
         path = Path(self.settings.storage.data_dir) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("ab")
+        file = path.open("ab")
+        if file.tell() != self.part_bytes:
+            # an earlier connection's last write landed after `started` said `received`: the
+            # client would send those bytes again
+            file.close()
+            raise Refused(4409, f"the recording grew to {path.stat().st_size} bytes since this connection started: "
+                                "resume again")
+        return file
 
     def _write(self, chunk: bytes) -> None:
         assert self.file is not None

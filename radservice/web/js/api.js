@@ -51,7 +51,9 @@ export class Api {
     const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
     if (background) init.headers["X-Radservice-Background"] = "1";
     if (this.user !== null) init.headers["X-Radservice-User"] = encodeURIComponent(this.user);
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      init.body = body; // multipart: the browser writes its Content-Type with the boundary
+    } else if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -94,28 +96,12 @@ export class Api {
   }
 
   /** A recording as a file (the live link was offline too long): a new dictation, transcribed by a worker. */
-  async uploadDictation(accession, issuer, section, bytes, type = "audio/webm") {
+  uploadDictation(accession, issuer, section, bytes, type = "audio/webm") {
     const form = new FormData();
     form.append("section", section);
     form.append("audio", new Blob([bytes], { type }), `dictation.${type.includes("ogg") ? "ogg" : "webm"}`);
-    const headers = { Accept: "application/json" };
-    if (this.user !== null) headers["X-Radservice-User"] = encodeURIComponent(this.user);
-    let response;
-    try {
-      response = await this.fetch(`${this.base}/api/v1/studies/${encodeURIComponent(accession)}/dictations`
-        + issuerQuery(issuer), { method: "POST", credentials: "same-origin", headers, body: form });
-    } catch {
-      throw new ApiError(0, "the service cannot be reached (connection lost)", null);
-    }
-    const text = await response.text();
-    let data = null;
-    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-    if (!response.ok) {
-      const error = new ApiError(response.status, detailOf(data, response.status), data);
-      if (response.status === 401) this.onSignedOut(error);
-      throw error;
-    }
-    return data;
+    return this.request("POST", `/api/v1/studies/${encodeURIComponent(accession)}/dictations${issuerQuery(issuer)}`,
+      form);
   }
 
   /** The live dictation socket's address (the page's cookie goes with it; the service checks Origin). */

@@ -569,7 +569,6 @@ class StudyPage {
     // the trailing space keeps the copy as tall as the text area when the text ends with a new line
     parts.backdrop.replaceChildren(...pieces(text, spans).map((piece) => (piece.mark
       ? h("mark", {}, piece.text) : document.createTextNode(piece.text))), document.createTextNode(" "));
-    area.classList.toggle("has-unsure", spans.length > 0);
     this.fit(area);
     if (!spans.length) {
       parts.list.replaceChildren();

@@ -19,8 +19,7 @@ const FINAL_CODES = new Map([
   [1009, "the dictation is over the size or length limit"],
 ]);
 
-/** A socket may be reused by the page only through these states. */
-export const STATES = ["connecting", "recording", "reconnecting", "stopping", "offline", "done", "failed"];
+// States: connecting, recording, reconnecting, stopping, offline, done, failed.
 
 /** The 8-byte big-endian offset followed by the chunk: one binary message. */
 export function frame(offset, bytes) {
