@@ -175,6 +175,18 @@ class WebSettings(_Section):
     max_offline_s: int = Field(120, ge=10, le=3600)
     #: The key that starts and stops recording (a KeyboardEvent key name: F1-F12, Pause, ...).
     record_key: str = Field("F4", pattern=r"^(F([1-9]|1[0-2])|Pause|ScrollLock|Insert)$")
+    #: A key held to talk (recording while it is down), or "" for none. "Space": a tap still
+    #: types a space; held for 0.3 s it records until released.
+    hold_key: str = Field("", pattern=r"^(|Space|F([1-9]|1[0-2])|Pause|ScrollLock|Insert)$")
+    #: Where the page's npm packages are (``npm ci``); empty: ``node_modules`` beside the
+    #: radservice package. Without them the page works, without dictation microphone buttons.
+    vendor_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _keys_differ(self) -> WebSettings:
+        if self.hold_key and self.hold_key == self.record_key:
+            raise ValueError(f"web.hold_key and web.record_key are both {self.record_key!r}: one key cannot do both")
+        return self
 
 
 class Settings(BaseSettings):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import av
+import numpy as np
+
+from radservice.pipeline.decode import SAMPLE_RATE, decode_parts
 
 AUDIO_DIR = "audio"
 CHUNK = 1 << 16
@@ -158,3 +163,31 @@ def store_upload(source: BinaryIO, *, data_dir: Path, max_bytes: int, max_second
         partial.unlink(missing_ok=True)
         raise
     return StoredAudio(name, f"{AUDIO_DIR}/{final.name}", fmt, size, round(duration, 3))
+
+
+class PlaybackRefused(Exception):
+    """A stretch of a recording that cannot be played (its message names why; no PHI)."""
+
+
+def playback_wav(parts: list[Path], fmt: str, *, start_s: float = 0.0, end_s: float | None = None) -> bytes:
+    """The recording, or its stretch from ``start_s`` to ``end_s``, as a 16 kHz mono 16-bit WAV: the
+    timeline the transcript's word times are on (every part decoded and joined, as the worker does)."""
+    if end_s is not None and end_s <= start_s:
+        raise PlaybackRefused(f"end ({end_s} s) must be after start ({start_s} s)")
+    try:
+        samples = decode_parts(parts, fmt)
+    except (av.FFmpegError, EOFError, OSError) as exc:
+        raise PlaybackRefused(f"the stored audio could not be decoded ({type(exc).__name__})") from None
+    seconds = samples.size / SAMPLE_RATE
+    if start_s >= seconds:
+        raise PlaybackRefused(f"start ({start_s} s) is after the end of the recording ({seconds:.2f} s)")
+    first = int(start_s * SAMPLE_RATE)
+    last = samples.size if end_s is None else min(samples.size, int(round(end_s * SAMPLE_RATE)))
+    pcm = (np.clip(samples[first:last], -1.0, 1.0) * 32767).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(pcm.tobytes())
+    return out.getvalue()

@@ -33,7 +33,7 @@ def test_me_returns_the_callers_name_and_role(client: TestClient, factory: sessi
     response = client.get("/api/v1/me", headers=bearer(token))
     assert response.status_code == 200
     assert response.json() == {"username": "dr.ames", "display_name": "dr.ames", "role": "radiologist",
-                               "page": {"max_offline_s": 120, "record_key": "F4"}}
+                               "page": {"max_offline_s": 120, "record_key": "F4", "hold_key": ""}}
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -12,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radservice.api.app import create_app
 from radservice.audit.models import AuditEvent
 from radservice.config import Settings
+from radservice.dictation import service as dictations
 from radservice.dictation.models import Dictation
 from radservice.jobs.models import Job
 from radservice.worklist.intake import OrderControl
@@ -114,3 +118,85 @@ def test_unknown_job_and_dictation_are_404(client: TestClient, token: str) -> No
     assert client.get("/api/v1/jobs/999", headers=headers).status_code == 404
     assert client.post("/api/v1/dictations/nope/transcribe", headers=headers).status_code == 404
     assert client.get("/api/v1/dictations/nope", headers=headers).status_code == 404
+
+
+def wav_samples(body: bytes) -> np.ndarray:
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32767
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
+def test_audio_of_a_word_or_the_whole_recording_is_played_to_readers_and_audited(
+        client: TestClient, token: str, factory: sessionmaker[Session]) -> None:
+    t = np.arange(16000) / 16000
+    recording = np.concatenate([np.zeros(16000), 0.3 * np.sin(2 * np.pi * 440 * t), np.zeros(16000)])
+    code, body = upload(client, token, "ACC-1", audio_samples.wav_bytes(recording))
+    assert code == 202, body
+    dictation_id = body["dictation_id"]
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"/api/v1/dictations/{dictation_id}/audio"
+
+    whole = client.get(url, headers=headers)
+    assert whole.status_code == 200, whole.text
+    assert whole.headers["content-type"] == "audio/wav" and whole.headers["cache-control"] == "no-store"
+    assert abs(wav_samples(whole.content).size - 48000) <= 160
+    word = client.get(url, params={"start": 1.0, "end": 2.0}, headers=headers)
+    samples = wav_samples(word.content)
+    assert abs(samples.size - 16000) <= 160 and rms(samples) > 0.15  # the tone, not the silence around it
+    assert rms(wav_samples(client.get(url, params={"start": 0.0, "end": 0.9}, headers=headers).content)) < 0.01
+    # an end past the recording plays to its end
+    assert abs(wav_samples(client.get(url, params={"start": 2.5, "end": 9}, headers=headers).content).size
+               - 8000) <= 160
+    # every role that reads the study may listen; each play is audited with the stretch played
+    editor = make_user(factory, "ed.listen", "editor")
+    assert client.get(url, params={"start": 1, "end": 2}, headers={"Authorization": f"Bearer {editor}"}
+                      ).status_code == 200
+    if queue := client.app.state.read_audit:  # type: ignore[attr-defined]  # SQLite: reads audited in batches
+        queue.flush()
+    with factory() as session:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.action == "dictation.audio.read")
+                               .order_by(AuditEvent.id)).all()
+        assert [(r.actor, r.entity_id, r.detail["start"], r.detail["end"]) for r in rows] == [
+            ("dr.dictate", dictation_id, 0.0, None), ("dr.dictate", dictation_id, 1.0, 2.0),
+            ("dr.dictate", dictation_id, 0.0, 0.9), ("dr.dictate", dictation_id, 2.5, 9.0),
+            ("ed.listen", dictation_id, 1.0, 2.0)]
+        assert rows[0].detail["accession"] == "ACC-1"
+
+    # a resumed live dictation's parts are joined, as the worker joins them for the words' times
+    data_dir = Path(client.app.state.settings.storage.data_dir)  # type: ignore[attr-defined]
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        (data_dir / dictations.part_path(dictation, 2)).write_bytes(audio_samples.tone(0.5))
+        dictation.audio_parts = 2
+        session.commit()
+    joined = wav_samples(client.get(url, headers=headers).content)
+    assert abs(joined.size - 56000) <= 320 and rms(joined[-8000:]) > 0.15
+
+
+@pytest.mark.parametrize(("change", "params", "status", "words"), [
+    ({}, {"start": 2.0, "end": 1.0}, 422, "must be after start"),
+    ({}, {"start": 30.0}, 422, "after the end of the recording"),
+    ({}, {"start": -1.0}, 422, "greater than or equal to 0"),
+    ({"status": "recording"}, {}, 409, "not complete"),
+    ({"status": "finalizing"}, {}, 409, "not complete"),
+    ({"audio_path": None}, {}, 410, "no longer stored"),
+])
+def test_audio_that_cannot_be_played_is_refused_with_a_reason(
+        client: TestClient, token: str, factory: sessionmaker[Session], change: dict[str, object],
+        params: dict[str, float], status: int, words: str) -> None:
+    dictation_id = upload(client, token, "ACC-1", audio_samples.tone(1.0))[1]["dictation_id"]
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        for key, value in change.items():
+            setattr(dictation, key, value)
+        session.commit()
+    response = client.get(f"/api/v1/dictations/{dictation_id}/audio", params=params,
+                          headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == status and words in response.text, response.text
+    assert client.get(f"/api/v1/dictations/{dictation_id}/audio").status_code == 401
+    assert client.get("/api/v1/dictations/nope/audio", headers={"Authorization": f"Bearer {token}"}
+                      ).status_code == 404

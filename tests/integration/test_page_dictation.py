@@ -199,3 +199,94 @@ def test_a_network_cut_while_dictating_loses_no_word_and_a_reload_leaves_it_to_t
             page.get_by_text("The dictation is in the report.").wait_for(timeout=90000)
             assert page.get_by_label("Findings").input_value().strip()
         assert errors == [], errors
+
+
+#: A Nuance PowerMic III as WebHID shows it to the page (dictation_support drives it): its input
+#: report holds the buttons down as a 16-bit mask at byte 1. window.__powermic(mask) presses.
+FAKE_POWERMIC = """
+(() => {
+  class FakeDevice extends EventTarget {
+    constructor() {
+      super();
+      Object.assign(this, { vendorId: 1364, productId: 4097, productName: "PowerMic III (test)",
+        collections: [{ usagePage: 1, usage: 0 }], opened: false, sent: [] });
+    }
+    async open() { this.opened = true; }
+    async close() { this.opened = false; }
+    async sendReport(id, data) { this.sent.push([id, Array.from(data)]); }
+  }
+  const device = new FakeDevice();
+  class FakeHid extends EventTarget {
+    async getDevices() { return [device]; }
+    async requestDevice() { return [device]; }
+  }
+  Object.defineProperty(navigator, "hid", { value: new FakeHid(), configurable: true });
+  window.__powermic = (mask) => {
+    const event = new Event("inputreport");
+    event.data = new DataView(new Uint8Array([0, mask & 255, mask >> 8]).buffer);
+    device.dispatchEvent(event);
+  };
+})();
+"""
+RECORD, TAB_FORWARD = 1 << 2, 1 << 3
+
+
+def test_hold_space_to_talk_and_a_powermic_record_button(tmp_path: Path) -> None:
+    """[web] hold_key = "Space": a tap types a space, a hold records until released. A
+    dictation microphone (a PowerMic III behind a fake WebHID, driven by the npm package
+    dictation_support as served by the service): its name shown, Tab forward moves to the next
+    section, a short Record press starts and another stops."""
+    from radservice.db.session import make_engine, make_sessionmaker
+    from tests.support import add_study
+
+    if not (Path(__file__).resolve().parents[2] / "node_modules" / "dictation_support").is_dir():
+        pytest.fail("node_modules/dictation_support is missing: run npm ci")
+    padded_wav(AUDIO_FIXTURES / "ct_head_noncontrast.wav", tmp_path / "mic.wav", 0.5, 2.0)
+    config = write_config(tmp_path, port=free_port(), workers=1, worker_extra="poll_interval_s = 0.1",
+                          extra='[llm]\nenabled = false\n[web]\nhold_key = "Space"\n')
+    with serve(config, tmp_path) as running, chromium(fake_microphone(str(tmp_path / "mic.wav"))) as browser:
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        add_study(make_sessionmaker(engine), "HOLD-1", procedure="CT HEAD WITHOUT CONTRAST")
+        engine.dispose()
+        add_person(config, tmp_path, "dr.hold", "radiologist")
+        page = browser.new_context().new_page()
+        page.add_init_script(FAKE_POWERMIC)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _sign_in(page, running.base_url, "dr.hold")
+        page.goto(f"{running.base_url}/#/study/HOLD-1")
+        findings = page.get_by_label("Findings")
+        findings.click()
+        # a tap of Space types a space, as ever
+        page.keyboard.type("Typed by hand")
+        assert findings.input_value() == "Typed by hand"
+        assert page.locator(".section.recording").count() == 0
+        page.keyboard.down("Space")
+        page.get_by_text(re.compile("Recording into Findings")).wait_for(timeout=15000)
+        page.wait_for_function("() => (document.querySelector('.live .committed')?.textContent || '')"
+                               ".split(/\\s+/).filter(Boolean).length >= 6", timeout=30000)
+        page.keyboard.up("Space")
+        page.get_by_text("The dictation is in the report.").wait_for(timeout=90000)
+        held = findings.input_value()
+        assert held.startswith("Typed by hand") and len(held.split()) >= 3 + 6, held
+
+        # the microphone the browser was allowed before is there at once, by name
+        page.get_by_text("Buttons of: PowerMic III (test)").wait_for(timeout=10000)
+        assert page.get_by_role("button", name="Connect dictation microphone").is_visible()
+        findings.click()
+        page.evaluate(f"() => {{ window.__powermic({TAB_FORWARD}); window.__powermic(0); }}")
+        assert page.evaluate("() => document.activeElement.name") == "impression"
+        page.evaluate(f"() => {{ window.__powermic({RECORD}); window.__powermic(0); }}")
+        page.get_by_text(re.compile("Recording into Impression")).wait_for(timeout=15000)
+        page.locator(".live .committed").filter(has_text=re.compile(r"\w+")).wait_for(timeout=30000)
+        page.screenshot(path=str(tmp_path / "powermic-recording.png"), full_page=True)
+        page.evaluate(f"() => {{ window.__powermic({RECORD}); window.__powermic(0); }}")
+        page.get_by_text("The dictation is in the report.").wait_for(timeout=90000)
+        # into Impression (what the rules do with a spoken "Findings" in it is theirs), and merged
+        study = page.evaluate("async () => (await fetch('/api/v1/studies/HOLD-1', {headers: "
+                              "{'X-Radservice-User': 'dr.hold'}})).json()")
+        assert [(d["section"], d["merged_revision"] is not None) for d in study["dictations"]] == [
+            ("findings", True), ("impression", True)], study["dictations"]
+        words = len((findings.input_value() + " " + page.get_by_label("Impression").input_value()).split())
+        assert words > len(held.split()), (held, words)
+        assert errors == [], errors

@@ -61,7 +61,7 @@ def test_user_add_token_works_against_a_running_server(tmp_path: Path, db_url: s
         me = httpx.get(proc.base_url + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert me.status_code == 200
         assert me.json() == {"username": "dr.grey", "display_name": "Dr Grey", "role": "radiologist",
-                             "page": {"max_offline_s": 120, "record_key": "F4"}}
+                             "page": {"max_offline_s": 120, "record_key": "F4", "hold_key": ""}}
         bad = httpx.get(proc.base_url + "/api/v1/me", headers={"Authorization": "Bearer nope"}, timeout=5)
         assert bad.status_code == 401
         forbidden = httpx.get(proc.base_url + "/api/v1/admin/users",

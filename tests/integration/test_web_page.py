@@ -384,3 +384,93 @@ def test_one_accession_number_of_two_issuers_opens_and_saves_the_study_clicked(t
         page.goto(running.base_url + "/#/study/TWO-1")
         page.get_by_text("exists for several issuers").wait_for()
         engine.dispose()
+
+
+def test_a_word_to_check_is_selected_by_a_click_or_alt_n_and_its_audio_is_played(tmp_path: Path) -> None:
+    """A low-confidence word: a click in it (or Alt+N) selects the whole word for typing over;
+    Alt+L plays the dictated audio of the word at the cursor, Alt+Shift+L its sentence, from the
+    dictation's own word times; every play is audited; a typed word has no audio and says so."""
+    import numpy as np
+
+    from radservice.audit.models import AuditEvent
+    from radservice.db.session import make_engine, make_sessionmaker, session_scope
+    from radservice.dictation.models import Dictation
+    from radservice.worklist.models import Study
+    from tests.audio_samples import wav_bytes
+    from tests.support import add_report, add_study, wait_for
+
+    config = write_config(tmp_path, port=free_port(), extra="[llm]\nenabled = false\n")
+    dictation_id = "00000000-0000-4000-8000-0000000000b1"
+    (tmp_path / "data" / "audio").mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    # 1 s of silence, then a tone for the unsure word and silence after it
+    (tmp_path / "data" / "audio" / f"{dictation_id}.wav").write_bytes(
+        wav_bytes(np.concatenate([np.zeros(16000), 0.3 * np.sin(2 * np.pi * 440 * t), np.zeros(16000)])))
+    with serve(config, tmp_path) as running, chromium(["--autoplay-policy=no-user-gesture-required"]) as browser:
+        engine = make_engine(f"sqlite:///{tmp_path}/rs.db")
+        sessions = make_sessionmaker(engine)
+        add_study(sessions, "PB-1", procedure="CT ABDOMEN")
+        add_report(sessions, "PB-1", {"findings": "Liver normal. Small pericholecystic fluid. Typed here.",
+                                      "impression": "No acute finding."})
+        with session_scope(sessions) as session:
+            study = session.query(Study).filter_by(accession_number="PB-1").one()
+            session.add(Dictation(
+                id=dictation_id, study_id=study.id, section="findings", status="transcribed",
+                audio_path=f"audio/{dictation_id}.wav", audio_format="wav", audio_bytes=96044, duration_s=3.0,
+                transcript="liver normal small pericholecystic fluid",
+                words=[{"word": " liver", "start": 0.1, "end": 0.4, "probability": 0.97},
+                       {"word": " normal.", "start": 0.4, "end": 0.8, "probability": 0.95},
+                       {"word": " small", "start": 0.9, "end": 1.1, "probability": 0.9},
+                       {"word": " pericholecystic", "start": 1.1, "end": 1.7, "probability": 0.31},
+                       {"word": " fluid.", "start": 1.7, "end": 2.2, "probability": 0.42}]))
+        add_person(config, tmp_path, "dr.listen", "radiologist")
+        page = browser.new_context().new_page()
+        _sign_in(page, running.base_url, "dr.listen")
+        page.goto(f"{running.base_url}/#/study/PB-1")
+        findings = page.get_by_label("Findings")
+        findings.wait_for()
+        page.locator("[data-unsure=findings]").wait_for()
+        selected = "() => { const a = document.activeElement; return a.value.slice(a.selectionStart, a.selectionEnd); }"
+        # a click inside the highlighted word selects all of it
+        findings.scroll_into_view_if_needed()
+        mark = page.locator(".field .backdrop mark").first.bounding_box()
+        assert mark is not None
+        page.mouse.click(mark["x"] + mark["width"] * 0.6, mark["y"] + mark["height"] / 2)
+        assert page.evaluate(selected) == "pericholecystic"
+        # Alt+N: the next one, then around to the first
+        page.keyboard.press("Alt+N")
+        assert page.evaluate(selected) == "fluid"
+        page.keyboard.press("Alt+N")
+        assert page.evaluate(selected) == "pericholecystic"
+        # Alt+L plays the selected word: its stretch of the recording, a little before and after
+        with page.expect_response(re.compile(r"/api/v1/dictations/.*/audio\?")) as answer:
+            page.keyboard.press("Alt+L")
+        word = answer.value
+        assert word.status == 200 and "start=0.95&end=1.85" in word.url, word.url
+        assert word.headers["content-length"] == str(44 + 2 * int(0.9 * 16000))
+        page.get_by_text("Playing “pericholecystic” (0.9 s)").wait_for(timeout=5000)  # it did play
+        page.wait_for_function("() => !document.querySelector('.message.error')")
+        # Alt+Shift+L: the whole sentence the cursor is in
+        findings.evaluate("(a) => { const at = a.value.indexOf('Small') + 2; a.setSelectionRange(at, at); }")
+        with page.expect_response(re.compile(r"/api/v1/dictations/.*/audio\?")) as answer:
+            page.keyboard.press("Alt+Shift+L")
+        assert "start=0.75&end=2.35" in answer.value.url, answer.value.url
+        # a typed word was never dictated: nothing is asked for, the page says why
+        findings.evaluate("(a) => { const at = a.value.indexOf('Typed') + 1; a.setSelectionRange(at, at); }")
+        page.keyboard.press("Alt+L")
+        page.get_by_text("No dictated audio here").wait_for()
+        # the list's Play button does the same as Alt+L
+        with page.expect_response(re.compile(r"/api/v1/dictations/.*/audio\?")) as answer:
+            page.locator("[data-unsure=findings]").get_by_role("button", name="Play “fluid”").click()
+        assert "start=1.55&end=2.35" in answer.value.url
+        page.screenshot(path=str(tmp_path / "word-playback.png"))
+        def played() -> list[tuple[str, str | None, float, float]]:
+            with session_scope(sessions) as session:
+                return [(e.actor, e.entity_id, e.detail["start"], e.detail["end"]) for e in session.query(AuditEvent)
+                        .filter_by(action="dictation.audio.read").order_by(AuditEvent.id)]
+
+        wait_for(lambda: len(played()) >= 3, "the plays' audit rows (written in batches)")
+        assert played() == [
+            ("dr.listen", dictation_id, 0.95, 1.85), ("dr.listen", dictation_id, 0.75, 2.35),
+            ("dr.listen", dictation_id, 1.55, 2.35)]
+        engine.dispose()

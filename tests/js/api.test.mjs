@@ -14,6 +14,7 @@ function fakeFetch(answers) {
       status,
       ok: status >= 200 && status < 300,
       text: async () => (body === null ? "" : JSON.stringify(body)),
+      blob: async () => ({ blob: body }),
       headers: { get: (name) => headers[name] ?? null },
     };
   };
@@ -102,4 +103,15 @@ test("a recording is uploaded as multipart, naming the user and the issuer; the 
     { accession: "ACC 1", issuer: "H", section: "impression", dictationId: "d-2" });
   assert.equal(url, "wss://rs.example:8443/api/v1/studies/ACC%201/dictations/stream?section=impression&issuer=H"
     + "&framing=offset&user=dr.%C3%A4&dictation_id=d-2");
+});
+
+test("a dictation's audio comes back as a blob, asked for as WAV with the times to 10 ms; a refusal is an ApiError", async () => {
+  const { fetch, calls } = fakeFetch([{ body: "RIFF" }, { status: 410, body: { detail: "the dictation's audio is no longer stored" } }]);
+  const api = new Api({ fetch });
+  api.user = "dr.a";
+  assert.deepEqual(await api.audio("d/1", 1.2345, 2), { blob: "RIFF" });
+  assert.equal(calls[0].url, "/api/v1/dictations/d%2F1/audio?start=1.23&end=2.00");
+  assert.equal(calls[0].init.headers.Accept, "audio/wav");
+  assert.equal(calls[0].init.headers["X-Radservice-User"], "dr.a");
+  await assert.rejects(api.audio("d1", 0, 1), (error) => error.status === 410 && /no longer stored/.test(error.message));
 });

@@ -1,7 +1,7 @@
 // Finding the transcriber's unsure words in a section's text, for highlighting them in place.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bare, pieces, unsureSpans } from "../../radservice/web/js/unsure.js";
+import { align, audioSpan, bare, nextSpan, pieces, sentenceAt, unsureSpans } from "../../radservice/web/js/unsure.js";
 
 const words = (...list) => list.map(([word, probability], i) => ({ id: `d1:${i}`, word, probability }));
 
@@ -53,4 +53,45 @@ test("positions are those of the original text, whatever lower-casing does to it
   const text = "İİ nodule";
   const [span] = unsureSpans(text, words([" nodule", 0.2]));
   assert.equal(text.slice(span.start, span.end), "nodule");
+});
+
+test("the dictated words are found where they stand, with their times, for playing them back", () => {
+  const said = [[" The", 0.0, 0.2], [" liver", 0.2, 0.6], [" is", 0.6, 0.7], [" normal.", 0.7, 1.2],
+    [" The", 1.5, 1.6], [" spleen", 1.6, 2.0], [" is", 2.0, 2.1], [" enlarged.", 2.1, 2.8]]
+    .map(([word, start, end], i) => ({ id: `d1:${i}`, dictation: "d1", word, start, end }));
+  const text = "The liver is normal.\n\nThe spleen is mildly enlarged.";
+  const found = align(text, said);
+  assert.deepEqual(found.map((f) => text.slice(f.start, f.end)),
+    ["The", "liver", "is", "normal", "The", "spleen", "is", "enlarged"]);
+  // a caret in or at the edge of a word plays that word; a selection, the words it overlaps
+  assert.deepEqual(audioSpan(found, 6, 6), { dictation: "d1", start: 0.2, end: 0.6 });
+  assert.deepEqual(audioSpan(found, 9, 9), { dictation: "d1", start: 0.2, end: 0.6 });
+  assert.deepEqual(audioSpan(found, 4, 12), { dictation: "d1", start: 0.2, end: 0.7 });
+  // a word the radiologist typed has no audio; a sentence plays from its first to its last dictated word
+  const mildly = text.indexOf("mildly");
+  assert.equal(audioSpan(found, mildly + 2, mildly + 2), null);
+  const sentence = sentenceAt(text, mildly);
+  assert.equal(text.slice(sentence.start, sentence.end), "The spleen is mildly enlarged.");
+  assert.deepEqual(audioSpan(found, sentence.start, sentence.end), { dictation: "d1", start: 1.5, end: 2.8 });
+  assert.deepEqual(align("", said), []);
+  assert.equal(audioSpan([], 0, 0), null);
+});
+
+test("sentences end at . ! ? before a space or the end, and at a blank line; decimals do not end them", () => {
+  const text = "Nodule of 3.5 mm. Stable!  Next line\n\nNew paragraph? yes";
+  const at = (word) => { const s = sentenceAt(text, text.indexOf(word)); return text.slice(s.start, s.end); };
+  assert.equal(at("mm"), "Nodule of 3.5 mm.");
+  assert.equal(at("Stable"), "Stable!");
+  assert.equal(at("Next"), "Next line");
+  assert.equal(at("paragraph"), "New paragraph?");
+  assert.equal(at("yes"), "yes");
+  assert.deepEqual(sentenceAt("", 0), { start: 0, end: 0 });
+});
+
+test("the next word to check follows the caret and wraps around", () => {
+  const spans = [{ start: 4 }, { start: 20 }];
+  assert.equal(nextSpan(spans, 0).start, 4);
+  assert.equal(nextSpan(spans, 5).start, 20);
+  assert.equal(nextSpan(spans, 21).start, 4);
+  assert.equal(nextSpan([], 3), null);
 });

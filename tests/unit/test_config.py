@@ -106,3 +106,11 @@ def test_the_outbox_lease_must_outlast_one_send() -> None:
     # a peer that is not configured sends nothing: its timeouts do not count
     assert Settings(outbox={"lease_s": 100}, pacs={"timeout_s": 60}).outbox.lease_s == 100  # type: ignore[arg-type]
     assert Settings().outbox.lease_s > Settings(ris={"host": "r"}, pacs={"host": "p"}).pacs.longest_send_s  # type: ignore[arg-type]
+
+
+def test_the_hold_key_is_one_of_the_named_keys_and_not_the_record_key(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, '[web]\nhold_key = "Space"\n')).web.hold_key == "Space"
+    with pytest.raises(ConfigError, match="hold_key"):
+        load_settings(write(tmp_path, '[web]\nhold_key = "a"\n'))
+    with pytest.raises(ConfigError, match="one key cannot do both"):
+        load_settings(write(tmp_path, '[web]\nhold_key = "F9"\nrecord_key = "F9"\n'))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile, status
 
 from radservice.api.deps import CurrentUser, ReadAuditDep, RowId, SessionDep, SettingsDep, require_role, study_or_404
 from radservice.audit import service as audit
 from radservice.db.session import begin_write
 from radservice.dictation import service as dictations
-from radservice.dictation.audio import AudioRejected, store_upload
+from radservice.dictation.audio import AudioRejected, PlaybackRefused, playback_wav, store_upload
 from radservice.dictation.models import DictationStatus, Section
 from radservice.dictation.schemas import DictationAccepted, DictationPublic, JobPublic, JobQueued
 from radservice.jobs import service as jobs
@@ -100,6 +101,44 @@ def get_dictation(dictation_id: str, user: CurrentUser, session: SessionDep,
     read_audit(actor=user.username, user_id=user.id, action="dictation.read",
                entity_type="dictation", entity_id=dictation.id)
     return public
+
+
+#: A time in a recording (s). The page asks for a word or a sentence; the whole recording may be
+#: asked for too, bounded by the upload limits (16 kHz 16-bit WAV: 32 KB a second).
+_SECONDS = Query(ge=0, le=24 * 3600)
+
+
+@router.get("/dictations/{dictation_id}/audio", response_class=Response,
+            responses={200: {"content": {"audio/wav": {}}, "description": "16 kHz mono 16-bit WAV"},
+                       404: {"description": "no such dictation"},
+                       409: {"description": "still recording"},
+                       410: {"description": "the audio was removed (retention)"}})
+def dictation_audio(
+    dictation_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep, read_audit: ReadAuditDep,
+    start: Annotated[float, _SECONDS] = 0.0,
+    end: Annotated[float | None, _SECONDS] = None,
+) -> Response:
+    """The dictation's audio, or the stretch from ``start`` to ``end`` (s, on the timeline of its
+    words' times), for playing a word or a sentence back; every play is audited."""
+    dictation = dictations.get(session=session, dictation_id=dictation_id)
+    if dictation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
+    if dictation.audio_path is None:
+        raise HTTPException(status.HTTP_410_GONE, detail="the dictation's audio is no longer stored")
+    if dictation.status in _STILL_RECORDING:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"dictation {dictation.id} is {dictation.status}: its audio is not complete")
+    parts, fmt = dictations.audio_parts(dictation, Path(settings.storage.data_dir)), dictation.audio_format
+    where = {"accession": dictation.study.accession_number, "issuer": dictation.study.accession_issuer}
+    session.commit()  # no transaction stays open while the audio is decoded
+    try:
+        body = playback_wav(parts, fmt, start_s=start, end_s=end)
+    except PlaybackRefused as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    read_audit(actor=user.username, user_id=user.id, action="dictation.audio.read",
+               entity_type="dictation", entity_id=dictation_id,
+               detail={**where, "start": start, "end": end})
+    return Response(body, media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/dictations/{dictation_id}/transcribe", status_code=status.HTTP_202_ACCEPTED,

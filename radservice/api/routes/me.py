@@ -15,6 +15,7 @@ class PageSettings(BaseModel):
 
     max_offline_s: int
     record_key: str
+    hold_key: str
 
 
 class MePublic(BaseModel):
@@ -28,4 +29,5 @@ class MePublic(BaseModel):
 def me(user: CurrentUser, settings: SettingsDep) -> MePublic:
     """The caller's name and role, and the page's settings."""
     return MePublic(username=user.username, display_name=user.display_name, role=user.role,
-                    page=PageSettings(max_offline_s=settings.web.max_offline_s, record_key=settings.web.record_key))
+                    page=PageSettings(max_offline_s=settings.web.max_offline_s, record_key=settings.web.record_key,
+                                      hold_key=settings.web.hold_key))

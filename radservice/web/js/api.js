@@ -47,8 +47,8 @@ export class Api {
    * @param {boolean} [options.background] the page's own polling, not the person: the session's
    *   idle clock does not restart for it
    */
-  async request(method, path, body = undefined, { background = false } = {}) {
-    const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  async request(method, path, body = undefined, { background = false, accept = "application/json" } = {}) {
+    const init = { method, credentials: "same-origin", headers: { Accept: accept } };
     if (background) init.headers["X-Radservice-Background"] = "1";
     if (this.user !== null) init.headers["X-Radservice-User"] = encodeURIComponent(this.user);
     if (body instanceof FormData) {
@@ -64,6 +64,7 @@ export class Api {
       throw new ApiError(0, "the service cannot be reached (connection lost)", null);
     }
     if (response.status === 204) return null;
+    if (response.ok && accept !== "application/json") return response.blob();
     let data = null;
     const text = await response.text();
     if (text) {
@@ -111,6 +112,13 @@ export class Api {
     if (dictationId) params.set("dictation_id", dictationId);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     return `${scheme}://${location.host}/api/v1/studies/${encodeURIComponent(accession)}/dictations/stream?${params}`;
+  }
+
+  /** A stretch of a dictation's audio (s) as a WAV blob, to play a word or a sentence back. */
+  audio(dictationId, start, end) {
+    const times = queryOf({ start: start.toFixed(2), end: end.toFixed(2) });
+    return this.request("GET", `/api/v1/dictations/${encodeURIComponent(dictationId)}/audio${times}`, undefined,
+      { accept: "audio/wav" });
   }
 
   transcribe(dictationId) {

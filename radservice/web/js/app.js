@@ -6,7 +6,8 @@ import { DictationLink } from "./dictation.js";
 import { Recorder } from "./recorder.js";
 import { wordDiff } from "./diff.js";
 import { poll } from "./poll.js";
-import { pieces, unsureSpans } from "./unsure.js";
+import { align, audioSpan, nextSpan, pieces, sentenceAt, unsureSpans } from "./unsure.js";
+import { HoldKey, MicButtons, TAP_MS } from "./controls.js";
 
 const main = document.getElementById("main");
 const connection = document.getElementById("connection");
@@ -128,6 +129,8 @@ async function start() {
   document.getElementById("help-button").addEventListener("click", () => document.getElementById("help").showModal());
   window.addEventListener("hashchange", route);
   document.addEventListener("keydown", shortcuts);
+  document.addEventListener("keyup", holdKeyUp);
+  window.addEventListener("blur", () => holdKey && holdKey.cancel());
   try {
     setMe(await api.me());
   } catch (error) {
@@ -452,6 +455,7 @@ class StudyPage {
     const texts = report ? report.sections : {};
     this.areas = {};
     this.unsureParts = {};
+    this.spans = {};
     const sections = this.titles().map(({ key, title: label }) => {
       const id = `section-${key}`;
       const area = h("textarea", { id, name: key, readonly: !editable, spellcheck: "true" });
@@ -461,6 +465,12 @@ class StudyPage {
         this.showUnsureSoon(key);
       });
       area.addEventListener("blur", () => { if (this.dirty.size) this.save(); });
+      // a click on a word to check selects all of it, ready to be typed over
+      area.addEventListener("click", () => {
+        if (area.selectionStart !== area.selectionEnd) return;
+        const span = (this.spans[key] || []).find((s) => s.start <= area.selectionStart && area.selectionStart <= s.end);
+        if (span) area.setSelectionRange(span.start, span.end);
+      });
       this.areas[key] = area;
       // the unsure words are highlighted in place by a copy of the text drawn behind the
       // (transparent) text area; the list under it is the way to them for keyboard and screen reader
@@ -554,7 +564,8 @@ class StudyPage {
     for (const dictation of this.study.dictations || []) {
       if (dictation.section !== key) continue;
       (dictation.words || []).forEach((word, i) => words.push({ id: `${dictation.dictation_id}:${i}`,
-        word: word.word, probability: word.probability }));
+        dictation: dictation.dictation_id, word: word.word, probability: word.probability,
+        start: word.start, end: word.end }));
     }
     return words;
   }
@@ -566,6 +577,7 @@ class StudyPage {
     if (!area || !parts) return;
     const text = area.value;
     const spans = this.canEdit ? unsureSpans(text, this.dictatedWords(key), this.accepted) : [];
+    this.spans[key] = spans;
     // the trailing space keeps the copy as tall as the text area when the text ends with a new line
     parts.backdrop.replaceChildren(...pieces(text, spans).map((piece) => (piece.mark
       ? h("mark", {}, piece.text) : document.createTextNode(piece.text))), document.createTextNode(" "));
@@ -581,11 +593,56 @@ class StudyPage {
             area.focus();
             area.setSelectionRange(span.start, span.end);
           } }, h("mark", { class: "unsure" }, span.word)), " ",
+        h("button", { type: "button", "aria-label": `Play “${span.word}”`, onclick: () => this.play(key, span.start, span.end) },
+          "Play"), " ",
         h("button", { type: "button", "aria-label": `Accept “${span.word}”`, onclick: () => {
           this.accepted.add(span.id);
           this.showUnsure(key);
           area.focus();
         } }, "Accept"), " "))));
+  }
+
+  /** Select the next word to check after the caret in a section (Alt+N). */
+  nextUnsure(key) {
+    const area = this.areas[key];
+    const span = nextSpan(this.spans[key] || [], area.selectionEnd);
+    if (span) area.setSelectionRange(span.start, span.end);
+    else this.notice.replaceChildren(message("ok", "No words to check in this section."));
+  }
+
+  /** Play the dictated audio of the text from ``from`` to ``to`` in a section (a caret: its word). */
+  async play(key, from, to, { sentence = false } = {}) {
+    const area = this.areas[key];
+    if (sentence) ({ start: from, end: to } = sentenceAt(area.value, from));
+    const span = audioSpan(align(area.value, this.dictatedWords(key)), from, to);
+    if (!span) {
+      this.notice.replaceChildren(message("warn", "No dictated audio here: the words were typed or changed."));
+      return;
+    }
+    // a little before and after: a word's times are tight, and its first sound is easily cut
+    const start = Math.max(0, span.start - 0.15);
+    const end = span.end + 0.15;
+    try {
+      const audio = await api.audio(span.dictation, start, end);
+      if (this.playing) {
+        this.playing.pause();
+        URL.revokeObjectURL(this.playing.src);
+      }
+      const player = new Audio(URL.createObjectURL(audio));
+      this.playing = player;
+      const words = area.value.slice(from, to).trim() || "the word";
+      player.addEventListener("playing", () => {
+        this.notice.replaceChildren(message("ok", `Playing “${words.length > 60 ? `${words.slice(0, 60)}…` : words}” `
+          + `(${(end - start).toFixed(1)} s)`));
+      });
+      player.addEventListener("ended", () => {
+        URL.revokeObjectURL(player.src);
+        if (this.playing === player) this.notice.replaceChildren();
+      });
+      await player.play();
+    } catch (error) {
+      if (!error.signedOut) this.notice.replaceChildren(message("error", `Not played: ${error.message}`));
+    }
   }
 
   /** While typing: at once for a dictation of usual length; for a long one the copy behind the
@@ -851,17 +908,33 @@ function shortcuts(event) {
   }
   const page = state.study;
   if (!page || !page.areas) return;
+  if (page.dictation && isHoldKey(event, page)) {
+    event.preventDefault();
+    holdFor(page).down();
+    return;
+  }
+  if (holdKey) holdKey.other(); // typing on while Space is down: that Space was typed
   if (page.dictation && event.key === (state.me.page?.record_key || "F4") && !event.repeat) {
     event.preventDefault();
     page.dictation.toggle();
     return;
   }
   const areas = Object.values(page.areas);
+  const focused = focusedSection(page);
+  if (event.altKey && !event.ctrlKey && focused && event.code === "KeyN") {
+    event.preventDefault();
+    page.nextUnsure(focused);
+    return;
+  }
+  if (event.altKey && !event.ctrlKey && focused && event.code === "KeyL") {
+    event.preventDefault();
+    const area = page.areas[focused];
+    page.play(focused, area.selectionStart, area.selectionEnd, { sentence: event.shiftKey });
+    return;
+  }
   if (event.altKey && (event.key === "ArrowDown" || event.key === "ArrowUp")) {
     event.preventDefault();
-    const at = areas.indexOf(document.activeElement);
-    const next = event.key === "ArrowDown" ? Math.min(areas.length - 1, at + 1) : Math.max(0, at - 1);
-    areas[at === -1 ? 0 : next]?.focus();
+    moveSection(page, event.key === "ArrowDown" ? 1 : -1);
   } else if (event.ctrlKey && !event.altKey && (event.key === "s" || event.key === "S")) {
     event.preventDefault();
     page.save();
@@ -872,6 +945,123 @@ function shortcuts(event) {
     event.preventDefault();
     document.getElementById("sign-final")?.focus(); // a signature is one more key: Enter
   }
+}
+
+function focusedSection(page) {
+  return Object.keys(page.areas).find((key) => page.areas[key] === document.activeElement);
+}
+
+/** The next (1) or previous (-1) report section gets the focus (the first when none has it). */
+function moveSection(page, step) {
+  const areas = Object.values(page.areas);
+  const at = areas.indexOf(document.activeElement);
+  const next = step > 0 ? Math.min(areas.length - 1, at + 1) : Math.max(0, at - 1);
+  areas[at === -1 ? 0 : next]?.focus();
+}
+
+// ---- hold to talk ([web] hold_key)
+
+let holdKey = null;
+let holdPage = null;
+
+/** Space is the hold key only where a space would be typed into a report section (or nowhere):
+ * on a button or in another field it keeps its own meaning. */
+function isHoldKey(event, page) {
+  const key = state.me.page?.hold_key;
+  if (!key || event.ctrlKey || event.altKey || event.metaKey) return false;
+  if (key !== "Space") return event.key === key;
+  if (event.code !== "Space" || event.shiftKey) return false;
+  const at = document.activeElement;
+  return !at || at === document.body || Object.values(page.areas).includes(at);
+}
+
+function holdFor(page) {
+  if (holdPage !== page) {
+    if (holdKey) holdKey.cancel();
+    holdPage = page;
+    holdKey = new HoldKey({
+      delayMs: state.me.page.hold_key === "Space" ? TAP_MS : 0,
+      onHold: () => { if (!page.dictation.active) page.dictation.start(); },
+      onRelease: () => { if (page.dictation.active) page.dictation.stop(); },
+      onTap: () => {
+        const area = document.activeElement;
+        if (!Object.values(page.areas).includes(area) || area.readOnly) return;
+        // typed as if by the key: the text area's own undo and input event
+        if (!document.execCommand("insertText", false, " ")) {
+          area.setRangeText(" ", area.selectionStart, area.selectionEnd, "end");
+          area.dispatchEvent(new Event("input", { bubbles: true }));
+        }
+      },
+    });
+  }
+  return holdKey;
+}
+
+function holdKeyUp(event) {
+  const page = state.study;
+  if (!holdKey || !page || page !== holdPage || !page.areas) return;
+  const key = state.me.page?.hold_key;
+  if (key === "Space" ? event.code === "Space" : event.key === key) {
+    event.preventDefault();
+    holdKey.up();
+  }
+}
+
+// ---- dictation microphones (Philips SpeechMike, Nuance PowerMic, foot controls) over WebHID
+
+/** GoogleChromeLabs' dictation_support (npm), served from node_modules by the service. */
+const MICS = { manager: null, loading: null, buttons: null, names: [] };
+
+function loadMicSupport() {
+  if (!navigator.hid) return Promise.resolve(null); // Chromium-based browsers only, on https or localhost
+  if (!MICS.loading) {
+    MICS.loading = new Promise((resolve) => {
+      const script = document.createElement("script");
+      script.src = "/vendor/dictation_support.js";
+      script.onload = () => resolve(globalThis.DictationSupport || null);
+      script.onerror = () => resolve(null); // not installed: the keyboard and the buttons still work
+      document.head.append(script);
+    }).then(async (lib) => {
+      if (!lib) return null;
+      const manager = new lib.DictationDeviceManager(navigator.hid);
+      MICS.buttons = new MicButtons(lib.ButtonEvent, {
+        recording: () => Boolean(state.study?.dictation?.active),
+        start: () => state.study?.dictation?.start(),
+        stop: () => state.study?.dictation?.stop(),
+        move: (step) => state.study?.areas && moveSection(state.study, step),
+        play: () => {
+          const page = state.study;
+          const key = page && page.areas ? focusedSection(page) : null;
+          if (key) page.play(key, page.areas[key].selectionStart, page.areas[key].selectionEnd, { sentence: true });
+        },
+      });
+      manager.addButtonEventListener((device, mask) => MICS.buttons.press(device, mask));
+      manager.addDeviceConnectedEventListener(() => micsChanged());
+      manager.addDeviceDisconnectedEventListener((device) => {
+        MICS.buttons.forget(device);
+        micsChanged();
+      });
+      try {
+        await manager.init(); // devices allowed before (or by policy) connect at once
+      } catch (error) {
+        return null;
+      }
+      MICS.manager = manager;
+      micsChanged();
+      return manager;
+    });
+  }
+  return MICS.loading;
+}
+
+function micsChanged() {
+  MICS.names = MICS.manager ? MICS.manager.getDevices().map((device) => micName(device)) : [];
+  state.study?.dictation?.showMics();
+}
+
+function micName(device) {
+  const name = device.hidDevice && device.hidDevice.productName;
+  return name || "dictation microphone";
 }
 
 start();
@@ -896,8 +1086,29 @@ class DictationControls {
     this.meter = h("meter", { min: "0", max: "1", value: "0", "aria-label": "Microphone level" });
     this.clock = h("span", { class: "elapsed", "aria-label": "Recording time" }, "0:00");
     this.status = h("p", { class: "dictation-status", role: "status" });
+    this.micButton = h("button", { type: "button", id: "connect-mic", hidden: true,
+      onclick: () => this.connectMic() }, "Connect dictation microphone");
+    this.micStatus = h("span", { class: "mic-status muted" });
     this.element = h("div", { class: "dictation", role: "group", "aria-label": "Dictation" },
-      this.recordButton, this.stopButton, this.scratchButton, this.meter, this.clock, this.status);
+      this.recordButton, this.stopButton, this.scratchButton, this.meter, this.clock, this.micButton,
+      this.micStatus, this.status);
+    loadMicSupport().then(() => this.showMics());
+  }
+
+  /** The microphone button when the browser can talk to one; the connected ones by name. */
+  showMics() {
+    this.micButton.hidden = !MICS.manager;
+    this.micStatus.textContent = MICS.names.length ? `Buttons of: ${MICS.names.join(", ")}` : "";
+  }
+
+  async connectMic() {
+    if (!MICS.manager) return;
+    try {
+      await MICS.manager.requestDevice(); // the browser asks which device (a click is needed)
+    } catch (error) {
+      this.say(`No dictation microphone connected: ${error.message || error}`, "error");
+    }
+    micsChanged();
   }
 
   get active() {
@@ -1053,7 +1264,6 @@ class DictationControls {
   /** The draft job puts the dictation into the report: load it when it has (the person's own edits first). */
   async awaitDraft(dictationId) {
     const page = this.page;
-    const before = page.report ? page.report.revision : 0;
     const deadline = Date.now() + 180000;
     while (!page.disposed && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -1074,8 +1284,14 @@ class DictationControls {
         this.say(`Transcribing… (${dictation ? dictation.status : "queued"})`);
         continue;
       }
+      // this dictation's own merge, not another's (an earlier take's accurate pass moves the revision too)
+      const merged = dictation ? dictation.merged_revision : null;
+      if (merged === null || merged === undefined) {
+        if (dictation) this.say(`Transcribing… (${dictation.status})`);
+        continue;
+      }
       const report = await api.report(study.report_id).catch(() => null);
-      if (!report || report.revision === before || page.disposed) continue;
+      if (!report || report.revision < merged || page.disposed) continue;
       if (this.active) continue; // a new recording is on: its section stays as it is until it ends
       page.study = study;
       if (page.dirty.size) {

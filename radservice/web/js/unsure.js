@@ -27,21 +27,18 @@ export function textWords(text) {
 }
 
 /**
- * Where the unsure words stand in the text. The dictated words are aligned with the words of
- * the current text (longest common subsequence), so an unsure "the" marks the "the" that was
- * dictated there, a word the rules or the radiologist changed is no longer marked, and a word
- * removed or changed elsewhere (a stutter cleaned up) moves nothing else out of place.
+ * The dictated words found in the current text: the dictated words are aligned with the words of
+ * the text (longest common subsequence), so a "the" is found where it was dictated, a word the
+ * rules or the radiologist changed is not found, and a word removed or changed elsewhere (a
+ * stutter cleaned up) moves nothing else out of place.
  *
  * @param {string} text the section's text as it is now
- * @param {Array<{id: string, word: string, probability: number}>} words the dictated words in order
- * @param {Set<string>} accepted ids of words the radiologist accepted
- * @returns {Array<{id: string, word: string, start: number, end: number}>} in text order, not overlapping
+ * @param {Array<{word: string}>} words the dictated words in order (any other fields are kept)
+ * @returns {Array<{said: object, start: number, end: number}>} each found word with where it stands,
+ *   in text order; [] when the alignment would be too large
  */
-export function unsureSpans(text, words, accepted = new Set(), threshold = UNSURE) {
-  const said = words.map((w) => ({ ...w, key: bare(w.word).toLocaleLowerCase() })).filter((w) => w.key);
-  if (!said.some((w) => typeof w.probability === "number" && w.probability < threshold && !accepted.has(w.id))) {
-    return [];
-  }
+export function align(text, words) {
+  const said = words.map((w) => ({ w, key: bare(w.word).toLocaleLowerCase() })).filter((w) => w.key);
   const written = textWords(text);
   const n = said.length;
   const m = written.length;
@@ -55,14 +52,10 @@ export function unsureSpans(text, words, accepted = new Set(), threshold = UNSUR
         : Math.max(table[(i + 1) * cols + j], table[i * cols + j + 1]);
     }
   }
-  const spans = [];
+  const found = [];
   for (let i = 0, j = 0; i < n && j < m;) {
     if (said[i].key === written[j].key && table[i * cols + j] === table[(i + 1) * cols + j + 1] + 1) {
-      const { id, probability } = said[i];
-      if (typeof probability === "number" && probability < threshold && !accepted.has(id)) {
-        const { start, end } = written[j];
-        spans.push({ id, word: text.slice(start, end), start, end });
-      }
+      found.push({ said: said[i].w, start: written[j].start, end: written[j].end });
       i += 1;
       j += 1;
     } else if (table[(i + 1) * cols + j] >= table[i * cols + j + 1]) {
@@ -71,7 +64,67 @@ export function unsureSpans(text, words, accepted = new Set(), threshold = UNSUR
       j += 1;
     }
   }
-  return spans;
+  return found;
+}
+
+/**
+ * Where the unsure words stand in the text (see align), until edited away or accepted.
+ *
+ * @param {string} text the section's text as it is now
+ * @param {Array<{id: string, word: string, probability: number}>} words the dictated words in order
+ * @param {Set<string>} accepted ids of words the radiologist accepted
+ * @returns {Array<{id: string, word: string, start: number, end: number}>} in text order, not overlapping
+ */
+export function unsureSpans(text, words, accepted = new Set(), threshold = UNSURE) {
+  const unsure = (w) => typeof w.probability === "number" && w.probability < threshold && !accepted.has(w.id);
+  if (!words.some((w) => bare(w.word) && unsure(w))) return [];
+  return align(text, words).filter(({ said }) => unsure(said))
+    .map(({ said, start, end }) => ({ id: said.id, word: text.slice(start, end), start, end }));
+}
+
+/** The next unsure span after ``offset`` (the first one again after the last), or null. */
+export function nextSpan(spans, offset) {
+  return spans.find((span) => span.start >= offset) || spans[0] || null;
+}
+
+/** The span of the sentence holding ``offset``: from after the previous . ! ? or blank line to
+ * its own end mark (or the text's end), spaces at its edges left out. */
+export function sentenceAt(text, offset) {
+  const ends = /[.!?](?=\s|$)|\n\s*\n/g;
+  let start = 0;
+  let end = text.length;
+  for (const match of text.matchAll(ends)) {
+    const after = match.index + match[0].length;
+    if (after <= offset) {
+      start = after;
+    } else {
+      end = match[0].startsWith("\n") ? match.index : after;
+      break;
+    }
+  }
+  while (start < end && /\s/.test(text[start])) start += 1;
+  while (end > start && /\s/.test(text[end - 1])) end -= 1;
+  return { start, end };
+}
+
+/**
+ * The stretch of audio to play for a part of the text: the dictated words found between
+ * ``from`` and ``to``, with the dictation they came from.
+ * Words of one dictation only (the first found): a sentence spoken across two takes plays the
+ * first take's part.
+ *
+ * @param {Array<{said: {dictation: string, start: number, end: number}, start: number, end: number}>} found align's answer
+ * @returns {{dictation: string, start: number, end: number}|null} times in s
+ */
+export function audioSpan(found, from, to) {
+  // a caret (nothing selected) plays the word it stands in or touches; a selection, the words it overlaps
+  const touches = from === to ? (f) => f.start <= from && from <= f.end : (f) => f.end > from && f.start < to;
+  const hit = found.filter((f) => touches(f)
+    && typeof f.said.start === "number" && typeof f.said.end === "number" && f.said.dictation);
+  if (!hit.length) return null;
+  const dictation = hit[0].said.dictation;
+  const same = hit.filter((f) => f.said.dictation === dictation);
+  return { dictation, start: Math.min(...same.map((f) => f.said.start)), end: Math.max(...same.map((f) => f.said.end)) };
 }
 
 /** The text cut at the spans: [{text, mark}] (mark = the span's id or null), joining back to the text. */
