@@ -12,7 +12,10 @@ the difference to "page" is what the browser and the page add). Printed per fixt
 total, for each: the delay of each committed word behind speech (when it first showed as
 committed text, minus when its audio ended; median and p95) and the time from Stop to the final
 text (service: from sending "stop" to the "final" event; page: from the F4 key to the final text
-shown on the page). On the page a word's audio ended at MediaRecorder's start plus the word's end
+shown on the page). For the service alone, a word's audio ended when the Python client sent the
+chunk holding it plus the 250 ms that chunk lasts (bench/stream.py counts from the sending only:
+a live source has a chunk's audio at its end, as MediaRecorder does). On the page a word's
+audio ended at MediaRecorder's start plus the word's end
 in the dictation's own words (the recording's timeline); Stop is pressed 0.3 s after the speech
 ends on the fake microphone's clock (from when getUserMedia handed it over). Target: the page adds
 at most 0.3 s to each of the service's figures.
@@ -36,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from bench.stream import Service, stream  # noqa: E402
+from bench.stream import CHUNK_S, Service, cpu_seconds, stream  # noqa: E402
 from radservice.pipeline.decode import SAMPLE_RATE, decode_parts  # noqa: E402
 from tests.browser import chromium, fake_microphone  # noqa: E402
 from tests.transcripts import AUDIO_FIXTURES, manifest, normalise  # noqa: E402
@@ -52,7 +55,12 @@ PROBE = """
 window.__bench = { gum: null, recording: null, stop: null, final: null, commits: [] };
 const start = MediaRecorder.prototype.start;
 MediaRecorder.prototype.start = function (...args) {
-  if (window.__bench.recording === null) window.__bench.recording = performance.now();
+  if (window.__bench.recording === null) {
+    window.__bench.recording = performance.now();
+    this.addEventListener("dataavailable", () => {
+      if (window.__bench.firstChunk === undefined) window.__bench.firstChunk = performance.now();
+    });
+  }
   return start.apply(this, args);
 };
 const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
@@ -102,6 +110,20 @@ def word_ends(words: list[dict[str, Any]]) -> list[tuple[float, int]]:
     return out
 
 
+def browser_cpu_seconds() -> float:
+    """CPU time of every Chromium process so far (the browser shares this machine's two cores
+    with the service here; at a reading station it has its own)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"chrom" in (proc / "cmdline").read_bytes().split(b"\0")[0]:
+                    total += cpu_seconds(int(proc.name))
+            except OSError:
+                continue
+    return total
+
+
 def on_page(service: Service, accession: str, wav: Path, seconds: float) -> dict[str, Any]:
     with chromium(fake_microphone(str(wav))) as browser:
         page = browser.new_context().new_page()
@@ -112,6 +134,7 @@ def on_page(service: Service, accession: str, wav: Path, seconds: float) -> dict
         page.get_by_role("button", name="Sign in").click()
         page.goto(f"{service.base}/#/study/{accession}")
         page.get_by_label("Findings").click()
+        cpu0, t0 = browser_cpu_seconds(), time.monotonic()
         page.keyboard.press("F4")
         page.locator(".dictation-status").filter(has_text="Recording into").wait_for(timeout=30000)
         gum = page.evaluate("() => window.__bench.gum")
@@ -121,6 +144,7 @@ def on_page(service: Service, accession: str, wav: Path, seconds: float) -> dict
             raise RuntimeError(f"the page's clock is off: microphone at {gum} ms, now {now} ms")
         time.sleep(wait)
         page.keyboard.press("F4")
+        browser_cpu = (browser_cpu_seconds() - cpu0) / (time.monotonic() - t0)
         page.get_by_text("Final text ready").wait_for(timeout=60000)
         probe = page.evaluate("() => window.__bench")
         page.get_by_text("The dictation is in the report.").wait_for(timeout=60000)
@@ -135,6 +159,7 @@ def on_page(service: Service, accession: str, wav: Path, seconds: float) -> dict
             # the word's time is on the recording's timeline (the silence before the speech included)
             delays.append((first - (probe["recording"] + end * 1000)) / 1000)
     return {"delays": delays, "final_s": (probe["final"] - probe["stop"]) / 1000,
+            "first_chunk_s": (probe["firstChunk"] - probe["recording"]) / 1000, "browser_cpu": browser_cpu,
             "dictation_id": dictation["dictation_id"]}
 
 
@@ -164,11 +189,17 @@ def main() -> None:
             (recording,) = (workdir / "data" / "audio").glob(f"{page['dictation_id']}.*")
             again = stream(service, f"R-{n}", recording.read_bytes(),
                            decode_parts([recording], recording.suffix[1:]).size / SAMPLE_RATE, 1.0)
+            # bench/stream.py counts from when a chunk was sent; a live source has a chunk's audio
+            # only at its end: from speech, as the page is measured, the service alone is one chunk later
+            for run in (alone, again):
+                run["delays"] = [d + CHUNK_S for d in run["delays"]]
             for name, run in (("wav", alone), ("webm", again), ("page", page)):
                 runs[name].append(run)
             print(f"{item['id']:24} {seconds:5.1f}s " + "  ".join(
                 f"{name}: delay median {statistics.median(r['delays']):4.2f} p95 {np.percentile(r['delays'], 95):4.2f}"
-                f" final {r['final_s']:4.2f}" for name, r in (("wav", alone), ("webm", again), ("page", page))),
+                f" final {r['final_s']:4.2f}" for name, r in (("wav", alone), ("webm", again), ("page", page)))
+                + f"  (page's first chunk {page['first_chunk_s'] * 1000:.0f} ms after MediaRecorder.start;"
+                f" Chromium used {page['browser_cpu']:.0%} of a core while recording)",
                 flush=True)
     finally:
         service.stop()

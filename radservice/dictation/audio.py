@@ -13,7 +13,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from radservice.pipeline.decode import SAMPLE_RATE, decode_parts
+from radservice.pipeline.decode import SAMPLE_RATE, decode_stretch
 
 AUDIO_DIR = "audio"
 CHUNK = 1 << 16
@@ -168,22 +168,33 @@ def store_upload(source: BinaryIO, *, data_dir: Path, max_bytes: int, max_second
 class PlaybackRefused(Exception):
     """A stretch of a recording that cannot be played (its message names why; no PHI)."""
 
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
-def playback_wav(parts: list[Path], fmt: str, *, start_s: float = 0.0, end_s: float | None = None) -> bytes:
-    """The recording, or its stretch from ``start_s`` to ``end_s``, as a 16 kHz mono 16-bit WAV: the
-    timeline the transcript's word times are on (every part decoded and joined, as the worker does)."""
-    if end_s is not None and end_s <= start_s:
+
+#: The longest stretch one request plays (s): a word or a few sentences, never a whole long
+#: recording decoded into memory for one click.
+MAX_STRETCH_S = 120.0
+
+
+def playback_wav(parts: list[Path], fmt: str, *, start_s: float, end_s: float) -> bytes:
+    """The recording's stretch from ``start_s`` to ``end_s`` as a 16 kHz mono 16-bit WAV, on the
+    timeline the transcript's word times are on (the parts decoded and joined, as the worker
+    does); decoding stops at ``end_s``. An end past the recording plays to its end."""
+    if not end_s > start_s:
         raise PlaybackRefused(f"end ({end_s} s) must be after start ({start_s} s)")
+    if end_s - start_s > MAX_STRETCH_S:
+        raise PlaybackRefused(f"at most {MAX_STRETCH_S:.0f} s are played at once; ask for the rest in steps")
+    if not all(part.is_file() for part in parts):
+        raise PlaybackRefused("the audio file is missing from the store", status=410)
     try:
-        samples = decode_parts(parts, fmt)
+        samples, decoded = decode_stretch(parts, fmt, int(start_s * SAMPLE_RATE), int(round(end_s * SAMPLE_RATE)))
     except (av.FFmpegError, EOFError, OSError) as exc:
         raise PlaybackRefused(f"the stored audio could not be decoded ({type(exc).__name__})") from None
-    seconds = samples.size / SAMPLE_RATE
-    if start_s >= seconds:
-        raise PlaybackRefused(f"start ({start_s} s) is after the end of the recording ({seconds:.2f} s)")
-    first = int(start_s * SAMPLE_RATE)
-    last = samples.size if end_s is None else min(samples.size, int(round(end_s * SAMPLE_RATE)))
-    pcm = (np.clip(samples[first:last], -1.0, 1.0) * 32767).astype("<i2")
+    if not samples.size:
+        raise PlaybackRefused(f"start ({start_s} s) is after the end of the recording ({decoded / SAMPLE_RATE:.2f} s)")
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:
         wav.setnchannels(1)

@@ -39,8 +39,6 @@ class DictationPublic(BaseModel):
     #: text the accurate pass replaced.
     final_pass: str
     interim_transcript: str
-    #: The report's revision that took this dictation in (null until the draft job merged it).
-    merged_revision: int | None = None
     error: str
     job_id: int | None
 
@@ -49,8 +47,7 @@ class DictationPublic(BaseModel):
         return cls(dictation_id=d.id, section=d.section, status=d.status, audio_format=d.audio_format,
                    duration_s=d.duration_s, created_at=d.created_at, transcript=d.transcript, words=d.words,
                    transcribed_at=d.transcribed_at, transcript_model=d.transcript_model, unheard=d.unheard,
-                   final_pass=d.final_pass, interim_transcript=d.interim_transcript,
-                   merged_revision=d.draft_revision, error=d.error, job_id=d.job_id)
+                   final_pass=d.final_pass, interim_transcript=d.interim_transcript, error=d.error, job_id=d.job_id)
 
 
 class JobPublic(BaseModel):

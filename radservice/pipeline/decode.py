@@ -124,11 +124,41 @@ def decode_stream(reader: io.RawIOBase | Path, fmt: str, sink: Callable[[Samples
 
 
 def decode_parts(paths: Sequence[Path], fmt: str) -> Samples:
-    """Every part of a recording, decoded and joined (whole files, nothing growing)."""
+    """Every part of a recording, decoded and joined (whole files, nothing growing). An empty part
+    (a take scratched before any audio came, then stopped) adds nothing."""
     pieces: list[Samples] = []
     for path in paths:
-        decode_stream(path, fmt, pieces.append)
+        if path.stat().st_size:
+            decode_stream(path, fmt, pieces.append)
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+
+class _Enough(Exception):
+    """The stretch wanted is decoded: decoding stops."""
+
+
+def decode_stretch(paths: Sequence[Path], fmt: str, first: int, last: int) -> tuple[Samples, int]:
+    """Samples ``first`` to ``last`` (16 kHz) of the recording as ``decode_parts`` joins it, decoding
+    no further than ``last`` and keeping only the stretch; and how far decoding got (the
+    recording's length in samples when it ends before ``last``)."""
+    kept: list[Samples] = []
+    at = 0
+
+    def sink(piece: Samples) -> None:
+        nonlocal at
+        low, at = at, at + piece.size
+        if at > first and low < last:
+            kept.append(piece[max(0, first - low):min(piece.size, last - low)])
+        if at >= last:
+            raise _Enough
+
+    try:
+        for path in paths:
+            if path.stat().st_size:
+                decode_stream(path, fmt, sink)
+    except _Enough:
+        pass
+    return (np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)), at
 
 
 class LiveDecoder(threading.Thread):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import wave
 from pathlib import Path
 
@@ -175,6 +176,44 @@ def test_audio_of_a_word_or_the_whole_recording_is_played_to_readers_and_audited
         session.commit()
     joined = wav_samples(client.get(url, headers=headers).content)
     assert abs(joined.size - 56000) <= 320 and rms(joined[-8000:]) > 0.15
+    # a part left empty (a take scratched before its audio came, then stopped) adds nothing
+    with factory() as session:
+        dictation = session.get_one(Dictation, dictation_id)
+        (data_dir / dictations.part_path(dictation, 3)).write_bytes(b"")
+        dictation.audio_parts = 3
+        session.commit()
+    assert wav_samples(client.get(url, headers=headers).content).size == joined.size
+
+
+def test_a_play_decodes_only_as_far_as_its_end_and_plays_are_bounded(
+        client: TestClient, token: str, factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    from radservice.api.routes import dictations as route
+    from radservice.pipeline.decode import decode_stretch
+
+    long = audio_samples.tone(60.0)
+    dictation_id = upload(client, token, "ACC-1", long)[1]["dictation_id"]
+    data_dir = Path(client.app.state.settings.storage.data_dir)  # type: ignore[attr-defined]
+    (path,) = (data_dir / "audio").glob(f"{dictation_id}.*")
+    stretch, decoded = decode_stretch([path], "wav", 16000, 32000)
+    assert stretch.size == 16000 and decoded < 5 * 16000  # not the whole minute
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"/api/v1/dictations/{dictation_id}/audio"
+    too_long = client.get(url, params={"start": 0, "end": 121}, headers=headers)
+    assert too_long.status_code == 422 and "at most 120 s" in too_long.text
+    # without an end: 120 s at most (here the rest of the minute)
+    assert abs(wav_samples(client.get(url, params={"start": 50}, headers=headers).content).size - 160000) <= 320
+    # more plays at once than the service decodes: a clear 503 to retry, never a pile-up
+    monkeypatch.setattr(route, "_PLAYS", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(route, "_PLAY_WAIT_S", 0.05)
+    route._PLAYS.acquire()
+    busy = client.get(url, params={"start": 1, "end": 2}, headers=headers)
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    route._PLAYS.release()
+    assert client.get(url, params={"start": 1, "end": 2}, headers=headers).status_code == 200
+    # a part gone from the store: 410, as the worker says it
+    path.unlink()
+    gone = client.get(url, params={"start": 1, "end": 2}, headers=headers)
+    assert gone.status_code == 410 and "missing from the store" in gone.text
 
 
 @pytest.mark.parametrize(("change", "params", "status", "words"), [

@@ -113,3 +113,15 @@ test("Stop, Play and the section buttons; two devices do not mix their buttons",
   buttons.press(a, E.RECORD);
   assert.equal(calls.at(-1), "start");
 });
+
+test("a page not in front ignores presses, but a hold it started still ends at the release", () => {
+  const { buttons, calls, at } = mic();
+  const pm = {};
+  buttons.press(pm, E.RECORD | E.PLAY, false);
+  buttons.press(pm, 0, false);
+  assert.deepEqual(calls, []);
+  buttons.press(pm, E.RECORD);
+  at(HOLD_MS + 50);
+  buttons.press(pm, 0, false); // the window lost the focus while the button was held
+  assert.deepEqual(calls, ["start", "stop"]);
+});

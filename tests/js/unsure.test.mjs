@@ -95,3 +95,19 @@ test("the next word to check follows the caret and wraps around", () => {
   assert.equal(nextSpan(spans, 21).start, 4);
   assert.equal(nextSpan([], 3), null);
 });
+
+test("a word the rules rewrote plays what was said between its dictated neighbours; a line ends a sentence", () => {
+  const said = [[" measures", 0.5, 1.0], [" five", 1.1, 1.4], [" millimeters", 1.4, 2.0], [" in", 2.1, 2.2],
+    [" size.", 2.2, 2.6]].map(([word, start, end], i) => ({ id: `d1:${i}`, dictation: "d1", word, start, end }));
+  const text = "Nodule measures 5 mm in size.\nLiver normal";
+  const found = align(text, said);
+  const five = text.indexOf("5");
+  assert.deepEqual(audioSpan(found, five, five), { dictation: "d1", start: 1.0, end: 2.1 });
+  assert.deepEqual(audioSpan(found, five, five + 4), { dictation: "d1", start: 1.0, end: 2.1 });
+  // "Nodule" was typed before the first dictated word: nothing said before it to play
+  assert.equal(audioSpan(found, 2, 2), null);
+  const line = sentenceAt(text, text.indexOf("Liver"));
+  assert.equal(text.slice(line.start, line.end), "Liver normal");
+  const first = sentenceAt(text, 3);
+  assert.equal(text.slice(first.start, first.end), "Nodule measures 5 mm in size.");
+});

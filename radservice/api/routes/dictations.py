@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from radservice.api.deps import CurrentUser, ReadAuditDep, RowId, SessionDep, Se
 from radservice.audit import service as audit
 from radservice.db.session import begin_write
 from radservice.dictation import service as dictations
-from radservice.dictation.audio import AudioRejected, PlaybackRefused, playback_wav, store_upload
+from radservice.dictation.audio import MAX_STRETCH_S, AudioRejected, PlaybackRefused, playback_wav, store_upload
 from radservice.dictation.models import DictationStatus, Section
 from radservice.dictation.schemas import DictationAccepted, DictationPublic, JobPublic, JobQueued
 from radservice.jobs import service as jobs
@@ -103,23 +104,28 @@ def get_dictation(dictation_id: str, user: CurrentUser, session: SessionDep,
     return public
 
 
-#: A time in a recording (s). The page asks for a word or a sentence; the whole recording may be
-#: asked for too, bounded by the upload limits (16 kHz 16-bit WAV: 32 KB a second).
+#: A time in a recording (s).
 _SECONDS = Query(ge=0, le=24 * 3600)
+#: Plays decoded at once: more wait their turn briefly, then get 503 with Retry-After (a held
+#: key or a script cannot tie up the server's threads and memory decoding audio).
+_PLAYS = threading.BoundedSemaphore(2)
+_PLAY_WAIT_S = 2.0
 
 
 @router.get("/dictations/{dictation_id}/audio", response_class=Response,
             responses={200: {"content": {"audio/wav": {}}, "description": "16 kHz mono 16-bit WAV"},
                        404: {"description": "no such dictation"},
                        409: {"description": "still recording"},
-                       410: {"description": "the audio was removed (retention)"}})
+                       410: {"description": "the audio was removed (retention) or is missing"},
+                       503: {"description": "too many plays at once: try again after Retry-After"}})
 def dictation_audio(
     dictation_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep, read_audit: ReadAuditDep,
     start: Annotated[float, _SECONDS] = 0.0,
     end: Annotated[float | None, _SECONDS] = None,
 ) -> Response:
-    """The dictation's audio, or the stretch from ``start`` to ``end`` (s, on the timeline of its
-    words' times), for playing a word or a sentence back; every play is audited."""
+    """The stretch of the dictation's audio from ``start`` to ``end`` (s, on the timeline of its
+    words' times; at most 120 s, the default), for playing a word or a sentence back; every play
+    is audited."""
     dictation = dictations.get(session=session, dictation_id=dictation_id)
     if dictation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dictation {dictation_id!r}")
@@ -131,10 +137,15 @@ def dictation_audio(
     parts, fmt = dictations.audio_parts(dictation, Path(settings.storage.data_dir)), dictation.audio_format
     where = {"accession": dictation.study.accession_number, "issuer": dictation.study.accession_issuer}
     session.commit()  # no transaction stays open while the audio is decoded
+    if not _PLAYS.acquire(timeout=_PLAY_WAIT_S):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="too many plays at once; try again",
+                            headers={"Retry-After": "1"})
     try:
-        body = playback_wav(parts, fmt, start_s=start, end_s=end)
+        body = playback_wav(parts, fmt, start_s=start, end_s=start + MAX_STRETCH_S if end is None else end)
     except PlaybackRefused as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        raise HTTPException(exc.status, detail=str(exc)) from None
+    finally:
+        _PLAYS.release()
     read_audit(actor=user.username, user_id=user.id, action="dictation.audio.read",
                entity_type="dictation", entity_id=dictation_id,
                detail={**where, "start": start, "end": end})

@@ -16,6 +16,8 @@ const SIGNERS = new Set(["radiologist", "resident"]);
 const FINAL_SIGNERS = new Set(["radiologist"]);
 const DICTATORS = new Set(["radiologist", "resident"]);
 const DICTATED_SECTIONS = ["findings", "impression"];
+/** The longest stretch of audio one play asks for (s): a sentence, not a whole dictation. */
+const MAX_PLAY_S = 30;
 const STATUSES = [["", "Awaiting report"], ["scheduled", "Scheduled"], ["in_progress", "In progress"],
   ["dictated", "Dictated"], ["preliminary", "Preliminary"], ["final", "Final"], ["cancelled", "Cancelled"]];
 const PRIORITIES = [["", "Any"], ["S", "STAT"], ["A", "ASAP"], ["R", "Routine"]];
@@ -404,6 +406,7 @@ class StudyPage {
   dispose() {
     clearTimeout(this.timer);
     this.disposed = true;
+    this.stopPlaying(); // no patient's voice goes on after the study is left (or the session ends)
     if (this.dictation) this.dictation.abandon();
   }
 
@@ -466,10 +469,13 @@ class StudyPage {
       });
       area.addEventListener("blur", () => { if (this.dirty.size) this.save(); });
       // a click on a word to check selects all of it, ready to be typed over
-      area.addEventListener("click", () => {
-        if (area.selectionStart !== area.selectionEnd) return;
-        const span = (this.spans[key] || []).find((s) => s.start <= area.selectionStart && area.selectionStart <= s.end);
-        if (span) area.setSelectionRange(span.start, span.end);
+      // (strictly inside: a click at its edge places the cursor there, to type next to it)
+      area.addEventListener("click", (event) => {
+        if (event.detail !== 1 || event.shiftKey || event.ctrlKey || event.altKey || event.metaKey) return;
+        const at = area.selectionStart;
+        if (at !== area.selectionEnd) return;
+        const span = (this.spans[key] || []).find((s) => s.start < at && at < s.end);
+        if (span && area.value.slice(span.start, span.end) === span.word) area.setSelectionRange(span.start, span.end);
       });
       this.areas[key] = area;
       // the unsure words are highlighted in place by a copy of the text drawn behind the
@@ -605,6 +611,7 @@ class StudyPage {
   /** Select the next word to check after the caret in a section (Alt+N). */
   nextUnsure(key) {
     const area = this.areas[key];
+    this.showUnsure(key); // the marks as the text is now (typing redraws them late in a long text)
     const span = nextSpan(this.spans[key] || [], area.selectionEnd);
     if (span) area.setSelectionRange(span.start, span.end);
     else this.notice.replaceChildren(message("ok", "No words to check in this section."));
@@ -616,18 +623,18 @@ class StudyPage {
     if (sentence) ({ start: from, end: to } = sentenceAt(area.value, from));
     const span = audioSpan(align(area.value, this.dictatedWords(key)), from, to);
     if (!span) {
-      this.notice.replaceChildren(message("warn", "No dictated audio here: the words were typed or changed."));
+      this.notice.replaceChildren(message("warn", "No dictated audio here: the words were typed."));
       return;
     }
     // a little before and after: a word's times are tight, and its first sound is easily cut
     const start = Math.max(0, span.start - 0.15);
-    const end = span.end + 0.15;
+    const end = Math.min(span.end + 0.15, start + MAX_PLAY_S);
+    const asked = (this.playAsked || 0) + 1;
+    this.playAsked = asked; // only the latest ask plays: an earlier answer arriving late is dropped
     try {
       const audio = await api.audio(span.dictation, start, end);
-      if (this.playing) {
-        this.playing.pause();
-        URL.revokeObjectURL(this.playing.src);
-      }
+      if (asked !== this.playAsked || this.disposed) return;
+      this.stopPlaying();
       const player = new Audio(URL.createObjectURL(audio));
       this.playing = player;
       const words = area.value.slice(from, to).trim() || "the word";
@@ -641,8 +648,17 @@ class StudyPage {
       });
       await player.play();
     } catch (error) {
-      if (!error.signedOut) this.notice.replaceChildren(message("error", `Not played: ${error.message}`));
+      if (asked === this.playAsked && !error.signedOut && !this.disposed) {
+        this.notice.replaceChildren(message("error", `Not played: ${error.message}`));
+      }
     }
+  }
+
+  stopPlaying() {
+    if (!this.playing) return;
+    this.playing.pause();
+    URL.revokeObjectURL(this.playing.src);
+    this.playing = null;
   }
 
   /** While typing: at once for a dictation of usual length; for a long one the copy behind the
@@ -928,6 +944,7 @@ function shortcuts(event) {
   }
   if (event.altKey && !event.ctrlKey && focused && event.code === "KeyL") {
     event.preventDefault();
+    if (event.repeat) return; // a held key asks once
     const area = page.areas[focused];
     page.play(focused, area.selectionStart, area.selectionEnd, { sentence: event.shiftKey });
     return;
@@ -963,12 +980,14 @@ function moveSection(page, step) {
 
 let holdKey = null;
 let holdPage = null;
+let holdStarted = false;
 
 /** Space is the hold key only where a space would be typed into a report section (or nowhere):
  * on a button or in another field it keeps its own meaning. */
 function isHoldKey(event, page) {
   const key = state.me.page?.hold_key;
   if (!key || event.ctrlKey || event.altKey || event.metaKey) return false;
+  if (event.isComposing || event.keyCode === 229) return false; // an input method's Space picks a candidate
   if (key !== "Space") return event.key === key;
   if (event.code !== "Space" || event.shiftKey) return false;
   const at = document.activeElement;
@@ -981,8 +1000,15 @@ function holdFor(page) {
     holdPage = page;
     holdKey = new HoldKey({
       delayMs: state.me.page.hold_key === "Space" ? TAP_MS : 0,
-      onHold: () => { if (!page.dictation.active) page.dictation.start(); },
-      onRelease: () => { if (page.dictation.active) page.dictation.stop(); },
+      // a hold releases only what it started (not a recording begun with F4 or a microphone)
+      onHold: () => {
+        holdStarted = !page.dictation.recording;
+        if (holdStarted) page.dictation.start();
+      },
+      onRelease: () => {
+        if (holdStarted) page.dictation.release();
+        holdStarted = false;
+      },
       onTap: () => {
         const area = document.activeElement;
         if (!Object.values(page.areas).includes(area) || area.readOnly) return;
@@ -1001,7 +1027,8 @@ function holdKeyUp(event) {
   const page = state.study;
   if (!holdKey || !page || page !== holdPage || !page.areas) return;
   const key = state.me.page?.hold_key;
-  if (key === "Space" ? event.code === "Space" : event.key === key) {
+  // only a release of a press taken as the hold key: Space released on a button still clicks it
+  if (holdKey.state !== "up" && (key === "Space" ? event.code === "Space" : event.key === key)) {
     event.preventDefault();
     holdKey.up();
   }
@@ -1025,9 +1052,9 @@ function loadMicSupport() {
       if (!lib) return null;
       const manager = new lib.DictationDeviceManager(navigator.hid);
       MICS.buttons = new MicButtons(lib.ButtonEvent, {
-        recording: () => Boolean(state.study?.dictation?.active),
+        recording: () => Boolean(state.study?.dictation?.recording),
         start: () => state.study?.dictation?.start(),
-        stop: () => state.study?.dictation?.stop(),
+        stop: () => state.study?.dictation?.release(),
         move: (step) => state.study?.areas && moveSection(state.study, step),
         play: () => {
           const page = state.study;
@@ -1035,7 +1062,10 @@ function loadMicSupport() {
           if (key) page.play(key, page.areas[key].selectionStart, page.areas[key].selectionEnd, { sentence: true });
         },
       });
-      manager.addButtonEventListener((device, mask) => MICS.buttons.press(device, mask));
+      // WebHID tells every tab that opened the device: only the one in front acts on a press
+      // (a release still ends what this tab's press started)
+      manager.addButtonEventListener((device, mask) => MICS.buttons.press(device, mask,
+        document.visibilityState === "visible" && document.hasFocus()));
       manager.addDeviceConnectedEventListener(() => micsChanged());
       manager.addDeviceDisconnectedEventListener((device) => {
         MICS.buttons.forget(device);
@@ -1115,6 +1145,18 @@ class DictationControls {
     return this.link !== null && !["done", "failed", "offline"].includes(this.link.state);
   }
 
+  /** A take is starting or being recorded (not one finishing after Stop). */
+  get recording() {
+    return Boolean(this.starting || (this.active && !this.link.stopWanted));
+  }
+
+  /** Stop, also while Record is still starting (a hold released during the save or the
+   * microphone's prompt): the take stops as soon as it has started. */
+  release() {
+    if (this.starting) this.stopAfterStart = true;
+    else if (this.recording) this.stop();
+  }
+
   toggle() {
     if (this.active) this.stop();
     else this.start();
@@ -1133,7 +1175,12 @@ class DictationControls {
   }
 
   async start() {
-    if (this.active || this.starting) return;
+    if (this.starting) return;
+    if (this.active) {
+      if (this.link.stopWanted) this.say("Still finishing the last take: press Record again in a moment.", "warn");
+      return;
+    }
+    this.stopAfterStart = false;
     const section = this.target();
     if (!section) {
       this.say("This report has no Findings or Impression to dictate into.", "error");
@@ -1177,6 +1224,10 @@ class DictationControls {
       this.say("Connecting…");
     } finally {
       this.starting = false;
+      if (this.stopAfterStart) {
+        this.stopAfterStart = false;
+        if (this.link) this.stop();
+      }
     }
   }
 
@@ -1284,14 +1335,12 @@ class DictationControls {
         this.say(`Transcribing… (${dictation ? dictation.status : "queued"})`);
         continue;
       }
+      const report = await api.report(study.report_id).catch(() => null);
       // this dictation's own merge, not another's (an earlier take's accurate pass moves the revision too)
-      const merged = dictation ? dictation.merged_revision : null;
-      if (merged === null || merged === undefined) {
-        if (dictation) this.say(`Transcribing… (${dictation.status})`);
+      if (!report || !(report.dictation_ids || []).includes(dictationId) || page.disposed) {
+        if (dictation && !page.disposed) this.say(`Transcribing… (${dictation.status})`);
         continue;
       }
-      const report = await api.report(study.report_id).catch(() => null);
-      if (!report || report.revision < merged || page.disposed) continue;
       if (this.active) continue; // a new recording is on: its section stays as it is until it ends
       page.study = study;
       if (page.dirty.size) {

@@ -96,11 +96,14 @@ export class MicButtons {
     this.recordDown = new Map(); // device -> when a press started recording
   }
 
-  /** A device's buttons changed: ``mask`` is every button down now. */
-  press(device, mask) {
+  /**
+   * A device's buttons changed: ``mask`` is every button down now. With ``act`` false (the page
+   * is not the one in front) presses do nothing; a release still ends a hold this page started.
+   */
+  press(device, mask, act = true) {
     const before = this.last.get(device) || 0;
     this.last.set(device, mask);
-    const pressed = mask & ~before;
+    const pressed = act ? mask & ~before : 0;
     const released = before & ~mask;
     const E = this.events;
     if (pressed & E.RECORD) {

@@ -87,10 +87,11 @@ export function nextSpan(spans, offset) {
   return spans.find((span) => span.start >= offset) || spans[0] || null;
 }
 
-/** The span of the sentence holding ``offset``: from after the previous . ! ? or blank line to
- * its own end mark (or the text's end), spaces at its edges left out. */
+/** The span of the sentence holding ``offset``: from after the previous . ! ? or line end to its
+ * own end mark (or the line's end: findings are often one organ a line, without a period),
+ * spaces at its edges left out. */
 export function sentenceAt(text, offset) {
-  const ends = /[.!?](?=\s|$)|\n\s*\n/g;
+  const ends = /[.!?](?=\s|$)|\n/g;
   let start = 0;
   let end = text.length;
   for (const match of text.matchAll(ends)) {
@@ -98,7 +99,7 @@ export function sentenceAt(text, offset) {
     if (after <= offset) {
       start = after;
     } else {
-      end = match[0].startsWith("\n") ? match.index : after;
+      end = match[0] === "\n" ? match.index : after;
       break;
     }
   }
@@ -119,9 +120,18 @@ export function sentenceAt(text, offset) {
 export function audioSpan(found, from, to) {
   // a caret (nothing selected) plays the word it stands in or touches; a selection, the words it overlaps
   const touches = from === to ? (f) => f.start <= from && from <= f.end : (f) => f.end > from && f.start < to;
-  const hit = found.filter((f) => touches(f)
-    && typeof f.said.start === "number" && typeof f.said.end === "number" && f.said.dictation);
-  if (!hit.length) return null;
+  const timed = found.filter((f) => typeof f.said.start === "number" && typeof f.said.end === "number"
+    && f.said.dictation);
+  const hit = timed.filter(touches);
+  if (!hit.length) {
+    // a word the rules rewrote ("five millimeters" is "5 mm"): what was said between the dictated
+    // words found on either side of it, when they are of one take and something lies between
+    const before = timed.filter((f) => f.end <= from).at(-1);
+    const after = timed.find((f) => f.start >= to);
+    if (!before || !after || before.said.dictation !== after.said.dictation) return null;
+    if (after.said.start - before.said.end < 0.05) return null;
+    return { dictation: before.said.dictation, start: before.said.end, end: after.said.start };
+  }
   const dictation = hit[0].said.dictation;
   const same = hit.filter((f) => f.said.dictation === dictation);
   return { dictation, start: Math.min(...same.map((f) => f.said.start)), end: Math.max(...same.map((f) => f.said.end)) };
