@@ -8,6 +8,7 @@ the recording is over; so each chunk is demuxed and decoded once, never re-read.
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -126,11 +127,7 @@ def decode_stream(reader: io.RawIOBase | Path, fmt: str, sink: Callable[[Samples
 def decode_parts(paths: Sequence[Path], fmt: str) -> Samples:
     """Every part of a recording, decoded and joined (whole files, nothing growing). An empty part
     (a take scratched before any audio came, then stopped) adds nothing."""
-    pieces: list[Samples] = []
-    for path in paths:
-        if path.stat().st_size:
-            decode_stream(path, fmt, pieces.append)
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    return decode_stretch(paths, fmt, 0, sys.maxsize)[0]
 
 
 class _Enough(Exception):

@@ -935,7 +935,6 @@ function shortcuts(event) {
     page.dictation.toggle();
     return;
   }
-  const areas = Object.values(page.areas);
   const focused = focusedSection(page);
   if (event.altKey && !event.ctrlKey && focused && event.code === "KeyN") {
     event.preventDefault();
