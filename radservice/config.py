@@ -34,9 +34,33 @@ class ServerSettings(_Section):
     keep_alive_s: int = Field(5, ge=1)
 
 
+def _read_secret(path: Path, key: str, *, may_be_empty: bool = False) -> str:
+    """The first line of a secret file (a compose secret, a Kubernetes secret volume)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{key} {path}: cannot read: {exc.strerror}") from None
+    value = text.splitlines()[0] if text else ""
+    if not value and not may_be_empty:
+        raise ValueError(f"{key} {path}: the file is empty")
+    return value
+
+
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/radservice.db"
     echo: bool = False
+    #: A file holding the database password (its first line), put into ``url``: the password
+    #: stays out of the config file and the environment (compose secrets, /run/secrets/...).
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> DatabaseSettings:
+        if self.password_file is not None:
+            from sqlalchemy.engine import make_url
+
+            password = _read_secret(self.password_file, "database.password_file")
+            self.url = make_url(self.url).set(password=password).render_as_string(hide_password=False)
+        return self
 
 
 class StorageSettings(_Section):
@@ -130,7 +154,15 @@ class LlmSettings(_Section):
     model: str = "llama3.2:3b"
     timeout_s: float = Field(30.0, gt=0)
     api_key: SecretStr = SecretStr("")
+    #: A file holding the API key (its first line; empty: no key), instead of ``api_key``.
+    api_key_file: Path | None = None
     prompts_dir: Path = Path("config/prompts")
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> LlmSettings:
+        if self.api_key_file is not None:
+            self.api_key = SecretStr(_read_secret(self.api_key_file, "llm.api_key_file", may_be_empty=True))
+        return self
 
 
 class WorkerSettings(_Section):
@@ -248,7 +280,10 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration with secrets masked, for the start-up log."""
+        from sqlalchemy.engine import make_url
+
         dumped: dict[str, Any] = self.model_dump(mode="json")
+        dumped["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
         return dumped
 
 

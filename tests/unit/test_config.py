@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
-from radservice.config import ConfigError, load_settings
+from radservice.config import ConfigError, LlmSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,3 +115,29 @@ def test_the_hold_key_is_one_of_the_named_keys_and_not_the_record_key(tmp_path: 
         load_settings(write(tmp_path, '[web]\nhold_key = "a"\n'))
     with pytest.raises(ConfigError, match="one key cannot do both"):
         load_settings(write(tmp_path, '[web]\nhold_key = "F9"\nrecord_key = "F9"\n'))
+
+
+def test_database_password_and_llm_key_come_from_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "db_password").write_text("s3cr:t/p@ss\n")
+    (tmp_path / "llm_api_key").write_text("sk-test-key\n")
+    monkeypatch.setenv("RADSERVICE_DATABASE__URL", "postgresql+psycopg://radservice@postgres:5432/radservice")
+    monkeypatch.setenv("RADSERVICE_DATABASE__PASSWORD_FILE", str(tmp_path / "db_password"))
+    monkeypatch.setenv("RADSERVICE_LLM__API_KEY_FILE", str(tmp_path / "llm_api_key"))
+    settings = Settings()
+    url = make_url(settings.database.url)
+    assert (url.username, url.password, url.host, url.database) == ("radservice", "s3cr:t/p@ss", "postgres",
+                                                                   "radservice")
+    assert settings.llm.api_key.get_secret_value() == "sk-test-key"
+    assert "s3cr" not in str(settings.redacted()) and "sk-test" not in str(settings.redacted())
+
+
+def test_an_empty_key_file_means_no_key_but_an_empty_password_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("")
+    assert LlmSettings(api_key_file=tmp_path / "empty").api_key.get_secret_value() == ""
+    config = tmp_path / "radservice.toml"
+    config.write_text(f'[database]\npassword_file = "{tmp_path / "empty"}"\n')
+    with pytest.raises(ConfigError, match=r"database.password_file .*empty"):
+        load_settings(config)
+    config.write_text(f'[database]\npassword_file = "{tmp_path / "missing"}"\n')
+    with pytest.raises(ConfigError, match=r"database.password_file .*missing: cannot read"):
+        load_settings(config)
