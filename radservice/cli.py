@@ -96,6 +96,16 @@ def serve(config: ConfigOption = None) -> None:
 
 
 @app.command()
+def demo(keep: Annotated[bool, typer.Option("--keep", help="leave the service running afterwards, with a sign-in "
+                                                          "for the page (Ctrl-C stops it)")] = False) -> None:
+    """The whole loop on this machine: loopback RIS and PACS, an order, a bundled dictation, a
+    signature, and what each side received (temporary database; nothing else is touched)."""
+    from radservice import demo as demo_mod
+
+    raise typer.Exit(demo_mod.run(keep=keep))
+
+
+@app.command()
 def worker(
     config: ConfigOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1,

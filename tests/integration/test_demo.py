@@ -1,0 +1,79 @@
+"""`radservice demo`: the whole loop with loopback peers, as a newcomer runs it; a failure names
+its step; `--keep` leaves a service a person can sign in to, and Ctrl-C/SIGTERM ends it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _demo(*args: str, env: dict[str, str] | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "radservice.cli", "demo", *args], capture_output=True, text=True,
+                          timeout=900, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def test_demo_runs_the_whole_loop_and_shows_what_each_side_received(tmp_path: Path) -> None:
+    done = _demo(cwd=tmp_path)  # any folder: the demo finds the bundled files itself
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for number in range(1, 10):
+        assert f"[{number}/9] " in out
+    assert out.count("      ok in ") == 9 and "FAILED" not in out
+    assert "ACK: MSA|AA|" in out
+    # the ORU as the loopback RIS received it: a final result for the demo's accession
+    obr = next(line for line in out.splitlines() if line.startswith("  OBR|"))
+    assert obr.split("|")[18] == "DEMO0001" and obr.split("|")[25] == "F", obr
+    assert re.search(r"^  OBX\|1\|FT\|18782-3\^.*pulmonary nodule", out, flags=re.M), out
+    # the SR's content tree as the loopback PACS stored it
+    assert "CONTAINER Diagnostic Imaging Report (18748-4, LN)" in out
+    assert "CONTAINS CONTAINER Findings (59776-5, LN)" in out and "PNAME Person Observer Name" in out
+    assert "completion COMPLETE, verification VERIFIED" in out
+    assert "pacs: acked, ris: acked" in out
+    workdir = Path(re.search(r"; files in (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert workdir.name.startswith("radservice-demo-") and not workdir.exists(), "temporary folder left behind"
+
+
+def test_a_failed_step_is_named_and_exits_non_zero(tmp_path: Path) -> None:
+    # a value serve refuses (exit 2): the demo must say it was starting serve, and show why
+    done = _demo(env={"RADSERVICE_SERVER__MAX_BODY_KB": "1"}, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert "FAILED at step 2 (Starting radservice serve" in done.stdout
+    assert "radservice serve exited with 2" in done.stdout and "server.max_body_kb" in done.stdout
+
+
+def test_keep_leaves_a_service_to_sign_in_to_until_stopped(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "radservice.cli", "demo", "--keep"], stdout=fh,
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while "Press Ctrl-C to stop" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        text = log.read_text()
+        base = re.search(r"The page: (http://127\.0\.0\.1:\d+)/", text).group(1)  # type: ignore[union-attr]
+        password = re.search(r"sign in as demo with the password (\S+)", text).group(1)  # type: ignore[union-attr]
+        workdir = Path(re.search(r"temporary files in (\S+)", text).group(1))  # type: ignore[union-attr]
+        with httpx.Client(base_url=base, timeout=10) as page:
+            signed_in = page.post("/api/v1/session", json={"username": "demo", "password": password},
+                                  headers={"Origin": base})
+            assert signed_in.status_code == 200, signed_in.text
+            assert page.get("/api/v1/worklist").status_code == 200
+        assert workdir.is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()
+    assert not workdir.exists(), "the temporary folder outlived the demo"
