@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ MAX_FRAME_BYTES = 4 << 20
 class LoopbackRis:
     """An MLLP receiver on 127.0.0.1 that answers AA to every message and keeps their texts."""
 
-    def __init__(self, *, application: str = "DEMO-RIS", facility: str = "DEMO") -> None:
+    def __init__(self, *, application: str = "DEMO-RIS", facility: str = "DEMO",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.application, self.facility = application, facility
         self.received: list[str] = []
         self._changed = threading.Condition()
@@ -49,6 +51,12 @@ class LoopbackRis:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 self.request.settimeout(60)
+                if ssl_context is not None:
+                    try:
+                        self.request = ssl_context.wrap_socket(self.request, server_side=True)
+                    except (ssl.SSLError, OSError) as exc:
+                        log.warning("loopback RIS: TLS handshake failed: %s", exc)
+                        return
                 reader = FrameReader(MAX_FRAME_BYTES)
                 while True:
                     try:
@@ -102,8 +110,9 @@ class LoopbackRis:
 class LoopbackPacs:
     """A DICOM storage SCP (and C-ECHO) on 127.0.0.1 writing each received object to ``folder``."""
 
-    def __init__(self, folder: Path, *, ae_title: str = "DEMO-PACS") -> None:
+    def __init__(self, folder: Path, *, ae_title: str = "DEMO-PACS", ssl_context: ssl.SSLContext | None = None) -> None:
         self.folder = folder
+        self.ssl_context = ssl_context
         self.ae_title = ae_title
         self.received: list[Dataset] = []
         self._changed = threading.Condition()
@@ -159,7 +168,8 @@ class LoopbackPacs:
         handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
                                (evt.EVT_C_ECHO, lambda event: 0x0000),
                                (evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc))]
-        server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers,
+                                      ssl_context=self.ssl_context)
         assert server is not None
         self._server = server
         self.port = int(server.server_address[1])

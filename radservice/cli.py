@@ -22,6 +22,7 @@ from radservice.audit import service as audit
 from radservice.config import ConfigError, Settings, load_settings
 from radservice.db.session import make_sessionmaker, session_scope
 from radservice.logs import configure_logging
+from radservice.tls import TlsError
 from radservice.users import service as users
 from radservice.users import signin
 from radservice.users.names import PersonName
@@ -90,6 +91,8 @@ def serve(config: ConfigOption = None) -> None:
         code = asyncio.run(serve_mod.run(settings, engine))
     except serve_mod.ListenError as exc:
         _fail(str(exc), 1)
+    except TlsError as exc:
+        _fail(f"configuration error\n{exc}", 2)
     finally:
         engine.dispose()
     raise typer.Exit(code)
@@ -193,11 +196,41 @@ def check(config: ConfigOption = None) -> None:
         typer.echo(f"database: FAILED ({_safe_url(settings)}: {type(exc).__name__})")
     finally:
         engine.dispose()
+    failures += _check_tls(settings)
     failures += _check_llm(settings)
     failures += _check_ris(settings)
     failures += _check_pacs(settings)
     if failures:
         raise typer.Exit(1)
+
+
+def _check_tls(settings: Settings) -> int:
+    """Every certificate the settings name: usable, and how long it lasts (a warning within
+    30 days of its end, a failure after it); 1 per failure."""
+    from radservice import tls
+
+    failures = 0
+    try:
+        tls.validate(settings)
+    except tls.TlsError as exc:
+        typer.echo(f"tls: FAILED ({exc})")
+        failures += 1
+    for key, path in tls.certificates(settings).items():
+        try:
+            ends, days = tls.not_after(path), tls.days_left(path)
+        except tls.TlsError as exc:
+            typer.echo(f"tls: FAILED ({key}: {exc})")
+            failures += 1
+            continue
+        when = f"{ends:%Y-%m-%d %H:%M} UTC"
+        if days < 0:
+            typer.echo(f"tls: FAILED ({key} {path} ended on {when})")
+            failures += 1
+        elif days < tls.EXPIRY_WARNING_DAYS:
+            typer.echo(f"tls: WARNING ({key} {path} ends on {when}, in {int(days)} days: renew it)")
+        else:
+            typer.echo(f"tls: ok ({key} {path} valid until {when})")
+    return failures
 
 
 def _check_llm(settings: Settings) -> int:
@@ -230,18 +263,33 @@ def _check_llm(settings: Settings) -> int:
 def _check_ris(settings: Settings) -> int:
     """Open (and close) an MLLP connection to the RIS; 1 on failure, 0 when fine or not configured."""
     import socket
+    import ssl
 
     ris = settings.ris
     if not ris.host:
         typer.echo("ris: not configured (ris.host is empty: signed reports wait in the outbox until it is set)")
         return 0
+    from radservice import tls
+
+    over = ""
     try:
-        with socket.create_connection((ris.host, ris.port), timeout=ris.connect_timeout_s):
-            pass
-    except OSError as exc:
-        typer.echo(f"ris: FAILED (no MLLP connection to {ris.host}:{ris.port}: {exc.strerror or type(exc).__name__})")
+        context = tls.ris_context(ris)
+        with socket.create_connection((ris.host, ris.port), timeout=ris.connect_timeout_s) as sock:
+            if context is not None:
+                with context.wrap_socket(sock, server_hostname=ris.host) as secured:
+                    over = f" over {secured.version()}"
+    except tls.TlsError as exc:
+        typer.echo(f"ris: FAILED ({exc})")
         return 1
-    typer.echo(f"ris: ok (MLLP connection to {ris.host}:{ris.port})")
+    except ssl.SSLCertVerificationError as exc:
+        typer.echo(f"ris: FAILED (TLS to {ris.host}:{ris.port}: the RIS's certificate is not trusted: "
+                   f"{exc.verify_message})")
+        return 1
+    except OSError as exc:
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc.strerror
+        typer.echo(f"ris: FAILED (no MLLP connection to {ris.host}:{ris.port}: {reason or type(exc).__name__})")
+        return 1
+    typer.echo(f"ris: ok (MLLP connection to {ris.host}:{ris.port}{over})")
     return 0
 
 
@@ -254,7 +302,13 @@ def _check_pacs(settings: Settings) -> int:
     if not pacs.host:
         typer.echo("pacs: not configured (pacs.host is empty: signed reports' SRs wait in the outbox until it is set)")
         return 0
-    client = PacsClient(pacs, settings.dicom)
+    from radservice import tls
+
+    try:
+        client = PacsClient(pacs, settings.dicom, ssl_context=tls.pacs_context(pacs))
+    except tls.TlsError as exc:
+        typer.echo(f"pacs: FAILED ({exc})")
+        return 1
     try:
         status = client.echo()
     except (PacsUnavailable, PacsRefusesService) as exc:
@@ -265,7 +319,7 @@ def _check_pacs(settings: Settings) -> int:
     if status != 0:
         typer.echo(f"pacs: FAILED (C-ECHO to {where} answered status 0x{status:04X})")
         return 1
-    typer.echo(f"pacs: ok (C-ECHO to {where} as {settings.dicom.ae_title})")
+    typer.echo(f"pacs: ok (C-ECHO to {where} as {settings.dicom.ae_title}{' over TLS' if pacs.tls else ''})")
     return 0
 
 

@@ -32,6 +32,16 @@ class ServerSettings(_Section):
     max_connections: int = Field(200, ge=1)
     #: An idle keep-alive connection is closed after this many seconds.
     keep_alive_s: int = Field(5, ge=1)
+    #: HTTPS for the API, the page and its WebSocket: a PEM certificate (chain) and its key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Strict-Transport-Security max-age sent with HTTPS (0: no header).
+    hsts_max_age_s: int = Field(31_536_000, ge=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        _pair(self.tls_cert, self.tls_key, "server")
+        return self
 
 
 def _read_secret(path: Path, key: str, *, may_be_empty: bool = False) -> str:
@@ -44,6 +54,24 @@ def _read_secret(path: Path, key: str, *, may_be_empty: bool = False) -> str:
     if not value and not may_be_empty:
         raise ValueError(f"{key} {path}: the file is empty")
     return value
+
+
+def _pair(cert: Path | None, key: Path | None, section: str) -> None:
+    if (cert is None) != (key is None):
+        raise ValueError(f"{section}.tls_cert and {section}.tls_key go together: set both or neither")
+
+
+def _listener_tls(cert: Path | None, key: Path | None, client_ca: Path | None, section: str) -> None:
+    _pair(cert, key, section)
+    if client_ca is not None and cert is None:
+        raise ValueError(f"{section}.tls_client_ca needs {section}.tls_cert and {section}.tls_key (TLS on)")
+
+
+def _client_tls(tls: bool, ca: Path | None, cert: Path | None, key: Path | None, section: str) -> None:
+    _pair(cert, key, section)
+    if not tls and (ca is not None or cert is not None):
+        raise ValueError(f"{section}.tls_ca / tls_cert are set but {section}.tls is false: set {section}.tls = true "
+                         "(nothing is sent in plain text by mistake)")
 
 
 class DatabaseSettings(_Section):
@@ -83,6 +111,16 @@ class Hl7Settings(_Section):
     frame_timeout_s: float = Field(60.0, gt=0)
     #: Connections served at once; more are closed at once with a log line.
     max_connections: int = Field(64, ge=1)
+    #: MLLP over TLS: our certificate and key; with a client CA, a sender must present a
+    #: certificate it signed (mutual TLS, IHE ATNA).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> Hl7Settings:
+        _listener_tls(self.tls_cert, self.tls_key, self.tls_client_ca, "hl7")
+        return self
 
 
 class RisSettings(_Section):
@@ -97,6 +135,17 @@ class RisSettings(_Section):
     retry_on_ar: bool = True
     #: Attempts in all for a delivery the RIS keeps answering AR (then it fails for a person).
     ar_attempts: int = Field(5, ge=1, le=100)
+    #: MLLP over TLS to the RIS: its certificate is checked against ``tls_ca`` (else the system's
+    #: CAs) and ``host``; ``tls_cert``/``tls_key`` are ours, for a RIS that asks (mutual TLS).
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> RisSettings:
+        _client_tls(self.tls, self.tls_ca, self.tls_cert, self.tls_key, "ris")
+        return self
 
     @property
     def longest_send_s(self) -> float:
@@ -109,6 +158,15 @@ class DicomSettings(_Section):
     ae_title: str = Field("RADSERVICE", min_length=1, max_length=16)
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(11112, ge=0, le=65535)
+    #: DICOM TLS (BCP 195 profile) on our listener; with a client CA, callers need its certificate.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> DicomSettings:
+        _listener_tls(self.tls_cert, self.tls_key, self.tls_client_ca, "dicom")
+        return self
 
 
 class PacsSettings(_Section):
@@ -122,6 +180,17 @@ class PacsSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(30.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
+    #: DICOM TLS to the PACS (C-STORE, C-FIND, C-ECHO): its certificate is checked against
+    #: ``tls_ca`` (else the system's CAs) and ``host``; ``tls_cert``/``tls_key`` are ours.
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> PacsSettings:
+        _client_tls(self.tls, self.tls_ca, self.tls_cert, self.tls_key, "pacs")
+        return self
 
     @property
     def longest_send_s(self) -> float:

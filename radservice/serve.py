@@ -21,6 +21,7 @@ from integrations.dicom.scu import PacsSender
 from integrations.hl7.listener import MllpListener
 from integrations.hl7.routing import Hl7Router
 from integrations.hl7.sender import RisSender
+from radservice import tls
 from radservice.api.app import create_app
 from radservice.config import Settings
 from radservice.db.session import make_sessionmaker
@@ -63,7 +64,16 @@ class _ApiServer(uvicorn.Server):
 
 
 async def run(settings: Settings, engine: Engine) -> int:
-    """Serve until SIGTERM or SIGINT on a migrated database; return the process exit code."""
+    """Serve until SIGTERM or SIGINT on a migrated database; return the process exit code.
+
+    Raises
+    ------
+    ListenError
+        A port cannot be bound.
+    tls.TlsError
+        A certificate, key or CA file the settings name cannot be used (checked before any bind).
+    """
+    tls.validate(settings)
     api_sock = bind_tcp(settings.server.host, settings.server.port, what="HTTP API")
     try:
         mllp_sock = bind_tcp(settings.hl7.listen_host, settings.hl7.listen_port, what="HL7 MLLP listener")
@@ -75,6 +85,11 @@ async def run(settings: Settings, engine: Engine) -> int:
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             ws_max_size=server.ws_max_kb << 10, limit_concurrency=server.max_connections,
                             timeout_keep_alive=server.keep_alive_s)
+    if server.tls_cert is not None:
+        config.load()
+        # our context (BCP 195: TLS 1.2+, AEAD suites) instead of uvicorn's defaults; uvicorn
+        # tells https from http by the connection's transport, so the scheme follows
+        config.ssl = tls.https_context(server)
     api = _ApiServer(config)
 
     stop = asyncio.Event()
@@ -92,12 +107,13 @@ async def run(settings: Settings, engine: Engine) -> int:
     )
     mllp = MllpListener(router=router, max_message_bytes=settings.hl7.max_message_bytes,
                         allowed_hosts=settings.hl7.allowed_hosts, idle_timeout_s=settings.hl7.idle_timeout_s,
-                        frame_timeout_s=settings.hl7.frame_timeout_s, max_connections=settings.hl7.max_connections)
+                        frame_timeout_s=settings.hl7.frame_timeout_s, max_connections=settings.hl7.max_connections,
+                        ssl_context=tls.mllp_context(settings.hl7))
     await mllp.start(mllp_sock)
     app.state.listeners["hl7"] = mllp.is_up
     host, port = mllp_sock.getsockname()[:2]
     log.info("HL7 MLLP listening on %s:%d", host, port)
-    dicom = DicomListener(settings.dicom)
+    dicom = DicomListener(settings.dicom, ssl_context=tls.dicom_context(settings.dicom))
     try:
         host, port = dicom.start()
     except OSError as exc:
@@ -141,7 +157,7 @@ async def run(settings: Settings, engine: Engine) -> int:
         pool.stop(timeout=10)
         return 1
     host, port = api_sock.getsockname()[:2]
-    log.info("HTTP API listening on http://%s:%d", host, port)
+    log.info("HTTP API listening on %s://%s:%d", "https" if server.tls_cert else "http", host, port)
 
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
     while not (api_task.done() or stop_task.done()):
@@ -165,10 +181,11 @@ def start_senders(settings: Settings, engine: Engine,
     """One delivery loop per destination (a thread each: a peer that is down delays only its own rows)."""
     owner = f"{socket.gethostname()}:{os.getpid()}"
     ris = RisSender(settings.ris, sending_application=settings.hl7.sending_application,
-                    sending_facility=settings.hl7.sending_facility)
+                    sending_facility=settings.hl7.sending_facility, ssl_context=tls.ris_context(settings.ris))
     if not settings.ris.host:
         log.warning("ris.host is not configured: signed reports wait in the outbox until it is")
-    pacs = PacsSender(settings.pacs, settings.dicom, institution=settings.hl7.sending_facility)
+    pacs = PacsSender(settings.pacs, settings.dicom, institution=settings.hl7.sending_facility,
+                      ssl_context=tls.pacs_context(settings.pacs))
     if not settings.pacs.host:
         log.warning("pacs.host is not configured: signed reports' SRs wait in the outbox until it is")
     loops = [DeliveryLoop(sessions=make_sessionmaker(engine), sender=sender, settings=settings.outbox,

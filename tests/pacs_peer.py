@@ -66,8 +66,11 @@ class Orthanc:
 
 @contextmanager
 def orthanc(workdir: Path, *, dicom_port: int | None = None, check_called_aet: bool = False,
-            ae_title: str = "ORTHANC") -> Iterator[Orthanc]:
-    """Start Orthanc with its own storage under ``workdir``; wait until its REST API answers."""
+            ae_title: str = "ORTHANC", tls: tuple[Path, Path, Path] | None = None) -> Iterator[Orthanc]:
+    """Start Orthanc with its own storage under ``workdir``; wait until its REST API answers.
+
+    ``tls`` = (certificate, key, trusted CA certificates): DICOM TLS on its DICOM port, with
+    callers' certificates required (Orthanc's default since 1.9)."""
     assert ORTHANC is not None, "Orthanc is not installed"
     workdir.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = dicom_port or free_port(), free_port()
@@ -79,6 +82,9 @@ def orthanc(workdir: Path, *, dicom_port: int | None = None, check_called_aet: b
         "DicomCheckCalledAet": check_called_aet, "DicomScpTimeout": 2, "Plugins": [], "SaveJobs": False,
         "StableAge": 1, "ConcurrentJobs": 1, "HttpThreadsCount": 4,
     }
+    if tls is not None:
+        config |= {"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls[0]), "DicomTlsPrivateKey": str(tls[1]),
+                   "DicomTlsTrustedCertificates": str(tls[2]), "DicomTlsRemoteCertificateRequired": True}
     path = workdir / "orthanc.json"
     path.write_text(json.dumps(config))
     log_path = workdir / "orthanc.log"

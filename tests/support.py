@@ -31,23 +31,24 @@ def free_port() -> int:
 
 
 def radservice(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+               timeout: float = 120, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the radservice CLI in a child process and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "radservice.cli", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
+        input=input_text,
     )
 
 
 def wait_until_up(proc: subprocess.Popen[str] | subprocess.Popen[bytes], url: str, *, what: str, wait_s: float,
-                  log: Callable[[], str]) -> None:
+                  log: Callable[[], str], verify: Any = True) -> None:
     """Wait until ``url`` answers 200; fail with ``log()`` when ``proc`` exits or time runs out."""
     deadline = time.monotonic() + wait_s
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited with {proc.returncode}:\n{log()}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -99,7 +100,10 @@ def serve(config_path: Path, workdir: Path, *, env: dict[str, str] | None = None
     """Start `radservice serve --config FILE`, wait for /healthz, stop it with SIGTERM after."""
     import tomllib
 
-    port = tomllib.loads(config_path.read_text())["server"]["port"]
+    server = tomllib.loads(config_path.read_text())["server"]
+    port = server["port"]
+    # HTTPS (server.tls_cert): the test's own CA is not ours to know here; reachability only
+    scheme = "https" if server.get("tls_cert") else "http"
     log_path = workdir / "serve.log"
     log_fh = log_path.open("w")
     proc = subprocess.Popen(
@@ -107,9 +111,10 @@ def serve(config_path: Path, workdir: Path, *, env: dict[str, str] | None = None
         stdout=log_fh, stderr=subprocess.STDOUT, text=True, cwd=workdir,
         env={**os.environ, **(env or {})},
     )
-    running = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    running = ServeProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path)
     try:
-        wait_until_up(proc, running.base_url + "/healthz", what="serve", wait_s=wait_s, log=running.log)
+        wait_until_up(proc, running.base_url + "/healthz", what="serve", wait_s=wait_s, log=running.log,
+                      verify=scheme == "http")
         yield running
     finally:
         # as its docstring says: SIGTERM, so serve stops its workers (a killed serve leaves them

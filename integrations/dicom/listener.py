@@ -1,8 +1,16 @@
-"""Our DICOM listener (pynetdicom SCP): answers C-ECHO, so a PACS or an admin can verify us."""
+"""Our DICOM listener (pynetdicom SCP): answers C-ECHO, so a PACS or an admin can verify us.
+
+With DICOM TLS on, each connection's handshake runs in that connection's own thread with a
+timeout: pynetdicom's own server shakes hands in its accept loop, where one caller that connects
+and says nothing would hold every other caller out.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import threading
 
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
@@ -24,11 +32,41 @@ def _on_open(event: Event) -> None:
     set_nodelay(event.assoc)
 
 
-class DicomListener:
-    """C-ECHO SCP on ``dicom.listen_host:listen_port`` with ``dicom.ae_title``."""
+#: Seconds a caller has to finish its TLS handshake.
+HANDSHAKE_TIMEOUT_S = 10.0
 
-    def __init__(self, settings: DicomSettings) -> None:
+
+class TlsAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with the TLS handshake moved into the connection's thread."""
+
+    tls_context: ssl.SSLContext | None = None
+
+    def process_request_thread(self, request: socket.socket | tuple[bytes, socket.socket],
+                               client_address: tuple[str, int] | str) -> None:
+        if self.tls_context is not None and isinstance(request, socket.socket):
+            peer = client_address[0] if isinstance(client_address, tuple) else client_address
+            try:
+                request.settimeout(HANDSHAKE_TIMEOUT_S)
+                request = self.tls_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (ssl.SSLError, OSError) as exc:
+                reason = getattr(exc, "reason", None) or getattr(exc, "verify_message", None) or type(exc).__name__
+                log.warning("dicom: TLS handshake from %s failed: %s", peer, reason)
+                try:
+                    request.close()
+                except OSError:
+                    pass
+                return
+        super().process_request_thread(request, client_address)
+
+
+class DicomListener:
+    """C-ECHO SCP on ``dicom.listen_host:listen_port`` with ``dicom.ae_title``, over TLS when
+    ``ssl_context`` is given (BCP 195; a client CA in it makes client certificates required)."""
+
+    def __init__(self, settings: DicomSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
+        self.ssl_context = ssl_context
         self.ae = AE(ae_title=settings.ae_title)
         self.ae.add_supported_context(Verification)
         self.server: ThreadedAssociationServer | None = None
@@ -41,9 +79,14 @@ class DicomListener:
         OSError
             The address cannot be bound (port in use, not a local address).
         """
-        server = self.ae.start_server((self.settings.listen_host, self.settings.listen_port), block=False,
-                                      evt_handlers=[(evt.EVT_C_ECHO, _on_echo), (evt.EVT_CONN_OPEN, _on_open)])
-        assert server is not None
+        server = self.ae.make_server((self.settings.listen_host, self.settings.listen_port),
+                                     evt_handlers=[(evt.EVT_C_ECHO, _on_echo), (evt.EVT_CONN_OPEN, _on_open)],
+                                     server_class=TlsAssociationServer)
+        assert isinstance(server, TlsAssociationServer)
+        server.tls_context = self.ssl_context
+        thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)
         self.server = server
         host, port = server.server_address[:2]
         return str(host), int(port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import uuid
 from dataclasses import dataclass
@@ -112,8 +113,10 @@ class PacsClient:
         ``[pacs]`` (host, port, called AE title, timeouts) and ``[dicom]`` (our AE title).
     """
 
-    def __init__(self, pacs: PacsSettings, dicom: DicomSettings) -> None:
+    def __init__(self, pacs: PacsSettings, dicom: DicomSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.pacs = pacs
+        # DICOM TLS (BCP 195): the PACS's certificate is checked against the context's CAs and host
+        self.tls_args = (ssl_context, pacs.host) if ssl_context is not None else None
         ae = AE(ae_title=dicom.ae_title)
         for context in (BasicTextSRStorage, StudyRootQueryRetrieveInformationModelFind, Verification):
             ae.add_requested_context(context)
@@ -128,7 +131,7 @@ class PacsClient:
     def _association(self) -> Association:
         if self._assoc is not None and self._assoc.is_established:
             return self._assoc
-        assoc = self.ae.associate(self.pacs.host, self.pacs.port, ae_title=self.pacs.ae_title)
+        assoc = self.ae.associate(self.pacs.host, self.pacs.port, ae_title=self.pacs.ae_title, tls_args=self.tls_args)
         if not assoc.is_established:
             where = f"{self.pacs.ae_title}@{self.pacs.host}:{self.pacs.port}"
             if assoc.is_rejected:
@@ -237,8 +240,9 @@ class PacsSender:
 
     destination = "pacs"
 
-    def __init__(self, pacs: PacsSettings, dicom: DicomSettings, *, institution: str = "") -> None:
-        self.client = PacsClient(pacs, dicom) if pacs.host else None
+    def __init__(self, pacs: PacsSettings, dicom: DicomSettings, *, institution: str = "",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.client = PacsClient(pacs, dicom, ssl_context=ssl_context) if pacs.host else None
         self.institution = institution
         self.patient_issuer = pacs.patient_issuer
         self.longest_send_s = pacs.longest_send_s

@@ -14,7 +14,9 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 import time
+from typing import Any
 
 from integrations.hl7.mllp import FrameReader, FrameTooLarge, wrap
 from integrations.hl7.routing import Hl7Router
@@ -22,6 +24,14 @@ from integrations.hl7.routing import Hl7Router
 log = logging.getLogger("radservice.hl7")
 
 READ_CHUNK = 65536
+
+
+def _client_name(cert: dict[str, Any] | None) -> str:
+    """", client certificate CN=..." for a mutual-TLS peer (its common name is not patient data)."""
+    if not cert:
+        return ""
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return f", client certificate CN={names[0]}" if names else ", client certificate"
 
 
 def _allowed(peer_host: str, allowed: list[str]) -> bool:
@@ -63,7 +73,7 @@ class MllpListener:
 
     def __init__(self, *, router: Hl7Router, max_message_bytes: int, allowed_hosts: list[str],
                  idle_timeout_s: float, write_timeout_s: float = 30.0, frame_timeout_s: float = 60.0,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 64, ssl_context: ssl.SSLContext | None = None) -> None:
         self.router = router
         self.max_message_bytes = max_message_bytes
         self.allowed_hosts = allowed_hosts
@@ -71,11 +81,15 @@ class MllpListener:
         self.write_timeout_s = write_timeout_s
         self.frame_timeout_s = frame_timeout_s
         self.max_connections = max_connections
+        self.ssl_context = ssl_context
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._connection, sock=sock, limit=READ_CHUNK)
+        # TLS: the handshake must end within the frame timeout (a stalled one holds no slot long)
+        self._server = await asyncio.start_server(
+            self._connection, sock=sock, limit=READ_CHUNK, ssl=self.ssl_context,
+            ssl_handshake_timeout=self.frame_timeout_s if self.ssl_context is not None else None)
 
     def is_up(self) -> bool:
         return self._server is not None and self._server.is_serving()
@@ -109,7 +123,11 @@ class MllpListener:
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            log.info("hl7: connection from %s", peer_text)
+            if self.ssl_context is None:
+                log.info("hl7: connection from %s", peer_text)
+            else:
+                log.info("hl7: connection from %s over %s%s", peer_text, writer.get_extra_info("ssl_object").version(),
+                         _client_name(writer.get_extra_info("peercert")))
             await self._serve(reader, writer, peer_text)
         except asyncio.CancelledError:
             pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -73,8 +74,10 @@ class MllpConnection:
         Seconds to wait for the TCP connection and for the answer to one message.
     """
 
-    def __init__(self, host: str, port: int, *, connect_timeout: float, ack_timeout: float) -> None:
+    def __init__(self, host: str, port: int, *, connect_timeout: float, ack_timeout: float,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context
         self.connect_timeout, self.ack_timeout = connect_timeout, ack_timeout
         self._sock: socket.socket | None = None
         self._reader = FrameReader(MAX_ACK_BYTES)
@@ -100,6 +103,17 @@ class MllpConnection:
             raise PeerUnavailable(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if self.ssl_context is not None:
+            try:  # the handshake within the connect timeout (create_connection's timeout is still set)
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            except ssl.SSLCertVerificationError as exc:
+                sock.close()
+                raise PeerUnavailable(f"TLS to {self.host}:{self.port}: the RIS's certificate is not trusted: "
+                                      f"{exc.verify_message}") from None
+            except (ssl.SSLError, OSError) as exc:
+                sock.close()
+                raise PeerUnavailable(f"TLS to {self.host}:{self.port} failed: "
+                                      f"{getattr(exc, 'reason', None) or exc.strerror or type(exc).__name__}") from None
         self._sock = sock
         return sock
 
@@ -187,13 +201,15 @@ class RisSender:
 
     destination = "ris"
 
-    def __init__(self, ris: RisSettings, *, sending_application: str, sending_facility: str) -> None:
+    def __init__(self, ris: RisSettings, *, sending_application: str, sending_facility: str,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.settings = ris
         self.longest_send_s = ris.longest_send_s
         self.header = OruHeader(sending_application, sending_facility, ris.receiving_application,
                                 ris.receiving_facility)
         self.connection = (MllpConnection(ris.host, ris.port, connect_timeout=ris.connect_timeout_s,
-                                          ack_timeout=ris.ack_timeout_s) if ris.host else None)
+                                          ack_timeout=ris.ack_timeout_s, ssl_context=ssl_context)
+                           if ris.host else None)
 
     def send(self, report: OutgoingReport) -> SendResult:
         if self.connection is None:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from radservice import __version__
 from radservice.api import errors, metrics
 from radservice.api.deps import RefusalThrottle, RepeatedReads
-from radservice.api.limits import RequestLimits
+from radservice.api.limits import RequestLimits, StrictTransport
 from radservice.api.routes import admin, dictations, health, me, reports, signin, stream, web, worklist
 from radservice.audit.service import ReadAudit
 from radservice.config import Settings
@@ -64,6 +64,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app.add_exception_handler(DBAPIError, _database_error)
     # outermost: the token and the body's size are checked before anything reads the body
     app.add_middleware(RequestLimits, settings=settings)
+    if settings.server.tls_cert is not None and settings.server.hsts_max_age_s:
+        app.add_middleware(StrictTransport, max_age_s=settings.server.hsts_max_age_s)
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(signin.router)

@@ -169,3 +169,24 @@ async def _answer(send: Send, status: int, detail: str, headers: list[tuple[byte
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+class StrictTransport:
+    """``Strict-Transport-Security`` on every HTTPS response (RFC 6797): a browser that has seen it
+    never again goes to this host in plain HTTP, so a session cookie cannot leak to a downgrade."""
+
+    def __init__(self, app: App, max_age_s: int) -> None:
+        self.app = app
+        self.header = (b"strict-transport-security", f"max-age={max_age_s}".encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("scheme") != "https":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
