@@ -335,6 +335,50 @@ def db_upgrade(config: ConfigOption = None) -> None:
     engine.dispose()
 
 
+@db_app.command("backup")
+def db_backup(
+    target: Annotated[Path, typer.Argument(help="the backup file to write (must not exist)")],
+    config: ConfigOption = None,
+) -> None:
+    """SQLite: an online, consistent copy of the database while the service keeps running
+    (SQLite's backup API), checked with PRAGMA integrity_check. PostgreSQL: use pg_dump."""
+    import os
+    import sqlite3
+
+    settings = _settings(config)
+    url = make_url(settings.database.url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        _fail("database.url is not a SQLite file: back PostgreSQL up with its own tools "
+              "(pg_dump --format=custom; docs/operations.md)", 2)
+    source = Path(url.database)
+    if not source.is_file():
+        _fail(f"no database at {source}", 1)
+    if target.exists():
+        _fail(f"{target} exists; a backup never overwrites a file", 2)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)
+            verdict = dst.execute("PRAGMA integrity_check").fetchone()[0]
+            revision = dst.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            dst.close()
+            src.close()
+        if verdict != "ok":
+            _fail(f"the copy failed its integrity check: {verdict}", 1)
+        with partial.open("rb") as fh:
+            os.fsync(fh.fileno())
+        partial.rename(target)
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        _fail(f"backup of {source} failed: {exc}", 1)
+    size = target.stat().st_size
+    schema = revision[0] if revision else "?"
+    typer.echo(f"backed up {source} to {target} ({size} bytes, integrity ok, schema {schema})")
+
+
 @contextmanager
 def _admin_session(settings: Settings) -> Iterator[Session]:
     """One committed unit of work on the migrated database; a UserError exits 1 with its message."""

@@ -6,10 +6,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy.orm import Session
 
 from radservice import __version__
+from radservice.jobs import service as jobs
+from radservice.outbox import service as outbox
 
 
 class ApiMetrics:
@@ -34,6 +37,33 @@ class ApiMetrics:
             "(acked, failed, pending = to be retried).", ["destination", "outcome"], registry=self.registry,
         )
         Info("radservice_build", "radservice version.", registry=self.registry).info({"version": __version__})
+        # read from the database at each scrape: what an admin alerts on (docs/operations.md)
+        self.outbox_open = Gauge(
+            "radservice_outbox_open", "Deliveries not yet acknowledged, by destination and status (pending, sent, "
+            "failed = needs a person).", ["destination", "status"], registry=self.registry)
+        self.outbox_oldest = Gauge(
+            "radservice_outbox_oldest_waiting_seconds", "Age of the oldest pending or sent delivery, by destination.",
+            ["destination"], registry=self.registry)
+        self.jobs_open = Gauge(
+            "radservice_jobs_open", "Jobs queued or running, by kind and status.", ["kind", "status"],
+            registry=self.registry)
+        self.jobs_oldest = Gauge(
+            "radservice_jobs_oldest_queued_seconds", "Age of the oldest queued job (0: none waits).",
+            registry=self.registry)
+
+    def refresh(self, session: Session) -> None:
+        """Set the backlog gauges from the database (every label seen before is reset first)."""
+        deliveries, waiting = outbox.backlog(session=session)
+        queued, oldest_job = jobs.backlog(session=session)
+        self.outbox_open.clear()
+        for destination in ("ris", "pacs"):
+            for status in outbox.OPEN_STATUSES:
+                self.outbox_open.labels(destination, status).set(deliveries.get((destination, status), 0))
+            self.outbox_oldest.labels(destination).set(waiting.get(destination, 0.0))
+        self.jobs_open.clear()
+        for (kind, status), count in queued.items():
+            self.jobs_open.labels(kind, status).set(count)
+        self.jobs_oldest.set(oldest_job)
 
     def render(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,10 +8,10 @@ job; on SQLite the transaction itself holds the database's single write lock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from radservice.db.base import utcnow
@@ -165,3 +165,18 @@ def list_jobs(*, session: Session, status: str | None = None, limit: int = 50) -
     if status:
         query = query.where(Job.status == status)
     return list(session.scalars(query).all())
+
+
+def backlog(*, session: Session) -> tuple[dict[tuple[str, str], int], float]:
+    """For monitoring: jobs queued or running by (kind, status), and the age in seconds of the
+    oldest queued job (0 when none waits)."""
+    counts = {(str(kind), str(status)): int(n) for kind, status, n in session.execute(
+        select(Job.kind, Job.status, func.count())
+        .where(Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)))
+        .group_by(Job.kind, Job.status))}
+    oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED.value))
+    if oldest is None:
+        return counts, 0.0
+    if oldest.tzinfo is None:  # an aggregate may come back naive (UTC) on SQLite
+        oldest = oldest.replace(tzinfo=UTC)
+    return counts, max(0.0, (utcnow() - oldest).total_seconds())

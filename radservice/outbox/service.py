@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from radservice.db.base import utcnow
@@ -435,3 +435,26 @@ def outgoing(*, session: Session, delivery_id: int) -> OutgoingReport:
         patient_issuer=patient.issuer, family_name=patient.family_name, given_name=patient.given_name,
         birth_date=patient.birth_date, birth_date_precision=patient.birth_date_precision, sex=patient.sex,
         attempts=delivery.attempts, signer_parts=this.name, interpreter=interpreter)
+
+
+#: Rows that still need something: to be sent, to be acknowledged, or a person.
+OPEN_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value)
+
+
+def backlog(*, session: Session) -> tuple[dict[tuple[str, str], int], dict[str, float]]:
+    """For monitoring: open rows by (destination, status), and by destination the age in seconds
+    of the oldest open row that is not failed (a delivery that is late, not one that needs a person)."""
+    counts = {(str(d), str(s)): int(n) for d, s, n in session.execute(
+        select(Delivery.destination, Delivery.status, func.count()).where(Delivery.status.in_(OPEN_STATUSES))
+        .group_by(Delivery.destination, Delivery.status))}
+    now = utcnow()
+    oldest = {}
+    for destination, created in session.execute(
+            select(Delivery.destination, func.min(Delivery.created_at))
+            .where(Delivery.status.in_((DeliveryStatus.PENDING.value, DeliveryStatus.SENT.value)))
+            .group_by(Delivery.destination)):
+        if created is not None:
+            if created.tzinfo is None:  # an aggregate may come back naive (UTC) on SQLite
+                created = created.replace(tzinfo=UTC)
+            oldest[str(destination)] = max(0.0, (now - created).total_seconds())
+    return counts, oldest

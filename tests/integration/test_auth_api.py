@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,3 +114,29 @@ def test_metrics_count_requests_by_route(client: TestClient, factory: sessionmak
     text = client.get("/metrics").text
     assert 'radservice_http_requests_total{method="GET",route="/api/v1/me",status="200"} 1.0' in text
     assert 'radservice_http_requests_total{method="GET",route="/api/v1/me",status="401"} 1.0' in text
+
+
+def test_metrics_show_the_backlog_an_admin_alerts_on(client: TestClient, factory: sessionmaker[Session]) -> None:
+    from radservice.db.session import session_scope
+    from radservice.jobs import service as jobs
+    from tests.support import add_report, add_study, sign_report
+
+    text = client.get("/metrics").text
+    assert 'radservice_outbox_open{destination="ris",status="pending"} 0.0' in text
+    assert "\nradservice_jobs_oldest_queued_seconds 0.0" in text
+    add_study(factory, "MET-1")
+    report_id = add_report(factory, "MET-1", {"findings": "Normal.", "impression": "Normal."})
+    token = make_user(factory, "dr.metrics", "radiologist")
+    assert sign_report(client, report_id, "final", headers=bearer(token)).status_code == 200
+    with session_scope(factory) as session:
+        jobs.enqueue(session=session, kind="transcribe", payload={})
+    time.sleep(0.05)
+    text = client.get("/metrics").text
+    for destination in ("ris", "pacs"):  # nothing sends in this test: both wait
+        assert f'radservice_outbox_open{{destination="{destination}",status="pending"}} 1.0' in text
+        assert f'radservice_outbox_open{{destination="{destination}",status="failed"}} 0.0' in text
+        waiting = float(text.split(f'radservice_outbox_oldest_waiting_seconds{{destination="{destination}"}} ')[1]
+                        .split()[0])
+        assert 0 < waiting < 60
+    assert 'radservice_jobs_open{kind="transcribe",status="queued"} 1.0' in text
+    assert 0 < float(text.split("\nradservice_jobs_oldest_queued_seconds ")[1].split()[0]) < 60

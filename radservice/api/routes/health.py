@@ -42,6 +42,12 @@ def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    """Prometheus text exposition format."""
+    """Prometheus text exposition format: counters since start, and the backlog read from the
+    database now (a database that does not answer leaves the gauges as they were, and says so)."""
+    try:
+        with request.app.state.read_sessionmaker() as session:
+            request.app.state.metrics.refresh(session)
+    except SQLAlchemyError as exc:
+        log.warning("metrics: backlog not read: %s", type(exc).__name__)
     response: Response = request.app.state.metrics.render()
     return response
