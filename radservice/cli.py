@@ -278,12 +278,26 @@ def _check_ris(settings: Settings) -> int:
             if context is not None:
                 with context.wrap_socket(sock, server_hostname=ris.host) as secured:
                     over = f" over {secured.version()}"
+                    # TLS 1.3: a RIS that refuses our certificate says so only after the handshake
+                    # (an alert or a close); silence for a second is a RIS waiting for a message
+                    secured.settimeout(1.0)
+                    try:
+                        if secured.recv(1) == b"":
+                            typer.echo(f"ris: FAILED (the RIS at {ris.host}:{ris.port} closed the connection after "
+                                       "the TLS handshake: does it accept our certificate? see ris.tls_cert)")
+                            return 1
+                    except TimeoutError:
+                        pass
     except tls.TlsError as exc:
         typer.echo(f"ris: FAILED ({exc})")
         return 1
     except ssl.SSLCertVerificationError as exc:
         typer.echo(f"ris: FAILED (TLS to {ris.host}:{ris.port}: the RIS's certificate is not trusted: "
                    f"{exc.verify_message})")
+        return 1
+    except ssl.SSLError as exc:
+        typer.echo(f"ris: FAILED (TLS with {ris.host}:{ris.port} ended: {exc.reason or exc}; "
+                   "does the RIS accept our certificate? see ris.tls_cert)")
         return 1
     except OSError as exc:
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc.strerror
@@ -355,9 +369,12 @@ def db_backup(
         _fail(f"no database at {source}", 1)
     if target.exists():
         _fail(f"{target} exists; a backup never overwrites a file", 2)
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    revision = None
     try:
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        # the copy holds every patient's data: readable by its owner only, never a file that was there
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        src = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
         dst = sqlite3.connect(partial)
         try:
             src.backup(dst)
@@ -367,13 +384,21 @@ def db_backup(
             dst.close()
             src.close()
         if verdict != "ok":
-            _fail(f"the copy failed its integrity check: {verdict}", 1)
+            raise sqlite3.DatabaseError(f"the copy failed its integrity check: {verdict}")
         with partial.open("rb") as fh:
             os.fsync(fh.fileno())
-        partial.rename(target)
-    except sqlite3.Error as exc:
-        partial.unlink(missing_ok=True)
+        os.link(partial, target)  # fails, rather than replaces, if the target appeared meanwhile
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except FileExistsError:
+        _fail(f"{target} exists; a backup never overwrites a file", 2)
+    except (sqlite3.Error, OSError) as exc:
         _fail(f"backup of {source} failed: {exc}", 1)
+    finally:
+        partial.unlink(missing_ok=True)
     size = target.stat().st_size
     schema = revision[0] if revision else "?"
     typer.echo(f"backed up {source} to {target} ({size} bytes, integrity ok, schema {schema})")

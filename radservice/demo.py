@@ -9,6 +9,7 @@ the PACS received, timing each step. All patient data is synthetic.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -80,7 +81,7 @@ class Progress:
         started = time.perf_counter()
         try:
             yield
-        except Exception:
+        except BaseException:
             self.failed_step = f"step {self.number} ({title})"
             raise
         print(f"      ok in {time.perf_counter() - started:.2f} s", file=self.out, flush=True)
@@ -203,6 +204,12 @@ def run(*, keep: bool, out: TextIO = sys.stdout, ready_timeout_s: float = 120,
     """The demo; its exit code (0 when every step did what it should)."""
     progress = Progress(out)
     workdir = Path(tempfile.mkdtemp(prefix="radservice-demo-"))
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwind as Ctrl-C does: serve stopped, temporary files removed
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    kept = False
     try:
         with ExitStack() as stack:
             demo = _start(stack, progress, workdir, ready_timeout_s)
@@ -210,8 +217,15 @@ def run(*, keep: bool, out: TextIO = sys.stdout, ready_timeout_s: float = 120,
             progress.say("\nThe whole loop worked: order in, dictation transcribed, report signed, "
                          "ORU^R01 at the RIS, SR at the PACS.")
             if keep:
+                kept = True
                 _keep(demo, progress)
         return 0
+    except KeyboardInterrupt:
+        if kept:
+            progress.say("stopped")
+            return 0
+        progress.say(f"\ninterrupted at {progress.failed_step or 'start'}; stopped")
+        return 130
     except (DemoFailed, httpx.HTTPError, OSError, TimeoutError) as exc:
         progress.say(f"\nFAILED at {progress.failed_step or 'start'}: {exc}")
         log = workdir / "serve.log"
@@ -220,6 +234,7 @@ def run(*, keep: bool, out: TextIO = sys.stdout, ready_timeout_s: float = 120,
                 log.read_text(errors="replace").splitlines()[-20:]))
         return 1
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -235,8 +250,11 @@ def _start(stack: ExitStack, progress: Progress, workdir: Path, ready_timeout_s:
                               ris_port=ris.port, pacs_port=pacs.port, pacs_ae=pacs.ae_title)
         log_path = workdir / "serve.log"
         log_fh = stack.enter_context(log_path.open("wb"))
+        # none of this machine's RADSERVICE_* settings: they would override the demo's file and
+        # could point it at the real database, RIS or PACS
+        own = {key: value for key, value in os.environ.items() if not key.upper().startswith("RADSERVICE_")}
         serve = subprocess.Popen([sys.executable, "-m", "radservice.cli", "serve", "--config", str(config)],
-                                 stdout=log_fh, stderr=subprocess.STDOUT, cwd=workdir)
+                                 stdout=log_fh, stderr=subprocess.STDOUT, cwd=workdir, env=own)
         stack.callback(_stop, serve)
         base_url = f"http://127.0.0.1:{http_port}"
 
@@ -337,19 +355,6 @@ def _keep(demo: Demo, progress: Progress) -> None:
                  f"  API token: {demo.token}\n"
                  f"  MLLP orders: 127.0.0.1:{demo.mllp_port}; temporary files in {demo.workdir}\n"
                  "Press Ctrl-C to stop (everything temporary is removed).")
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while not stop["now"] and demo.serve.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if demo.serve.poll() not in (None, 0):
-        raise DemoFailed(f"radservice serve exited with {demo.serve.returncode}")
-    progress.say("stopping")
+    while demo.serve.poll() is None:  # until Ctrl-C or SIGTERM (KeyboardInterrupt)
+        time.sleep(0.5)
+    raise DemoFailed(f"radservice serve exited with {demo.serve.returncode}")

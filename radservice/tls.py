@@ -77,7 +77,7 @@ def client_context(*, ca: Path | None = None, cert: Path | None = None, key: Pat
 
 
 def not_after(cert: Path) -> datetime:
-    """When the first certificate in a PEM file ends.
+    """When the first certificate of a PEM file (a chain or a CA bundle) to end ends.
 
     Raises
     ------
@@ -87,12 +87,12 @@ def not_after(cert: Path) -> datetime:
     from cryptography import x509
 
     try:
-        loaded = x509.load_pem_x509_certificate(cert.read_bytes())
+        loaded = x509.load_pem_x509_certificates(cert.read_bytes())
     except OSError as exc:
         raise TlsError(f"{cert}: cannot read: {exc.strerror}") from None
     except ValueError:
         raise TlsError(f"{cert}: no PEM certificate") from None
-    return loaded.not_valid_after_utc
+    return min(one.not_valid_after_utc for one in loaded)
 
 
 def days_left(cert: Path, now: datetime | None = None) -> float:

@@ -32,19 +32,29 @@ def _on_open(event: Event) -> None:
     set_nodelay(event.assoc)
 
 
-#: Seconds a caller has to finish its TLS handshake.
+#: Seconds a caller has to finish its whole TLS handshake.
 HANDSHAKE_TIMEOUT_S = 10.0
+#: TLS handshakes in progress at once; a caller beyond them is closed at once, with a log line.
+MAX_HANDSHAKES = 32
 
 
 class TlsAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, with the TLS handshake moved into the connection's thread."""
+    """pynetdicom's threaded server, with the TLS handshake moved into the connection's thread,
+    bounded in time and in number. (CPython's handshake takes a socket's timeout as a deadline for
+    the whole handshake, not for each read: a caller feeding it a byte every 0.2 s was cut at the
+    1 s limit in tests/integration/test_tls.py.)"""
 
     tls_context: ssl.SSLContext | None = None
+    handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
 
     def process_request_thread(self, request: socket.socket | tuple[bytes, socket.socket],
                                client_address: tuple[str, int] | str) -> None:
         if self.tls_context is not None and isinstance(request, socket.socket):
             peer = client_address[0] if isinstance(client_address, tuple) else client_address
+            if not self.handshakes.acquire(blocking=False):
+                log.warning("dicom: refused connection from %s: %d TLS handshakes in progress", peer, MAX_HANDSHAKES)
+                request.close()
+                return
             try:
                 request.settimeout(HANDSHAKE_TIMEOUT_S)
                 request = self.tls_context.wrap_socket(request, server_side=True)
@@ -57,6 +67,8 @@ class TlsAssociationServer(ThreadedAssociationServer):
                 except OSError:
                     pass
                 return
+            finally:
+                self.handshakes.release()
         super().process_request_thread(request, client_address)
 
 
@@ -84,6 +96,7 @@ class DicomListener:
                                      server_class=TlsAssociationServer)
         assert isinstance(server, TlsAssociationServer)
         server.tls_context = self.ssl_context
+        server.handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
         thread.start()
         self.ae._servers.append(server)

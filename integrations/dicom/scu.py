@@ -136,10 +136,34 @@ class PacsClient:
             where = f"{self.pacs.ae_title}@{self.pacs.host}:{self.pacs.port}"
             if assoc.is_rejected:
                 raise PacsUnavailable(f"association rejected by {where}")
-            raise PacsUnavailable(f"no association with {where} (connection refused, timed out or aborted)")
+            why = self._tls_failure() if self.tls_args is not None else ""
+            raise PacsUnavailable(f"no association with {where} ({why or 'connection refused, timed out or aborted'})")
         set_nodelay(assoc)
         self._assoc = assoc
         return assoc
+
+    def _tls_failure(self) -> str:
+        """Why a TLS association failed, found by shaking hands once more ourselves (pynetdicom
+        only logs it): an untrusted or misnamed certificate, or the PACS refusing ours."""
+        assert self.tls_args is not None
+        context, hostname = self.tls_args
+        try:
+            address = (self.pacs.host, self.pacs.port)
+            with socket.create_connection(address, timeout=self.pacs.connect_timeout_s) as raw, \
+                    context.wrap_socket(raw, server_hostname=hostname) as secured:
+                secured.settimeout(1.0)
+                try:
+                    if secured.recv(1) == b"":
+                        return "TLS: the PACS closed the connection after the handshake (is our certificate refused?)"
+                except TimeoutError:
+                    return ""
+        except ssl.SSLCertVerificationError as exc:
+            return f"TLS: the PACS's certificate is not trusted: {exc.verify_message}"
+        except ssl.SSLError as exc:
+            return f"TLS with the PACS ended: {exc.reason or exc}"
+        except OSError:
+            return ""
+        return ""
 
     def close(self) -> None:
         with self._lock:

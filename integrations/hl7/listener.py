@@ -86,10 +86,9 @@ class MllpListener:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, sock: socket.socket) -> None:
-        # TLS: the handshake must end within the frame timeout (a stalled one holds no slot long)
-        self._server = await asyncio.start_server(
-            self._connection, sock=sock, limit=READ_CHUNK, ssl=self.ssl_context,
-            ssl_handshake_timeout=self.frame_timeout_s if self.ssl_context is not None else None)
+        # TLS starts on each connection after its address and the connection count are checked
+        # (_connection), so a refused peer never costs a handshake
+        self._server = await asyncio.start_server(self._connection, sock=sock, limit=READ_CHUNK)
 
     def is_up(self) -> bool:
         return self._server is not None and self._server.is_serving()
@@ -126,6 +125,15 @@ class MllpListener:
             if self.ssl_context is None:
                 log.info("hl7: connection from %s", peer_text)
             else:
+                # the whole handshake within the frame timeout; a failure is logged (IHE ATNA: a
+                # node that fails authentication is worth a line), never a traceback
+                try:
+                    await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.frame_timeout_s)
+                except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+                    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) \
+                        or type(exc).__name__
+                    log.warning("hl7: TLS handshake from %s failed: %s", peer_text, reason)
+                    return
                 log.info("hl7: connection from %s over %s%s", peer_text, writer.get_extra_info("ssl_object").version(),
                          _client_name(writer.get_extra_info("peercert")))
             await self._serve(reader, writer, peer_text)

@@ -63,6 +63,11 @@ def read_ack(payload: bytes) -> Ack:
     return Ack(code=msa.get(1).upper(), control_id=msa.get(2), text="; ".join(r for r in reasons if r))
 
 
+#: Said with a TLS connection the RIS ended right after the handshake (how TLS 1.3 refuses a client
+#: certificate).
+TLS_REFUSED_HINT = " (over TLS: does the RIS accept our certificate? see ris.tls_cert)"
+
+
 class MllpConnection:
     """A client connection to an MLLP peer, opened on first use and kept open between messages.
 
@@ -141,7 +146,13 @@ class MllpConnection:
                 self.close()
                 if reused and attempt == 1 and not exc.partial:
                     continue  # a stale kept connection: once more on a fresh one
-                raise PeerUnavailable(str(exc)) from None
+                # TLS 1.3: a RIS that refuses our certificate says so only after our handshake ended
+                hint = TLS_REFUSED_HINT if self.ssl_context is not None and not reused else ""
+                raise PeerUnavailable(f"{exc}{hint}") from None
+            except ssl.SSLError as exc:
+                self.close()
+                raise PeerUnavailable(f"TLS with {self.host}:{self.port} ended: {exc.reason or exc}"
+                                      f"{TLS_REFUSED_HINT if 'ALERT' in str(exc.reason) else ''}") from None
             except OSError as exc:
                 self.close()
                 if reused and attempt == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -50,23 +51,31 @@ class ApiMetrics:
         self.jobs_oldest = Gauge(
             "radservice_jobs_oldest_queued_seconds", "Age of the oldest queued job (0: none waits).",
             registry=self.registry)
+        self.backlog_read = Gauge(
+            "radservice_backlog_read_timestamp_seconds", "When the backlog gauges were last read from the database "
+            "(Unix time): older than a scrape or two means they are stale.", registry=self.registry)
+        self._lock = threading.Lock()
 
     def refresh(self, session: Session) -> None:
         """Set the backlog gauges from the database (every label seen before is reset first)."""
         deliveries, waiting = outbox.backlog(session=session)
         queued, oldest_job = jobs.backlog(session=session)
-        self.outbox_open.clear()
-        for destination in ("ris", "pacs"):
-            for status in outbox.OPEN_STATUSES:
-                self.outbox_open.labels(destination, status).set(deliveries.get((destination, status), 0))
-            self.outbox_oldest.labels(destination).set(waiting.get(destination, 0.0))
-        self.jobs_open.clear()
-        for (kind, status), count in queued.items():
-            self.jobs_open.labels(kind, status).set(count)
-        self.jobs_oldest.set(oldest_job)
+        with self._lock:  # all read first, then set together: two scrapes never mix their values
+            self.outbox_open.clear()
+            for destination in ("ris", "pacs"):
+                for status in outbox.OPEN_STATUSES:
+                    self.outbox_open.labels(destination, status).set(deliveries.get((destination, status), 0))
+                self.outbox_oldest.labels(destination).set(waiting.get(destination, 0.0))
+            self.jobs_open.clear()
+            for (kind, status), count in queued.items():
+                self.jobs_open.labels(kind, status).set(count)
+            self.jobs_oldest.set(oldest_job)
+            self.backlog_read.set(time.time())
 
     def render(self) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        with self._lock:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
 
 
 def install(app: FastAPI) -> ApiMetrics:

@@ -145,3 +145,18 @@ def test_postgresql_dump_and_restore_drill(tmp_path: Path) -> None:
         assert "schema up to date" in checked.stdout, checked.stdout
         listed = radservice("user", "list", "--config", str(config), cwd=tmp_path)
         assert "dr.pg" in listed.stdout
+
+
+def test_a_backup_is_private_and_any_path_works(tmp_path: Path) -> None:
+    odd = tmp_path / "site #1?x"  # characters a file: URI would misread
+    odd.mkdir()
+    engine = make_engine(f"sqlite:///{odd}/rs.db")
+    migrate.upgrade(engine)
+    engine.dispose()
+    config = tmp_path / "radservice.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{odd}/rs.db"\n')
+    target = odd / "backup #1.db"
+    done = radservice("db", "backup", str(target), "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert target.stat().st_mode & 0o777 == 0o600  # patient data: its owner only, whatever the umask
+    assert not list(odd.glob("*.partial")) and _counts(f"sqlite:///{target}")["studies"] == 0

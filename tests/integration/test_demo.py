@@ -3,6 +3,7 @@ its step; `--keep` leaves a service a person can sign in to, and Ctrl-C/SIGTERM 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -23,7 +24,11 @@ def _demo(*args: str, env: dict[str, str] | None = None, cwd: Path) -> subproces
 
 
 def test_demo_runs_the_whole_loop_and_shows_what_each_side_received(tmp_path: Path) -> None:
-    done = _demo(cwd=tmp_path)  # any folder: the demo finds the bundled files itself
+    # this machine's own settings in the environment must not reach the demo's service: it would
+    # file its synthetic patient in the real database and send to the real RIS
+    real_db = tmp_path / "real.db"
+    done = _demo(cwd=tmp_path,  # any folder: the demo finds the bundled files itself
+                 env={"RADSERVICE_DATABASE__URL": f"sqlite:///{real_db}", "RADSERVICE_RIS__HOST": "192.0.2.1"})
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     for number in range(1, 10):
@@ -41,14 +46,52 @@ def test_demo_runs_the_whole_loop_and_shows_what_each_side_received(tmp_path: Pa
     assert "pacs: acked, ris: acked" in out
     workdir = Path(re.search(r"; files in (\S+)", out).group(1))  # type: ignore[union-attr]
     assert workdir.name.startswith("radservice-demo-") and not workdir.exists(), "temporary folder left behind"
+    assert not real_db.exists()
 
 
-def test_a_failed_step_is_named_and_exits_non_zero(tmp_path: Path) -> None:
-    # a value serve refuses (exit 2): the demo must say it was starting serve, and show why
-    done = _demo(env={"RADSERVICE_SERVER__MAX_BODY_KB": "1"}, cwd=tmp_path)
-    assert done.returncode == 1, done.stdout
-    assert "FAILED at step 2 (Starting radservice serve" in done.stdout
-    assert "radservice serve exited with 2" in done.stdout and "server.max_body_kb" in done.stdout
+def _serving(workdir: Path) -> list[int]:
+    """Processes whose command line names a file in ``workdir`` (the demo's serve)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(workdir) in cmdline.read_text():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_demo_stopped_midway_stops_its_service_and_removes_its_files(tmp_path: Path) -> None:
+    log = tmp_path / "demo.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "radservice.cli", "demo"], stdout=fh,
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while "[5/9]" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        workdir = Path(re.search(r"; files in (\S+)", log.read_text()).group(1))  # type: ignore[union-attr]
+        assert _serving(workdir)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 130, log.read_text()
+    assert "interrupted at step" in log.read_text() and "Traceback" not in log.read_text()
+    assert not workdir.exists() and not _serving(workdir)
+
+
+def test_a_failed_step_is_named_and_exits_non_zero() -> None:
+    # a transcription that does not finish in time (0.5 s): the step is named, serve's log shown
+    from radservice import demo
+
+    out = io.StringIO()
+    assert demo.run(keep=False, out=out, transcribe_timeout_s=0.5) == 1
+    text = out.getvalue()
+    assert "FAILED at step 6 (Transcribing with faster-whisper" in text and "no transcription after 0.5 s" in text
+    assert "last lines of radservice serve's log:" in text and "Traceback" not in text
+    workdir = Path(re.search(r"; files in (\S+)", text).group(1))  # type: ignore[union-attr]
+    assert not workdir.exists()
 
 
 def test_keep_leaves_a_service_to_sign_in_to_until_stopped(tmp_path: Path) -> None:

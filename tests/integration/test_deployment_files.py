@@ -90,8 +90,13 @@ def test_compose_topology() -> None:
     # scalable: a fixed name or a published port would stop `--scale worker=N`
     assert "container_name" not in worker and "ports" not in worker
     assert worker["deploy"]["replicas"] >= 1 and worker["healthcheck"] == {"disable": True}
-    # ports published for HTTP, MLLP and DICOM, to the container ports the settings use
+    # ports published for HTTP, MLLP and DICOM, to the container ports the settings use, on the
+    # host's loopback unless the admin opens them (plaintext until TLS is set)
     assert {port.rsplit(":", 1)[1] for port in api["ports"]} == {"8000", "2575", "11112"}
+    assert all(port.startswith("127.0.0.1:") for port in api["ports"])
+    assert all(port.startswith("0.0.0.0:") for port in load({"RADSERVICE_PUBLISH_ADDRESS": "0.0.0.0"})
+               ["services"]["api"]["ports"])
+    assert service_env(compose, "api")["RADSERVICE_SERVER__ENVIRONMENT"] == "production"  # no /docs
     # the audio folder and the config file are the same for api and workers
     for name in ("api", "worker"):
         assert mount_source(compose, name, "/var/lib/radservice") == "audio"

@@ -139,7 +139,9 @@ def test_https_api_sends_hsts_and_a_secure_cookie_and_survives_a_plaintext_clien
     # the container's HEALTHCHECK follows the scheme
     health_check = subprocess.run([sys.executable, "-m", "radservice.healthcheck"], capture_output=True, text=True,
                                   cwd=secure.workdir, timeout=30,
-                                  env={"RADSERVICE_CONFIG": str(secure.config), "PATH": "/usr/bin:/bin"})
+                                  env={"RADSERVICE_CONFIG": str(secure.config), "PATH": "/usr/bin:/bin",
+                                       # a proxy in the environment is not asked about this machine
+                                       "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
     assert health_check.returncode == 0, health_check.stderr
 
 
@@ -178,6 +180,8 @@ def test_mllp_listener_takes_orders_only_from_secure_nodes(pki: Pki, secure: Sec
     assert {"TLS-ACC-1", "TLS-ACC-4"} <= filed and not {"TLS-ACC-2", "TLS-ACC-3"} & filed
     log = secure.log()  # type: ignore[operator]
     assert "over TLSv1.3, client certificate CN=ris.hospital.test" in log and "Traceback" not in log
+    # each refusal is a line (IHE ATNA: a node that fails authentication is worth recording)
+    assert log.count("hl7: TLS handshake from 127.0.0.1:") >= 3, log
 
 
 def _echo(port: int, context: ssl.SSLContext | None) -> bool:
@@ -258,6 +262,17 @@ def test_check_reports_certificates_near_their_end_and_untrusted_peers(pki: Pki,
         checked = radservice("check", "--config", str(config), cwd=tmp_path)
     assert checked.returncode == 1 and "ris: FAILED" in checked.stdout and \
         "the RIS's certificate is not trusted: unable to get local issuer certificate" in checked.stdout
+    # a RIS that wants our certificate, and we have none: TLS 1.3 says so only after the handshake
+    wants_ours = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    wants_ours.load_cert_chain(str(pki.cert), str(pki.key))
+    wants_ours.load_verify_locations(str(pki.ca))
+    wants_ours.verify_mode = ssl.CERT_REQUIRED
+    with LoopbackRis(ssl_context=wants_ours) as strict_ris:
+        config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/rs.db"\n[llm]\nenabled = false\n'
+                          f'[ris]\nhost = "localhost"\nport = {strict_ris.port}\ntls = true\ntls_ca = "{pki.ca}"\n')
+        checked = radservice("check", "--config", str(config), cwd=tmp_path)
+    assert checked.returncode == 1 and "ris: FAILED" in checked.stdout and "see ris.tls_cert" in checked.stdout, \
+        checked.stdout
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -274,3 +289,56 @@ def test_unusable_tls_settings_stop_serve_with_the_key_named(pki: Pki, tmp_path:
     started = radservice("serve", "--config", str(config), cwd=tmp_path, timeout=60)
     assert started.returncode == 2, started.stderr
     assert message in started.stderr and "Traceback" not in started.stderr
+
+
+def test_a_pacs_with_an_untrusted_certificate_is_named_as_such(pki: Pki, tmp_path: Path) -> None:
+    from integrations.dicom.scu import PacsClient, PacsUnavailable
+    from integrations.loopback import LoopbackPacs
+    from radservice.config import DicomSettings, PacsSettings
+
+    rogue = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    rogue.load_cert_chain(str(pki.rogue_cert), str(pki.rogue_key))
+    with LoopbackPacs(tmp_path / "pacs", ssl_context=rogue) as pacs:
+        client = PacsClient(PacsSettings(host="localhost", port=pacs.port, ae_title=pacs.ae_title, tls=True,
+                                         tls_ca=pki.ca, connect_timeout_s=2, timeout_s=2), DicomSettings(),
+                            ssl_context=_client(pki))
+        with pytest.raises(PacsUnavailable, match="the PACS's certificate is not trusted: unable to get local issuer"):
+            client.echo()
+
+
+def test_a_dicom_handshake_fed_a_byte_at_a_time_is_cut_at_its_deadline(pki: Pki,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations.dicom import listener as dicom_listener
+    from radservice.config import DicomSettings
+
+    monkeypatch.setattr(dicom_listener, "HANDSHAKE_TIMEOUT_S", 1.0)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(pki.cert), str(pki.key))
+    running = dicom_listener.DicomListener(DicomSettings(listen_port=0), ssl_context=server)
+    _, port = running.start()
+    try:
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            started = time.monotonic()
+            closed = False
+            for byte in hello:  # one byte every 0.2 s: each read is quick, the whole never ends
+                try:
+                    slow.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.2)
+                if time.monotonic() - started > 4:
+                    break
+            if not closed:
+                slow.settimeout(2)
+                try:
+                    closed = slow.recv(1) == b""
+                except TimeoutError:
+                    closed = False  # still waiting for the rest: no deadline
+                except OSError:
+                    closed = True
+            assert closed and time.monotonic() - started < 4
+        assert _echo(port, _client(pki)), "the listener stopped answering after cutting a slow handshake"
+    finally:
+        running.stop()

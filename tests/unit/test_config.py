@@ -141,3 +141,23 @@ def test_an_empty_key_file_means_no_key_but_an_empty_password_file_is_an_error(t
     config.write_text(f'[database]\npassword_file = "{tmp_path / "missing"}"\n')
     with pytest.raises(ConfigError, match=r"database.password_file .*missing: cannot read"):
         load_settings(config)
+
+
+def test_certificate_end_is_the_earliest_in_a_bundle(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import trustme
+
+    from radservice import tls
+
+    ca = trustme.CA()
+    now = datetime.now(UTC).replace(microsecond=0)
+    later = ca.issue_cert("a.test", not_after=now + timedelta(days=400))
+    soon = ca.issue_cert("b.test", not_after=now + timedelta(days=5))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(later.cert_chain_pems[0].bytes() + soon.cert_chain_pems[0].bytes())
+    assert tls.not_after(bundle) == now + timedelta(days=5)
+    assert 4 < tls.days_left(bundle) < 6
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(tls.TlsError, match="no PEM certificate"):
+        tls.not_after(tmp_path / "junk.pem")
