@@ -37,6 +37,9 @@ class ServerSettings(_Section):
     tls_key: Path | None = None
     #: Strict-Transport-Security max-age sent with HTTPS (0: no header).
     hsts_max_age_s: int = Field(31_536_000, ge=0)
+    #: Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Forwarded-Proto are
+    #: believed: the client's address (sign-in locks, audit) and https (the cookie's Secure flag).
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:

@@ -8,6 +8,7 @@ tests/unit/test_configdoc.py fails when the file is stale or a key has no meanin
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -94,7 +95,7 @@ def _default(info: FieldInfo) -> str:
     if isinstance(value, str | Path):
         return f'"{value}"'
     if isinstance(value, list):
-        return "[]" if not value else str(value)
+        return json.dumps(value)
     return str(value)
 
 

@@ -84,7 +84,8 @@ async def run(settings: Settings, engine: Engine) -> int:
     server = settings.server
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             ws_max_size=server.ws_max_kb << 10, limit_concurrency=server.max_connections,
-                            timeout_keep_alive=server.keep_alive_s)
+                            timeout_keep_alive=server.keep_alive_s,
+                            proxy_headers=bool(server.trusted_proxies), forwarded_allow_ips=server.trusted_proxies)
     if server.tls_cert is not None:
         config.load()
         # our context (BCP 195: TLS 1.2+, AEAD suites) instead of uvicorn's defaults; uvicorn
