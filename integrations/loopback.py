@@ -51,6 +51,7 @@ class LoopbackRis:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 self.request.settimeout(60)
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if ssl_context is not None:
                     try:
                         self.request = ssl_context.wrap_socket(self.request, server_side=True)

@@ -18,37 +18,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _demo(*args: str, env: dict[str, str] | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "radservice.cli", "demo", *args], capture_output=True, text=True,
-                          timeout=900, cwd=cwd, env={**os.environ, **(env or {})})
-
-
-def test_demo_runs_the_whole_loop_and_shows_what_each_side_received(tmp_path: Path) -> None:
-    # this machine's own settings in the environment must not reach the demo's service: it would
-    # file its synthetic patient in the real database and send to the real RIS
-    real_db = tmp_path / "real.db"
-    done = _demo(cwd=tmp_path,  # any folder: the demo finds the bundled files itself
-                 env={"RADSERVICE_DATABASE__URL": f"sqlite:///{real_db}", "RADSERVICE_RIS__HOST": "192.0.2.1"})
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
-    for number in range(1, 10):
-        assert f"[{number}/9] " in out
-    assert out.count("      ok in ") == 9 and "FAILED" not in out
-    assert "ACK: MSA|AA|" in out
-    # the ORU as the loopback RIS received it: a final result for the demo's accession
-    obr = next(line for line in out.splitlines() if line.startswith("  OBR|"))
-    assert obr.split("|")[18] == "DEMO0001" and obr.split("|")[25] == "F", obr
-    assert re.search(r"^  OBX\|1\|FT\|18782-3\^.*pulmonary nodule", out, flags=re.M), out
-    # the SR's content tree as the loopback PACS stored it
-    assert "CONTAINER Diagnostic Imaging Report (18748-4, LN)" in out
-    assert "CONTAINS CONTAINER Findings (59776-5, LN)" in out and "PNAME Person Observer Name" in out
-    assert "completion COMPLETE, verification VERIFIED" in out
-    assert "pacs: acked, ris: acked" in out
-    workdir = Path(re.search(r"; files in (\S+)", out).group(1))  # type: ignore[union-attr]
-    assert workdir.name.startswith("radservice-demo-") and not workdir.exists(), "temporary folder left behind"
-    assert not real_db.exists()
-
-
 def _serving(workdir: Path) -> list[int]:
     """Processes whose command line names a file in ``workdir`` (the demo's serve)."""
     found = []
@@ -94,29 +63,48 @@ def test_a_failed_step_is_named_and_exits_non_zero() -> None:
     assert not workdir.exists()
 
 
-def test_keep_leaves_a_service_to_sign_in_to_until_stopped(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_loop_then_keep_leaves_a_service_until_stopped(tmp_path: Path) -> None:
+    # this machine's own settings in the environment must not reach the demo's service: it would
+    # file its synthetic patient in the real database and send to the real RIS
+    real_db = tmp_path / "real.db"
     log = tmp_path / "demo.log"
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "radservice.cli", "demo", "--keep"], stdout=fh,
-                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path,  # any folder will do
+                                env={**os.environ, "RADSERVICE_DATABASE__URL": f"sqlite:///{real_db}",
+                                     "RADSERVICE_RIS__HOST": "192.0.2.1"})
     try:
         deadline = time.monotonic() + 600
         while "Press Ctrl-C to stop" not in log.read_text():
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
-        text = log.read_text()
-        base = re.search(r"The page: (http://127\.0\.0\.1:\d+)/", text).group(1)  # type: ignore[union-attr]
-        password = re.search(r"sign in as demo with the password (\S+)", text).group(1)  # type: ignore[union-attr]
-        workdir = Path(re.search(r"temporary files in (\S+)", text).group(1))  # type: ignore[union-attr]
+        out = log.read_text()
+        for number in range(1, 10):
+            assert f"[{number}/9] " in out
+        assert out.count("      ok in ") == 9 and "FAILED" not in out
+        assert "ACK: MSA|AA|" in out
+        # the ORU as the loopback RIS received it: a final result for the demo's accession
+        obr = next(line for line in out.splitlines() if line.startswith("  OBR|"))
+        assert obr.split("|")[18] == "DEMO0001" and obr.split("|")[25] == "F", obr
+        assert re.search(r"^  OBX\|1\|FT\|18782-3\^.*pulmonary nodule", out, flags=re.M), out
+        # the SR's content tree as the loopback PACS stored it
+        assert "CONTAINER Diagnostic Imaging Report (18748-4, LN)" in out
+        assert "CONTAINS CONTAINER Findings (59776-5, LN)" in out and "PNAME Person Observer Name" in out
+        assert "completion COMPLETE, verification VERIFIED" in out
+        assert "pacs: acked, ris: acked" in out
+        base = re.search(r"The page: (http://127\.0\.0\.1:\d+)/", out).group(1)  # type: ignore[union-attr]
+        password = re.search(r"sign in as demo with the password (\S+)", out).group(1)  # type: ignore[union-attr]
+        workdir = Path(re.search(r"; files in (\S+)", out).group(1))  # type: ignore[union-attr]
         with httpx.Client(base_url=base, timeout=10) as page:
             signed_in = page.post("/api/v1/session", json={"username": "demo", "password": password},
                                   headers={"Origin": base})
             assert signed_in.status_code == 200, signed_in.text
             assert page.get("/api/v1/worklist").status_code == 200
-        assert workdir.is_dir()
+        assert workdir.is_dir() and workdir.name.startswith("radservice-demo-")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, log.read_text()
     assert not workdir.exists(), "the temporary folder outlived the demo"
+    assert not real_db.exists()
