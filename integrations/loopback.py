@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydicom import Dataset
 from pynetdicom import AE, StoragePresentationContexts, evt
@@ -33,9 +33,39 @@ from integrations.hl7.message import MessageError, decode, parse
 from integrations.hl7.mllp import FrameReader, wrap
 
 log = logging.getLogger("radservice.loopback")
+T = TypeVar("T")
 
 #: Largest message the loopback RIS reads (a report is far smaller).
 MAX_FRAME_BYTES = 4 << 20
+
+
+class _Inbox(Generic[T]):
+    """What a peer received, in order, for another thread to wait for."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.items: list[T] = []
+        self._changed = threading.Condition()
+
+    def add(self, item: T) -> None:
+        with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    def snapshot(self) -> list[T]:
+        with self._changed:
+            return list(self.items)
+
+    def wait_for(self, count: int, timeout_s: float) -> list[T]:
+        """The first ``count`` items, waiting up to ``timeout_s`` for them."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while len(self.items) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"received {len(self.items)} of {count} {self.what}")
+                self._changed.wait(left)
+            return self.items[:count]
 
 
 class LoopbackRis:
@@ -44,8 +74,9 @@ class LoopbackRis:
     def __init__(self, *, application: str = "DEMO-RIS", facility: str = "DEMO",
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.application, self.facility = application, facility
-        self.received: list[str] = []
-        self._changed = threading.Condition()
+        self.inbox: _Inbox[str] = _Inbox("messages")
+        self.received = self.inbox.items
+        self.wait_for = self.inbox.wait_for
         ris = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -82,22 +113,9 @@ class LoopbackRis:
             ack = build_ack(code="AR", original=None, sending_application=self.application,
                             sending_facility=self.facility, error=exc)
             return ack.encode("utf-8")
-        with self._changed:
-            self.received.append(text)
-            self._changed.notify_all()
+        self.inbox.add(text)
         return build_ack(code="AA", original=message, sending_application=self.application,
                          sending_facility=self.facility).encode(codec)
-
-    def wait_for(self, count: int, timeout_s: float) -> list[str]:
-        """The first ``count`` messages, waiting up to ``timeout_s`` for them."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while len(self.received) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"the RIS received {len(self.received)} of {count} messages")
-                self._changed.wait(left)
-            return self.received[:count]
 
     def __enter__(self) -> LoopbackRis:
         self._thread.start()
@@ -115,8 +133,9 @@ class LoopbackPacs:
         self.folder = folder
         self.ssl_context = ssl_context
         self.ae_title = ae_title
-        self.received: list[Dataset] = []
-        self._changed = threading.Condition()
+        self.inbox: _Inbox[Dataset] = _Inbox("objects")
+        self.received = self.inbox.items
+        self.wait_for = self.inbox.wait_for
         self.ae = AE(ae_title=ae_title)
         self.ae.supported_contexts = StoragePresentationContexts
         self.ae.add_supported_context(Verification)
@@ -128,17 +147,14 @@ class LoopbackPacs:
         dataset: Dataset = event.dataset
         dataset.file_meta = event.file_meta
         dataset.save_as(self.folder / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
-        with self._changed:
-            self.received.append(dataset)
-            self._changed.notify_all()
+        self.inbox.add(dataset)
         return 0x0000
 
     def _on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         """Study Root C-FIND at STUDY level, matched on the accession number, from what it holds."""
         query: Dataset = event.identifier
         accession = str(query.get("AccessionNumber", "") or "")
-        with self._changed:
-            held = list(self.received)
+        held = self.inbox.snapshot()
         studies: dict[str, Dataset] = {}
         for stored in held:
             if not accession or stored.get("AccessionNumber", "") == accession:
@@ -152,17 +168,6 @@ class LoopbackPacs:
         for answer in studies.values():
             yield 0xFF00, answer
         yield 0x0000, None
-
-    def wait_for(self, count: int, timeout_s: float) -> list[Dataset]:
-        """The first ``count`` objects, waiting up to ``timeout_s`` for them."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while len(self.received) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"the PACS received {len(self.received)} of {count} objects")
-                self._changed.wait(left)
-            return self.received[:count]
 
     def __enter__(self) -> LoopbackPacs:
         self.folder.mkdir(parents=True, exist_ok=True)

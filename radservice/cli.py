@@ -211,18 +211,19 @@ def _check_tls(settings: Settings) -> int:
 
     failures = 0
     try:
-        tls.validate(settings)
+        tls.contexts(settings)
     except tls.TlsError as exc:
         typer.echo(f"tls: FAILED ({exc})")
         failures += 1
     for key, path in tls.certificates(settings).items():
         try:
-            ends, days = tls.not_after(path), tls.days_left(path)
+            ends = tls.not_after(path)
         except tls.TlsError as exc:
             typer.echo(f"tls: FAILED ({key}: {exc})")
             failures += 1
             continue
         when = f"{ends:%Y-%m-%d %H:%M} UTC"
+        days = tls.days_until(ends)
         if days < 0:
             typer.echo(f"tls: FAILED ({key} {path} ended on {when})")
             failures += 1
@@ -263,7 +264,6 @@ def _check_llm(settings: Settings) -> int:
 def _check_ris(settings: Settings) -> int:
     """Open (and close) an MLLP connection to the RIS; 1 on failure, 0 when fine or not configured."""
     import socket
-    import ssl
 
     ris = settings.ris
     if not ris.host:
@@ -274,34 +274,20 @@ def _check_ris(settings: Settings) -> int:
     over = ""
     try:
         context = tls.ris_context(ris)
-        with socket.create_connection((ris.host, ris.port), timeout=ris.connect_timeout_s) as sock:
-            if context is not None:
-                with context.wrap_socket(sock, server_hostname=ris.host) as secured:
-                    over = f" over {secured.version()}"
-                    # TLS 1.3: a RIS that refuses our certificate says so only after the handshake
-                    # (an alert or a close); silence for a second is a RIS waiting for a message
-                    secured.settimeout(1.0)
-                    try:
-                        if secured.recv(1) == b"":
-                            typer.echo(f"ris: FAILED (the RIS at {ris.host}:{ris.port} closed the connection after "
-                                       "the TLS handshake: does it accept our certificate? see ris.tls_cert)")
-                            return 1
-                    except TimeoutError:
-                        pass
+        if context is None:
+            socket.create_connection((ris.host, ris.port), timeout=ris.connect_timeout_s).close()
+        else:
+            found = tls.probe(ris.host, ris.port, context, peer="RIS", hint="see ris.tls_cert",
+                              timeout_s=ris.connect_timeout_s)
+            if found.problem:
+                typer.echo(f"ris: FAILED (TLS to {ris.host}:{ris.port}: {found.problem})")
+                return 1
+            over = f" over {found.version}"
     except tls.TlsError as exc:
         typer.echo(f"ris: FAILED ({exc})")
         return 1
-    except ssl.SSLCertVerificationError as exc:
-        typer.echo(f"ris: FAILED (TLS to {ris.host}:{ris.port}: the RIS's certificate is not trusted: "
-                   f"{exc.verify_message})")
-        return 1
-    except ssl.SSLError as exc:
-        typer.echo(f"ris: FAILED (TLS with {ris.host}:{ris.port} ended: {exc.reason or exc}; "
-                   "does the RIS accept our certificate? see ris.tls_cert)")
-        return 1
     except OSError as exc:
-        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc.strerror
-        typer.echo(f"ris: FAILED (no MLLP connection to {ris.host}:{ris.port}: {reason or type(exc).__name__})")
+        typer.echo(f"ris: FAILED (no MLLP connection to {ris.host}:{ris.port}: {tls.failure_reason(exc)})")
         return 1
     typer.echo(f"ris: ok (MLLP connection to {ris.host}:{ris.port}{over})")
     return 0

@@ -73,7 +73,7 @@ async def run(settings: Settings, engine: Engine) -> int:
     tls.TlsError
         A certificate, key or CA file the settings name cannot be used (checked before any bind).
     """
-    tls.validate(settings)
+    secure = tls.contexts(settings)
     api_sock = bind_tcp(settings.server.host, settings.server.port, what="HTTP API")
     try:
         mllp_sock = bind_tcp(settings.hl7.listen_host, settings.hl7.listen_port, what="HL7 MLLP listener")
@@ -86,11 +86,11 @@ async def run(settings: Settings, engine: Engine) -> int:
                             ws_max_size=server.ws_max_kb << 10, limit_concurrency=server.max_connections,
                             timeout_keep_alive=server.keep_alive_s,
                             proxy_headers=bool(server.trusted_proxies), forwarded_allow_ips=server.trusted_proxies)
-    if server.tls_cert is not None:
+    if secure.https is not None:
         config.load()
         # our context (BCP 195: TLS 1.2+, AEAD suites) instead of uvicorn's defaults; uvicorn
         # tells https from http by the connection's transport, so the scheme follows
-        config.ssl = tls.https_context(server)
+        config.ssl = secure.https
     api = _ApiServer(config)
 
     stop = asyncio.Event()
@@ -109,12 +109,12 @@ async def run(settings: Settings, engine: Engine) -> int:
     mllp = MllpListener(router=router, max_message_bytes=settings.hl7.max_message_bytes,
                         allowed_hosts=settings.hl7.allowed_hosts, idle_timeout_s=settings.hl7.idle_timeout_s,
                         frame_timeout_s=settings.hl7.frame_timeout_s, max_connections=settings.hl7.max_connections,
-                        ssl_context=tls.mllp_context(settings.hl7))
+                        ssl_context=secure.mllp)
     await mllp.start(mllp_sock)
     app.state.listeners["hl7"] = mllp.is_up
     host, port = mllp_sock.getsockname()[:2]
     log.info("HL7 MLLP listening on %s:%d", host, port)
-    dicom = DicomListener(settings.dicom, ssl_context=tls.dicom_context(settings.dicom))
+    dicom = DicomListener(settings.dicom, ssl_context=secure.dicom)
     try:
         host, port = dicom.start()
     except OSError as exc:
@@ -132,7 +132,7 @@ async def run(settings: Settings, engine: Engine) -> int:
     if settings.worker.serve_workers:
         app.state.listeners["worker"] = lambda: pool.alive() > 0
     scheduler = start_scheduler(settings, make_sessionmaker(engine), failure_markers())
-    senders = start_senders(settings, engine, observers=[
+    senders = start_senders(settings, engine, secure, observers=[
         lambda destination, status: app.state.metrics.outbox_deliveries.labels(destination, status).inc()])
     app.state.outbox_wake = lambda: wake_senders(senders)
     for delivery in senders:
@@ -177,16 +177,16 @@ async def run(settings: Settings, engine: Engine) -> int:
     return 0
 
 
-def start_senders(settings: Settings, engine: Engine,
+def start_senders(settings: Settings, engine: Engine, secure: tls.Contexts,
                   observers: Sequence[Callable[[str, str], None]] = ()) -> list[DeliveryLoop]:
     """One delivery loop per destination (a thread each: a peer that is down delays only its own rows)."""
     owner = f"{socket.gethostname()}:{os.getpid()}"
     ris = RisSender(settings.ris, sending_application=settings.hl7.sending_application,
-                    sending_facility=settings.hl7.sending_facility, ssl_context=tls.ris_context(settings.ris))
+                    sending_facility=settings.hl7.sending_facility, ssl_context=secure.ris)
     if not settings.ris.host:
         log.warning("ris.host is not configured: signed reports wait in the outbox until it is")
     pacs = PacsSender(settings.pacs, settings.dicom, institution=settings.hl7.sending_facility,
-                      ssl_context=tls.pacs_context(settings.pacs))
+                      ssl_context=secure.pacs)
     if not settings.pacs.host:
         log.warning("pacs.host is not configured: signed reports' SRs wait in the outbox until it is")
     loops = [DeliveryLoop(sessions=make_sessionmaker(engine), sender=sender, settings=settings.outbox,

@@ -8,7 +8,9 @@ naming the key and the file, never a traceback.
 
 from __future__ import annotations
 
+import socket
 import ssl
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +40,7 @@ def _load_chain(context: ssl.SSLContext, cert: Path, key: Path, what: str) -> No
         raise TlsError(f"{what}: {exc.filename}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
         raise TlsError(f"{what}: certificate {cert} and key {key} cannot be used together: "
-                       f"{getattr(exc, 'reason', None) or exc}") from None
+                       f"{failure_reason(exc)}") from None
 
 
 def _load_ca(context: ssl.SSLContext, ca: Path, what: str) -> None:
@@ -47,7 +49,7 @@ def _load_ca(context: ssl.SSLContext, ca: Path, what: str) -> None:
     except FileNotFoundError:
         raise TlsError(f"{what}: {ca}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
-        raise TlsError(f"{what}: {ca} holds no usable CA certificate: {getattr(exc, 'reason', None) or exc}") \
+        raise TlsError(f"{what}: {ca} holds no usable CA certificate: {failure_reason(exc)}") \
             from None
 
 
@@ -95,9 +97,54 @@ def not_after(cert: Path) -> datetime:
     return min(one.not_valid_after_utc for one in loaded)
 
 
-def days_left(cert: Path, now: datetime | None = None) -> float:
-    """Days until the certificate in ``cert`` ends (negative: it has ended)."""
-    return (not_after(cert) - (now or datetime.now(UTC))).total_seconds() / 86400
+def days_until(moment: datetime, now: datetime | None = None) -> float:
+    """Days until ``moment`` (a certificate's end; negative: it has passed)."""
+    return (moment - (now or datetime.now(UTC))).total_seconds() / 86400
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What an SSL or socket error says, in a few words (for a log line or a last_error)."""
+    return str(getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+               or getattr(exc, "strerror", None) or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one TLS connection to a peer showed: the version agreed, or the problem."""
+
+    version: str
+    problem: str
+
+
+def probe(host: str, port: int, context: ssl.SSLContext, *, peer: str, hint: str, timeout_s: float) -> Probe:
+    """Connect, shake hands and listen a moment: TLS 1.3 tells a client that the server refused
+    its certificate only after the client's handshake has ended (an alert or a close), and a
+    silent second is a peer waiting for a message, i.e. content.
+
+    Raises
+    ------
+    OSError
+        No TCP connection at all.
+    """
+    raw = socket.create_connection((host, port), timeout=timeout_s)
+    try:
+        with context.wrap_socket(raw, server_hostname=host) as secured:
+            version = secured.version() or ""
+            secured.settimeout(1.0)
+            try:
+                if secured.recv(1) == b"":
+                    return Probe(version, f"the {peer} closed the connection after the TLS handshake "
+                                          f"(does the {peer} accept our certificate? {hint})")
+            except TimeoutError:
+                pass
+            return Probe(version, "")
+    except ssl.SSLCertVerificationError as exc:
+        return Probe("", f"the {peer}'s certificate is not trusted: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        return Probe("", f"TLS with the {peer} ended: {failure_reason(exc)} (does the {peer} accept our "
+                         f"certificate? {hint})")
+    finally:
+        raw.close()
 
 
 # --- one context per place TLS is switched on in the settings (None: plain TCP) ---
@@ -133,19 +180,28 @@ def pacs_context(pacs: PacsSettings) -> ssl.SSLContext | None:
     return client_context(ca=pacs.tls_ca, cert=pacs.tls_cert, key=pacs.tls_key, what="pacs.tls")
 
 
-def validate(settings: Settings) -> None:
-    """Build every context the settings switch on, so a bad file stops the start, not a connection.
+@dataclass(frozen=True)
+class Contexts:
+    """Every context the settings switch on (None: that wire is plain TCP)."""
+
+    https: ssl.SSLContext | None
+    mllp: ssl.SSLContext | None
+    dicom: ssl.SSLContext | None
+    ris: ssl.SSLContext | None
+    pacs: ssl.SSLContext | None
+
+
+def contexts(settings: Settings) -> Contexts:
+    """Build them all at once, so a bad file stops the start, not a connection.
 
     Raises
     ------
     TlsError
         The first certificate, key or CA that cannot be used.
     """
-    https_context(settings.server)
-    mllp_context(settings.hl7)
-    dicom_context(settings.dicom)
-    ris_context(settings.ris)
-    pacs_context(settings.pacs)
+    return Contexts(https=https_context(settings.server), mllp=mllp_context(settings.hl7),
+                    dicom=dicom_context(settings.dicom), ris=ris_context(settings.ris),
+                    pacs=pacs_context(settings.pacs))
 
 
 def certificates(settings: Settings) -> dict[str, Path]:

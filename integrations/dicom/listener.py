@@ -18,6 +18,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from integrations.dicom.scu import set_nodelay
+from radservice import tls
 from radservice.config import DicomSettings
 
 log = logging.getLogger("radservice.dicom")
@@ -60,8 +61,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
                 request = self.tls_context.wrap_socket(request, server_side=True)
                 request.settimeout(None)
             except (ssl.SSLError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or getattr(exc, "verify_message", None) or type(exc).__name__
-                log.warning("dicom: TLS handshake from %s failed: %s", peer, reason)
+                log.warning("dicom: TLS handshake from %s failed: %s", peer, tls.failure_reason(exc))
                 try:
                     request.close()
                 except OSError:

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from integrations.dicom.sr import SrError, build_sr
+from radservice import tls
 from radservice.config import DicomSettings, PacsSettings
 from radservice.outbox.flows import SendResult
 from radservice.outbox.service import OutgoingReport
@@ -146,24 +147,12 @@ class PacsClient:
         """Why a TLS association failed, found by shaking hands once more ourselves (pynetdicom
         only logs it): an untrusted or misnamed certificate, or the PACS refusing ours."""
         assert self.tls_args is not None
-        context, hostname = self.tls_args
         try:
-            address = (self.pacs.host, self.pacs.port)
-            with socket.create_connection(address, timeout=self.pacs.connect_timeout_s) as raw, \
-                    context.wrap_socket(raw, server_hostname=hostname) as secured:
-                secured.settimeout(1.0)
-                try:
-                    if secured.recv(1) == b"":
-                        return "TLS: the PACS closed the connection after the handshake (is our certificate refused?)"
-                except TimeoutError:
-                    return ""
-        except ssl.SSLCertVerificationError as exc:
-            return f"TLS: the PACS's certificate is not trusted: {exc.verify_message}"
-        except ssl.SSLError as exc:
-            return f"TLS with the PACS ended: {exc.reason or exc}"
+            found = tls.probe(self.pacs.host, self.pacs.port, self.tls_args[0], peer="PACS", hint="see pacs.tls_cert",
+                              timeout_s=self.pacs.connect_timeout_s)
         except OSError:
             return ""
-        return ""
+        return f"TLS: {found.problem}" if found.problem else ""
 
     def close(self) -> None:
         with self._lock:

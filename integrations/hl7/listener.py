@@ -20,6 +20,7 @@ from typing import Any
 
 from integrations.hl7.mllp import FrameReader, FrameTooLarge, wrap
 from integrations.hl7.routing import Hl7Router
+from radservice import tls
 
 log = logging.getLogger("radservice.hl7")
 
@@ -130,9 +131,7 @@ class MllpListener:
                 try:
                     await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.frame_timeout_s)
                 except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
-                    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) \
-                        or type(exc).__name__
-                    log.warning("hl7: TLS handshake from %s failed: %s", peer_text, reason)
+                    log.warning("hl7: TLS handshake from %s failed: %s", peer_text, tls.failure_reason(exc))
                     return
                 log.info("hl7: connection from %s over %s%s", peer_text, writer.get_extra_info("ssl_object").version(),
                          _client_name(writer.get_extra_info("peercert")))

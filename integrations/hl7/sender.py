@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from integrations.hl7.message import MessageError, decode, parse
 from integrations.hl7.mllp import FrameReader, FrameTooLarge, wrap
 from integrations.hl7.oru import OruHeader, build_oru
+from radservice import tls
 from radservice.config import RisSettings
 from radservice.outbox.flows import SendResult
 from radservice.outbox.service import OutgoingReport
@@ -117,8 +118,7 @@ class MllpConnection:
                                       f"{exc.verify_message}") from None
             except (ssl.SSLError, OSError) as exc:
                 sock.close()
-                raise PeerUnavailable(f"TLS to {self.host}:{self.port} failed: "
-                                      f"{getattr(exc, 'reason', None) or exc.strerror or type(exc).__name__}") from None
+                raise PeerUnavailable(f"TLS to {self.host}:{self.port} failed: {tls.failure_reason(exc)}") from None
         self._sock = sock
         return sock
 
@@ -151,7 +151,7 @@ class MllpConnection:
                 raise PeerUnavailable(f"{exc}{hint}") from None
             except ssl.SSLError as exc:
                 self.close()
-                raise PeerUnavailable(f"TLS with {self.host}:{self.port} ended: {exc.reason or exc}"
+                raise PeerUnavailable(f"TLS with {self.host}:{self.port} ended: {tls.failure_reason(exc)}"
                                       f"{TLS_REFUSED_HINT if 'ALERT' in str(exc.reason) else ''}") from None
             except OSError as exc:
                 self.close()

@@ -157,7 +157,7 @@ def test_certificate_end_is_the_earliest_in_a_bundle(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(later.cert_chain_pems[0].bytes() + soon.cert_chain_pems[0].bytes())
     assert tls.not_after(bundle) == now + timedelta(days=5)
-    assert 4 < tls.days_left(bundle) < 6
+    assert 4 < tls.days_until(tls.not_after(bundle)) < 6
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(tls.TlsError, match="no PEM certificate"):
         tls.not_after(tmp_path / "junk.pem")
